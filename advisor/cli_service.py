@@ -1,0 +1,177 @@
+"""Service subcommands of `advisor`: serve, worker, db, token. Each `add_*` takes the subparsers object.
+
+Heavy imports (FastAPI, uvicorn, SQLAlchemy models) happen inside the handlers, so `advisor --help`
+stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from advisor.storage.db import Database
+    from api.settings import Settings
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from api.settings import Settings
+
+    overrides = {
+        name: getattr(args, name)
+        for name in ("host", "port", "workers", "executor", "database_url")
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def _check_schema(url: str) -> Database:
+    from advisor.storage.db import Database
+
+    db = Database(url)
+    db.check_schema()  # SchemaOutOfDate (an AdvisorError) prints its fix and exits 2 via cli.main
+    return db
+
+
+# serve ----------------------------------------------------------------------------------------------
+
+
+def add_serve(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("serve", help="run the REST API (and local workers) on 127.0.0.1:8000")
+    parser.add_argument("--host", help="bind address (default 127.0.0.1; LORA_ADVISOR_HOST)")
+    parser.add_argument("--port", type=int, help="port (default 8000; LORA_ADVISOR_PORT)")
+    parser.add_argument("--workers", type=int, help="embedded local worker processes (default 1; 0: none)")
+    parser.add_argument("--executor", choices=["local", "ray"], help="where jobs run (default local)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default SQLite under LORA_ADVISOR_DATA_DIR)")
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from api.app import create_app
+
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        print(f"error: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return EXIT_USAGE
+    db = _check_schema(settings.url)
+    app = create_app(settings, db=db)
+    print(
+        f"lora-advisor on http://{settings.host}:{settings.port} (docs at /docs), "
+        f"database {db.engine.url.render_as_string(hide_password=True)}",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return EXIT_OK
+
+
+# worker ---------------------------------------------------------------------------------------------
+
+
+def add_worker(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("worker", help="run standalone workers against a shared database")
+    parser.add_argument("--concurrency", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--executor", choices=["local", "ray"], help="where jobs run (default local)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL, e.g. postgresql://user@db/advisor")
+    parser.set_defaults(handler=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from advisor.jobs.worker import Worker, start_worker_processes, stop_worker_processes
+    from api.app import worker_options
+
+    settings = _settings(args)
+    db = _check_schema(settings.url)
+    options = worker_options(settings)
+    if args.concurrency <= 1:  # in this process, so kill -9 of the command kills the worker itself
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        Worker(db, options=options).run_forever(stop)
+        return EXIT_OK
+    processes = start_worker_processes(settings.url, options, args.concurrency)
+    try:
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_worker_processes(processes)
+    return EXIT_OK
+
+
+# db ---------------------------------------------------------------------------------------------------
+
+
+def add_db(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("db", help="database schema: upgrade, downgrade, current")
+    actions = parser.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = actions.add_parser("upgrade", help="apply migrations (default: to the newest)")
+    up.add_argument("--revision", default="head")
+    down = actions.add_parser("downgrade", help="revert migrations to REVISION ('base' empties the database)")
+    down.add_argument("--revision", required=True)
+    actions.add_parser("current", help="print the database's revision and this code's head")
+    for sub in (up, down, parser):
+        sub.add_argument("--database-url", help="SQLAlchemy URL (default from LORA_ADVISOR_* settings)")
+    parser.set_defaults(handler=run_db)
+
+
+def run_db(args: argparse.Namespace) -> int:
+    from advisor.storage import migrate
+    from advisor.storage.db import Database
+
+    url = _settings(args).url
+    if args.db_command == "upgrade":
+        migrate.upgrade(url, args.revision)
+    elif args.db_command == "downgrade":
+        migrate.downgrade(url, args.revision)
+    db = Database(url)
+    try:
+        current, head = migrate.current_revision(db), migrate.head_revision()
+    finally:
+        db.dispose()
+    state = "up to date" if current == head else "out of date: run `advisor db upgrade`"
+    print(f"database {current or 'empty'}, code head {head} ({state})")
+    return EXIT_OK
+
+
+# token ------------------------------------------------------------------------------------------------
+
+
+def add_token(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("token", help="API bearer tokens")
+    actions = parser.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="make a token and print it once (only its hash is stored)")
+    create.add_argument(
+        "--scopes", default="read", help="comma-separated: read, submit, admin (default read)"
+    )
+    create.add_argument("--name", required=True, help="who or what uses it, e.g. ci-hook")
+    create.add_argument("--database-url", help="SQLAlchemy URL (default from LORA_ADVISOR_* settings)")
+    parser.set_defaults(handler=run_token)
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from api.security import create_token, parse_scopes
+
+    try:
+        scopes = parse_scopes(args.scopes)
+    except ValueError as exc:
+        print(f"error: --scopes: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    db = _check_schema(_settings(args).url)
+    token_id, token = create_token(db, name=args.name, scopes=scopes)
+    print(token)
+    print(
+        f"token {token_id} ({args.name}, scopes {','.join(scopes)}): store it now, it is not shown again",
+        file=sys.stderr,
+    )
+    return EXIT_OK

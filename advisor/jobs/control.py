@@ -1,0 +1,59 @@
+"""What a running job function sees of the queue: a progress sink and a stop signal.
+
+The worker's heartbeat thread sets the signals; the job function calls `progress()` (or `check()`)
+between units of work, which raises when it should stop, so a canceled or superseded job ends promptly.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from advisor.errors import AdvisorError
+
+
+class JobCanceled(AdvisorError):
+    """The user canceled the study; the job stops and records no results."""
+
+
+class LeaseLost(AdvisorError):
+    """Another attempt owns the job now (this worker's lease expired); stop without writing anything."""
+
+
+class PermanentJobError(AdvisorError):
+    """A failure retrying cannot fix (bad spec, missing component): the job fails on this attempt."""
+
+
+class JobControl:
+    def __init__(self) -> None:
+        self.canceled = threading.Event()
+        self.lost = threading.Event()
+        self.fraction: float | None = None
+        self.message: str | None = None
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost("lease lost to a newer attempt")
+        if self.canceled.is_set():
+            raise JobCanceled("canceled by request")
+
+    def progress(self, fraction: float | None = None, message: str | None = None) -> None:
+        if fraction is not None:
+            self.fraction = float(fraction)
+        if message is not None:
+            self.message = message
+        self.check()
+
+    def callback(self, *args: Any, **kwargs: Any) -> None:
+        """A progress hook for code whose callback shape we do not own (proxy_runs.study.run_study):
+        a leading number is a fraction done; an object with `fraction`, or `done`/`total`, works too."""
+        event = args[0] if args else kwargs.get("fraction", kwargs.get("progress"))
+        fraction: float | None = None
+        if isinstance(event, int | float):
+            fraction = float(event)
+        elif event is not None and getattr(event, "fraction", None) is not None:
+            fraction = float(event.fraction)
+        elif event is not None and getattr(event, "total", None):
+            fraction = float(getattr(event, "done", 0)) / float(event.total)
+        message = kwargs.get("message") or (str(args[1]) if len(args) > 1 else None)
+        self.progress(fraction, message)

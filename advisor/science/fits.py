@@ -1,0 +1,453 @@
+"""Response-surface fits: eval loss over (batch size, learning rate) → LR*(B), L*(B), B*, the ε-band, κ.
+
+Why a *robust local quadratic in log LR* per batch size (and not a global quadratic, a spline or a GP):
+- Loss against log LR is a bowl near its minimum but asymmetric away from it (a slow rise towards low LRs,
+  a cliff towards divergence), so a global quadratic is biased; fitting only the ±half decade around the
+  grid minimum (2 grid steps each side on the 4-per-decade grid) keeps the quadratic where it is accurate.
+- 3 to 9 points per batch size are too few to fit a GP's length scale or a spline's knots honestly; a
+  local quadratic has 3 parameters and a closed-form vertex.
+- Seeds are averaged before the fit; with a measured seed noise a soft-L1 loss at that scale (scipy's
+  `least_squares`) keeps one bad run from dragging the vertex.
+- The vertex is trusted within one grid step of the grid minimum only: interpolation, never extrapolation.
+  When the bowl is not convex (flat or noisy) the fit falls back to the grid minimum and says so.
+
+Diverged runs carry no loss; they bound LR* from above. Everything here is numpy/scipy, no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from advisor.science.recommendation import NoRecommendation
+
+GRID_STEP = 0.25  # decades between LR grid points: 4 per decade, as in seed 001
+WINDOW_DECADES = 0.5  # half-width of the local fit: 2 grid steps each side of the grid minimum
+DEFAULT_EPSILON = 0.005  # the band holds configs within 0.5% of the best loss (the benchmark's regret target)
+
+Side = Literal["low", "high"]
+Axis = Literal["lr", "batch"]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One run's eval loss at a given number of examples seen; `loss` is None when it diverged."""
+
+    batch_size: int
+    learning_rate: float
+    loss: float | None
+    seed: int = 0
+    examples_seen: int = 0
+    dataset_size: int | None = None
+
+    @property
+    def diverged(self) -> bool:
+        return self.loss is None or not math.isfinite(self.loss)
+
+
+@dataclass(frozen=True)
+class GridEdge:
+    """The optimum sits on the edge of what was searched: the planner should extend the grid there."""
+
+    axis: Axis
+    side: Side
+    batch_size: int | None = None  # for axis "lr": the batch size whose LR optimum is on the edge
+
+
+@dataclass
+class CurveFit:
+    """Eval loss against log10 LR at one batch size, and its minimum."""
+
+    batch_size: int
+    lr_star: float
+    loss_star: float
+    kind: Literal["quadratic", "grid"]  # "grid": no convex bowl, the best grid point is reported
+    coefficients: tuple[float, float, float]  # a + b·u + c·u², u = log10(lr) − centre
+    centre: float
+    tested: list[tuple[float, float | None]]  # (lr, loss or None when diverged), sorted by lr
+    edge: Side | None = None
+    residual_sd: float = 0.0
+
+    @property
+    def curvature(self) -> float:
+        """d²loss/d(log10 lr)²: how sharply the loss rises one decade away from LR* (0 when flat)."""
+        return 2.0 * self.coefficients[2] if self.kind == "quadratic" else 0.0
+
+    def predict(self, lr: float) -> float:
+        a, b, c = self.coefficients
+        u = math.log10(lr) - self.centre
+        return a + b * u + c * u * u
+
+    def lr_interval(self, epsilon: float) -> tuple[float, float]:
+        """LRs whose loss is within `epsilon` of L*(B), never wider than what was tested."""
+        finite = [(lr, loss) for lr, loss in self.tested if loss is not None]
+        low, high = finite[0][0], finite[-1][0]
+        if self.kind == "quadratic":
+            half = math.sqrt(epsilon / self.coefficients[2])
+            x = math.log10(self.lr_star)
+            return max(low, 10 ** (x - half)), min(high, 10 ** (x + half))
+        near = [lr for lr, loss in finite if loss <= self.loss_star + epsilon]
+        return min(near), max(near)
+
+
+@dataclass
+class KappaFit:
+    """LR*(B) ∝ B^κ: rescale the LR when the effective batch changes (seed 001: κ ≈ 0.55…0.83)."""
+
+    kappa: float
+    intercept: float  # log10 LR* at B = 1
+    batch_sizes: list[int]
+    r_squared: float
+
+    def lr_at(self, batch_size: float) -> float:
+        return 10 ** (self.intercept + self.kappa * math.log10(batch_size))
+
+
+@dataclass
+class BandEntry:
+    batch_size: int
+    learning_rate: float  # LR*(B)
+    lr_low: float
+    lr_high: float
+    loss: float  # L*(B)
+
+
+@dataclass
+class SurfaceFit:
+    """All batch sizes at one fidelity (examples seen): the optimum, its ε-band and what to extend."""
+
+    curves: dict[int, CurveFit]
+    batch_size: int  # B*
+    learning_rate: float  # LR*(B*)
+    loss: float  # L*(B*), the predicted eval loss
+    epsilon: float
+    band: list[BandEntry]
+    kappa: KappaFit | None
+    edges: list[GridEdge] = field(default_factory=list)
+    noise_sd: float = 0.0
+    n_observations: int = 0
+    n_diverged: int = 0
+
+    @property
+    def is_flat(self) -> bool:
+        """No LR tested at B* is worse than the best by more than ε: the data cannot locate LR*."""
+        losses = [loss for _, loss in self.curves[self.batch_size].tested if loss is not None]
+        return max(losses) - min(losses) <= self.epsilon
+
+
+# 1. One batch size ------------------------------------------------------------------------------------------
+
+
+def _quadratic(u: np.ndarray, y: np.ndarray, noise_sd: float | None) -> np.ndarray:
+    """Least squares of y ≈ a + b·u + c·u²; with a measured noise level, a soft-L1 loss at that scale.
+
+    The scale must be the seed-to-seed noise, not the fit's own residuals: 3 parameters on 5 points leave
+    residuals far below the noise, and a soft-L1 at that scale would treat honest points as outliers and
+    bias the vertex. Without replicates the fit is plain least squares.
+    """
+    design = np.stack([np.ones_like(u), u, u * u], axis=1)
+    start = np.linalg.lstsq(design, y, rcond=None)[0]
+    if not noise_sd or len(u) <= 3:
+        return start
+    return least_squares(lambda p: design @ p - y, start, loss="soft_l1", f_scale=2.0 * noise_sd).x
+
+
+def _window(x: np.ndarray, best: int) -> np.ndarray:
+    """Indices within WINDOW_DECADES of the grid minimum; at least the 3 nearest points."""
+    inside = np.flatnonzero(np.abs(x - x[best]) <= WINDOW_DECADES + 1e-9)
+    if len(inside) >= 3:
+        return inside
+    return np.sort(np.argsort(np.abs(x - x[best]), kind="stable")[:3])
+
+
+def _curve_edge(tested: list[tuple[float, float | None]], best_lr: float) -> Side | None:
+    """'low': the best is the smallest LR tried; 'high': the largest, with nothing above it diverged."""
+    finite = [lr for lr, loss in tested if loss is not None]
+    if len(finite) < 2:
+        return None
+    if best_lr == finite[0] and tested[0][0] == best_lr:
+        return "low"
+    diverged_above = any(loss is None and lr > best_lr for lr, loss in tested)
+    return "high" if best_lr == finite[-1] and not diverged_above else None
+
+
+def fit_curve(
+    batch_size: int, points: Sequence[tuple[float, float | None]], noise_sd: float | None = None
+) -> CurveFit | None:
+    """Fit one batch size's (lr, loss) points; None when no run at this batch size has a finite loss."""
+    tested = sorted((lr, loss if loss is not None and math.isfinite(loss) else None) for lr, loss in points)
+    finite = [(lr, loss) for lr, loss in tested if loss is not None]
+    if not finite:
+        return None
+    x = np.log10([lr for lr, _ in finite])
+    y = np.array([loss for _, loss in finite], dtype=float)
+    best = int(np.argmin(y))
+    edge = _curve_edge(tested, finite[best][0])
+    grid = CurveFit(
+        batch_size,
+        float(finite[best][0]),
+        float(y[best]),
+        "grid",
+        (float(y[best]), 0.0, 0.0),
+        float(x[best]),
+        tested,
+        edge,
+    )
+    if len(finite) < 3:
+        return grid
+    return _vertex_fit(grid, x, y, best, noise_sd)
+
+
+def _vertex_fit(grid: CurveFit, x: np.ndarray, y: np.ndarray, best: int, noise_sd: float | None) -> CurveFit:
+    """Replace the grid minimum by the local quadratic's vertex when the bowl is convex."""
+    idx = _window(x, best)
+    u = x[idx] - x[best]
+    a, b, c = _quadratic(u, y[idx], noise_sd)
+    residual_sd = float(np.std(a + b * u + c * u * u - y[idx], ddof=0)) * math.sqrt(
+        len(idx) / max(len(idx) - 3, 1)
+    )
+    if c <= 1e-12:  # flat or concave: no vertex to trust
+        grid.residual_sd = residual_sd
+        return grid
+    vertex = float(np.clip(-b / (2 * c), -GRID_STEP, GRID_STEP))  # interpolate within one grid step
+    vertex = float(np.clip(vertex, u.min(), u.max()))
+    loss_star = float(a + b * vertex + c * vertex * vertex)
+    return CurveFit(
+        grid.batch_size,
+        float(10 ** (x[best] + vertex)),
+        loss_star,
+        "quadratic",
+        (float(a), float(b), float(c)),
+        float(x[best]),
+        grid.tested,
+        grid.edge,
+        residual_sd,
+    )
+
+
+# 2. All batch sizes -----------------------------------------------------------------------------------------
+
+
+def points_by_batch(observations: Iterable[Observation]) -> dict[int, list[tuple[float, float | None]]]:
+    """(lr, mean loss over seeds) per batch size; a config diverged when any of its seeds did."""
+    grouped: dict[tuple[int, float], list[float | None]] = defaultdict(list)
+    for obs in observations:
+        grouped[obs.batch_size, obs.learning_rate].append(None if obs.diverged else obs.loss)
+    points: dict[int, list[tuple[float, float | None]]] = defaultdict(list)
+    for (batch, lr), losses in grouped.items():
+        mean = None if any(v is None for v in losses) else float(np.mean(losses))  # type: ignore[arg-type]
+        points[batch].append((lr, mean))
+    return dict(points)
+
+
+def replicate_noise(observations: Iterable[Observation]) -> float | None:
+    """Pooled standard deviation of the loss across seeds of the same config; None without replicates."""
+    grouped: dict[tuple[int, float], list[float]] = defaultdict(list)
+    for obs in observations:
+        if not obs.diverged:
+            grouped[obs.batch_size, obs.learning_rate].append(float(obs.loss))  # type: ignore[arg-type]
+    deviations = [v - np.mean(vs) for vs in grouped.values() if len(vs) > 1 for v in vs]
+    dof = sum(len(vs) - 1 for vs in grouped.values() if len(vs) > 1)
+    return float(math.sqrt(sum(d * d for d in deviations) / dof)) if dof else None
+
+
+def fit_kappa(curves: Iterable[CurveFit]) -> KappaFit | None:
+    """Least squares of log LR*(B) on log B over batch sizes whose LR optimum is interior."""
+    interior = sorted((c.batch_size, c.lr_star) for c in curves if c.edge is None)
+    if len({b for b, _ in interior}) < 2:
+        return None
+    logb = np.log10([b for b, _ in interior])
+    loglr = np.log10([lr for _, lr in interior])
+    kappa, intercept = np.polyfit(logb, loglr, 1)
+    predicted = intercept + kappa * logb
+    total = float(np.sum((loglr - loglr.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((loglr - predicted) ** 2)) / total if total > 0 else 1.0
+    return KappaFit(float(kappa), float(intercept), [b for b, _ in interior], r2)
+
+
+def fit_surface(
+    observations: Sequence[Observation], *, epsilon_rel: float = DEFAULT_EPSILON
+) -> SurfaceFit | NoRecommendation:
+    """B*, LR*(B*), L*(B*), the ε-band, κ and grid edges from runs compared at one fidelity."""
+    if not observations:
+        return NoRecommendation(reason="no runs to fit", kind="no_runs")
+    noise = replicate_noise(observations)
+    curves = {
+        b: c for b, pts in sorted(points_by_batch(observations).items()) if (c := fit_curve(b, pts, noise))
+    }
+    n_diverged = sum(obs.diverged for obs in observations)
+    if not curves:
+        return _all_diverged(observations)
+    best = min(curves.values(), key=lambda c: c.loss_star)
+    noise_sd = noise if noise is not None else float(np.median([c.residual_sd for c in curves.values()]))
+    epsilon = max(epsilon_rel * abs(best.loss_star), 2.0 * noise_sd)
+    band = [
+        BandEntry(c.batch_size, c.lr_star, *c.lr_interval(epsilon), c.loss_star)
+        for c in curves.values()
+        if c.loss_star <= best.loss_star + epsilon
+    ]
+    return SurfaceFit(
+        curves,
+        best.batch_size,
+        best.lr_star,
+        best.loss_star,
+        epsilon,
+        band,
+        fit_kappa(curves.values()),
+        _edges(curves, best),
+        noise_sd,
+        len(observations),
+        n_diverged,
+    )
+
+
+def _edges(curves: dict[int, CurveFit], best: CurveFit) -> list[GridEdge]:
+    """LR edges of every batch size in play, and a batch edge when B* is the smallest or largest tried."""
+    edges = [GridEdge("lr", c.edge, c.batch_size) for c in curves.values() if c.edge is not None]
+    batches = sorted(curves)
+    if len(batches) > 1 and best.batch_size == batches[0]:
+        edges.append(GridEdge("batch", "low"))
+    elif len(batches) > 1 and best.batch_size == batches[-1]:
+        edges.append(GridEdge("batch", "high"))
+    return edges
+
+
+def _all_diverged(observations: Sequence[Observation]) -> NoRecommendation:
+    lowest = min(obs.learning_rate for obs in observations)
+    return NoRecommendation(
+        reason=f"all {len(observations)} runs diverged, down to the lowest learning rate tried "
+        f"({lowest:.3g}); "
+        "no (batch size, learning rate) produced a finite loss",
+        kind="all_diverged",
+        fix="lower lr_range (e.g. start a decade lower), check the data (empty responses, huge losses) "
+        "and the method's α/r scale",
+    )
+
+
+# 3. Uncertainty ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BootstrapSummary:
+    """Spread of the optimum over resampled runs: a 90% interval by default."""
+
+    lr_interval: tuple[float, float]
+    loss_interval: tuple[float, float]
+    batch_share: dict[int, float]  # how often each batch size came out best
+    replicates: int
+    level: float
+
+    @property
+    def lr_width_decades(self) -> float:
+        return math.log10(self.lr_interval[1] / self.lr_interval[0])
+
+
+def _resample(
+    observations: Sequence[Observation], surface: SurfaceFit, rng: np.random.Generator
+) -> list[Observation]:
+    """One bootstrap data set (a parametric residual bootstrap): each config's loss is the fitted curve near
+    the optimum (its observed mean further out) plus fresh noise of the measured size, σ/√seeds.
+
+    Resampling the seeds themselves was tried and rejected: with 2–3 seeds per config the spread of a
+    resample is itself so variable (χ² with 1–2 degrees of freedom) that intervals came out far too
+    narrow for some configs; σ pooled over every config's seeds is stable.
+    """
+    grouped: dict[tuple[int, float], list[Observation]] = defaultdict(list)
+    for obs in observations:
+        grouped[obs.batch_size, obs.learning_rate].append(obs)
+    sample = []
+    for (batch, lr), runs in grouped.items():
+        curve = surface.curves.get(batch)
+        if any(run.diverged for run in runs) or curve is None:
+            sample.extend(runs)
+            continue
+        near = curve.kind == "quadratic" and abs(math.log10(lr) - curve.centre) <= WINDOW_DECADES + 1e-9
+        mean = float(np.mean([run.loss for run in runs]))
+        centre = curve.predict(lr) if near else mean
+        noise = float(rng.normal(0.0, surface.noise_sd / math.sqrt(len(runs))))
+        sample.append(Observation(batch, lr, centre + noise, runs[0].seed))
+    return sample
+
+
+def bootstrap_optimum(
+    observations: Sequence[Observation],
+    surface: SurfaceFit,
+    *,
+    replicates: int = 200,
+    level: float = 0.9,
+    seed: int = 0,
+) -> BootstrapSummary:
+    """Refit on resampled runs: percentile intervals of LR* and L* at the chosen B*, and B votes."""
+    rng = np.random.default_rng(seed)
+    lrs: list[float] = []
+    losses: list[float] = []
+    votes: dict[int, int] = defaultdict(int)
+    for _ in range(replicates):
+        refit = fit_surface(_resample(observations, surface, rng))
+        if isinstance(refit, NoRecommendation):
+            continue
+        same_batch = refit.curves.get(surface.batch_size)  # the interval is of LR* at the chosen B*
+        if same_batch is not None:
+            lrs.append(same_batch.lr_star)
+            losses.append(same_batch.loss_star)
+        votes[refit.batch_size] += 1
+    tail = 100 * (1 - level) / 2
+    lr_lo, lr_hi = (10 ** np.percentile(np.log10(lrs), [tail, 100 - tail])) if lrs else (math.nan, math.nan)
+    loss_lo, loss_hi = np.percentile(losses, [tail, 100 - tail]) if losses else (math.nan, math.nan)
+    share = {b: n / max(sum(votes.values()), 1) for b, n in sorted(votes.items())}
+    return BootstrapSummary(
+        (float(lr_lo), float(lr_hi)), (float(loss_lo), float(loss_hi)), share, len(lrs), level
+    )
+
+
+def confidence_score(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> float:
+    """0–1: 1 when the LR interval is narrow, B* wins every resample and no edge is left open.
+
+    A 90% LR interval one decade wide (4 grid steps) scores 0; an open grid edge halves the score (the true
+    optimum may lie outside), and a flat surface caps it at 0.2 (any LR in the band is as good).
+    """
+    width = bootstrap.lr_width_decades if bootstrap and bootstrap.replicates else 1.0
+    score = max(0.0, 1.0 - width / 1.0)
+    if bootstrap and bootstrap.replicates:
+        score *= bootstrap.batch_share.get(surface.batch_size, 0.0)
+    if any(e.batch_size in (None, surface.batch_size) for e in surface.edges):
+        score *= 0.5
+    return min(score, 0.2) if surface.is_flat else score
+
+
+# 4. Dataset-size trend --------------------------------------------------------------------------------------
+
+
+@dataclass
+class SizeTrend:
+    """How B* and LR* move with the number of training examples N (power laws in N)."""
+
+    sizes: list[int]
+    batch_stars: list[int]
+    lr_stars: list[float]
+    lr_exponent: float  # d log LR* / d log N (seed 001: LR* drifts down ~3× from 5k to 395k, ≈ −0.25)
+    batch_exponent: float  # d log B* / d log N (critical-batch theory: B* grows with N)
+
+    def predict(self, size: int) -> tuple[float, float]:
+        """(B*, LR*) extrapolated to `size` from the largest measured subset."""
+        ratio = size / self.sizes[-1]
+        return self.batch_stars[-1] * ratio**self.batch_exponent, self.lr_stars[-1] * ratio**self.lr_exponent
+
+
+def size_trend(fits: dict[int, SurfaceFit]) -> SizeTrend | None:
+    """Power-law slopes of B* and LR* against dataset size, from 2 or more subset sizes."""
+    if len(fits) < 2:
+        return None
+    sizes = sorted(fits)
+    logn = np.log10(sizes)
+    lr_stars = [fits[n].learning_rate for n in sizes]
+    batch_stars = [fits[n].batch_size for n in sizes]
+    lr_slope = float(np.polyfit(logn, np.log10(lr_stars), 1)[0])
+    batch_slope = float(np.polyfit(logn, np.log10(batch_stars), 1)[0])
+    return SizeTrend(sizes, batch_stars, lr_stars, lr_slope, batch_slope)

@@ -1,0 +1,266 @@
+"""Warm start: answer at once from stored studies of a similar context, and learn from reported outcomes.
+
+Before any compute, stored recommendations for the same or a nearby context (model family, method, rank
+bucket, dataset-size bucket, α convention) give a provisional answer. Reported full-run outcomes (the LR
+that actually worked on the target) recalibrate β, the curvature-transfer exponent, and correct the LR
+prior. Storage is behind `KnowledgeStore`, a Protocol, so the science stays free of SQL: the database
+repository implements it elsewhere, tests use a list in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from advisor.science.recommendation import (
+    Band,
+    Confidence,
+    Cost,
+    Recommendation,
+    confidence_label,
+    kappa_rule,
+)
+from advisor.science.transfer import BETA_BAND, BETA_DEFAULT, KAPPA_PRIOR
+from advisor.specs import StudySpec
+
+# Seed 001 (α = r): r = 4 needs 5.6× the LR of r = 256, so LR* ∝ r^−0.41; LR* drifts down ~3× from 5k to
+# 395k examples, so LR* ∝ N^−0.25. A neighbour's LR is moved along these before it is averaged in.
+RANK_EXPONENT = -math.log(5.6) / math.log(256 / 4)
+SIZE_EXPONENT = -math.log(3.0) / math.log(395_000 / 5_000)
+MAX_DISTANCE = 3.0  # neighbours further than this (e.g. another model family at another rank) are ignored
+PROVISIONAL_CONFIDENCE_CAP = 0.5  # a warm start never claims more than "medium" before any compute
+BETA_SHRINKAGE = 2.0  # the prior β counts as this many outcomes when recalibrating
+MIN_LOG_RATIO = 0.05  # outcomes whose curvature ratio is within ~12% of 1 say nothing about β
+
+
+def rank_bucket(rank: int) -> int:
+    """Ranks grouped by powers of two: 8 and 12 share bucket 3 (2³ ≤ r < 2⁴)."""
+    return math.floor(math.log2(rank))
+
+
+def size_bucket(n_examples: int) -> int:
+    """Dataset sizes grouped by half decades: bucket 7 holds 3.2k–10k examples."""
+    return math.floor(2 * math.log10(max(n_examples, 1)))
+
+
+def model_family(model: str) -> str:
+    """A rough family name from a model reference: 'Qwen/Qwen3-0.6B' → 'qwen3'."""
+    name = model.rstrip("/").split("/")[-1].lower()
+    return name.split("-")[0].split("_")[0] or name
+
+
+class StudyContext(BaseModel):
+    """What makes two studies comparable."""
+
+    model: str
+    model_family: str
+    method: str
+    rank_bucket: int
+    dataset_size_bucket: int
+    scaling: str  # α convention: alpha_over_r or alpha_over_sqrt_r
+    alpha_over_rank: float
+    dataset_fingerprint: str | None = None
+    rank: int = 0
+    dataset_size: int = 0
+
+    @classmethod
+    def from_spec(
+        cls, spec: StudySpec, *, n_train: int, fingerprint: str | None = None, family: str | None = None
+    ) -> StudyContext:
+        assert spec.alpha is not None and spec.scaling is not None
+        return cls(
+            model=spec.model,
+            model_family=family or model_family(spec.model),
+            method=spec.method,
+            rank_bucket=rank_bucket(spec.rank),
+            dataset_size_bucket=size_bucket(n_train),
+            scaling=spec.scaling,
+            alpha_over_rank=spec.alpha / spec.rank,
+            dataset_fingerprint=fingerprint,
+            rank=spec.rank,
+            dataset_size=n_train,
+        )
+
+
+class KnownResult(BaseModel):
+    """A stored study's answer."""
+
+    context: StudyContext
+    batch_size: int
+    learning_rate: float
+    confidence: float = Field(ge=0.0, le=1.0)
+    kappa: float | None = None
+    predicted_eval_loss: float | None = None
+    lambda_max: float | None = None
+
+
+class ReportedOutcome(BaseModel):
+    """What a user's full run found, reported back: the proxy's LR* and the target's best LR."""
+
+    context: StudyContext
+    batch_size: int
+    proxy_lr: float  # LR* measured on the proxy
+    recommended_lr: float  # what the advisor said for the target
+    best_lr: float  # the LR that worked best in the full runs
+    lambda_proxy: float | None = None
+    lambda_target: float | None = None
+
+
+class KnowledgeStore(Protocol):
+    """What the science needs from storage; the SQL repository and test doubles implement it."""
+
+    def similar(self, context: StudyContext) -> list[KnownResult]: ...
+
+    def outcomes(self, context: StudyContext) -> list[ReportedOutcome]: ...
+
+
+# 1. Nearness ------------------------------------------------------------------------------------------------
+
+
+def context_distance(a: StudyContext, b: StudyContext) -> float:
+    """0 for the same context; ∞ when LRs do not compare at all (another method or α convention)."""
+    if (
+        a.method != b.method
+        or a.scaling != b.scaling
+        or not math.isclose(a.alpha_over_rank, b.alpha_over_rank)
+    ):
+        return math.inf  # seed 002: the LR scale is coupled to method and α/r
+    distance = 0.0 if a.model == b.model else 0.5
+    distance += 0.0 if a.model_family == b.model_family else 1.5
+    distance += 0.5 * abs(a.rank_bucket - b.rank_bucket) + 0.5 * abs(
+        a.dataset_size_bucket - b.dataset_size_bucket
+    )
+    same_data = a.dataset_fingerprint is not None and a.dataset_fingerprint == b.dataset_fingerprint
+    return max(0.0, distance - (0.25 if same_data else 0.0))
+
+
+def adjusted_lr(known: KnownResult, context: StudyContext) -> float:
+    """A neighbour's LR moved to this context's rank and dataset size along seed 001's trends."""
+    lr = known.learning_rate
+    if known.context.rank and context.rank:
+        lr *= (context.rank / known.context.rank) ** RANK_EXPONENT
+    if known.context.dataset_size and context.dataset_size:
+        lr *= (context.dataset_size / known.context.dataset_size) ** SIZE_EXPONENT
+    return lr
+
+
+# 2. Recalibration from outcomes -----------------------------------------------------------------------------
+
+
+class BetaCalibration(BaseModel):
+    beta: float
+    outcomes_used: int
+    raw_estimates: list[float] = Field(default_factory=list)
+
+
+def recalibrate_beta(outcomes: list[ReportedOutcome], prior: float = BETA_DEFAULT) -> BetaCalibration:
+    """β from outcomes: each gives β_i = −log(best_lr / proxy_lr) / log(λ_target / λ_proxy).
+
+    The median of the β_i is shrunk towards the prior (worth BETA_SHRINKAGE outcomes) and kept inside the
+    0.7–1.5 band seed 001's own numbers imply: a few outcomes move β, one odd run cannot throw it out.
+    """
+    estimates = []
+    for outcome in outcomes:
+        if not (
+            outcome.lambda_proxy
+            and outcome.lambda_target
+            and min(outcome.lambda_proxy, outcome.lambda_target) > 0
+        ):
+            continue
+        log_ratio = math.log(outcome.lambda_target / outcome.lambda_proxy)
+        if abs(log_ratio) >= MIN_LOG_RATIO:
+            estimates.append(-math.log(outcome.best_lr / outcome.proxy_lr) / log_ratio)
+    if not estimates:
+        return BetaCalibration(beta=prior, outcomes_used=0)
+    n = len(estimates)
+    shrunk = (n * float(np.median(estimates)) + BETA_SHRINKAGE * prior) / (n + BETA_SHRINKAGE)
+    return BetaCalibration(beta=float(np.clip(shrunk, *BETA_BAND)), outcomes_used=n, raw_estimates=estimates)
+
+
+def lr_correction(outcomes: list[ReportedOutcome]) -> float:
+    """How far off recommendations in this context were: the shrunk geometric mean of best / recommended."""
+    logs = [
+        math.log(o.best_lr / o.recommended_lr) for o in outcomes if o.best_lr > 0 and o.recommended_lr > 0
+    ]
+    if not logs:
+        return 1.0
+    return math.exp(sum(logs) / (len(logs) + BETA_SHRINKAGE))
+
+
+# 3. The provisional answer ----------------------------------------------------------------------------------
+
+
+def provisional_recommendation(
+    context: StudyContext, neighbours: list[KnownResult], outcomes: list[ReportedOutcome] | None = None
+) -> Recommendation | None:
+    """An answer before any compute, from stored neighbours weighted by exp(−distance); None without any."""
+    near = [(context_distance(context, k.context), k) for k in neighbours]
+    near = [(d, k) for d, k in near if d <= MAX_DISTANCE]
+    if not near:
+        return None
+    weights = np.array([math.exp(-d) * max(k.confidence, 0.05) for d, k in near])
+    log_lrs = np.array([math.log10(adjusted_lr(k, context)) for _, k in near])
+    correction = lr_correction(outcomes or [])
+    lr = 10 ** float(np.average(log_lrs, weights=weights)) * correction
+    batch = _weighted_median([k.batch_size for _, k in near], weights)
+    spread = (
+        float(np.sqrt(np.average((log_lrs - log_lrs.mean()) ** 2, weights=weights)))
+        if len(near) > 1
+        else 0.25
+    )
+    kappas = [k.kappa for _, k in near if k.kappa is not None]
+    return _provisional(
+        context, near, batch, lr, max(spread, 0.25), float(np.median(kappas)) if kappas else None, correction
+    )
+
+
+def _weighted_median(values: list[int], weights: np.ndarray) -> int:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return int(np.asarray(values)[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def _provisional(
+    context: StudyContext,
+    near: list[tuple[float, KnownResult]],
+    batch: int,
+    lr: float,
+    spread_decades: float,
+    kappa: float | None,
+    correction: float,
+) -> Recommendation:
+    nearest = min(d for d, _ in near)
+    score = min(PROVISIONAL_CONFIDENCE_CAP, max(k.confidence for _, k in near) * math.exp(-nearest))
+    low, high = lr / 10**spread_decades, lr * 10**spread_decades
+    band = Band(batch_sizes=sorted({k.batch_size for _, k in near}), lr_low=low, lr_high=high, epsilon=0.0)
+    reasons = [
+        f"Provisional, before any compute: {len(near)} stored studies of a nearby context "
+        f"(nearest at distance {nearest:.2g}) put LR at {lr:.3g} and batch size {batch}, after moving "
+        "each along seed 001's rank and dataset-size trends."
+    ]
+    if correction != 1.0:
+        reasons.append(f"Reported full-run outcomes in this context moved the LR by ×{correction:.2f}.")
+    return Recommendation(
+        batch_size=batch,
+        learning_rate=lr,
+        method=context.method,
+        band=band,
+        confidence=Confidence(score=score, label=confidence_label(score), lr_interval=(low, high)),
+        predicted_eval_loss=None,
+        lr_rule=kappa_rule(
+            kappa if kappa is not None else KAPPA_PRIOR, batch, lr, measured=kappa is not None
+        ),
+        cost=Cost(proxy_seconds=0.0, examples_seen=0, runs=0),
+        provisional=True,
+        reasoning=reasons,
+        evidence={"neighbours": [{"distance": d, **k.model_dump(mode="json")} for d, k in near]},
+    )
+
+
+def warm_start(store: KnowledgeStore, context: StudyContext) -> tuple[Recommendation | None, BetaCalibration]:
+    """Ask the store once: the provisional answer (if any neighbour) and β recalibrated from outcomes."""
+    outcomes = store.outcomes(context)
+    return provisional_recommendation(context, store.similar(context), outcomes), recalibrate_beta(outcomes)

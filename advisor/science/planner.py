@@ -1,0 +1,333 @@
+"""The study plan: which proxy, which (batch size, LR) grid, which rungs of successive halving — and its cost.
+
+Numbers a plan is made of:
+- LR grid: 4 points per decade (seed 001's grid), on the lattice 2e-4 × 10^(k/4) so that the frameworks'
+  default LoRA LR is a grid point and grids of different studies line up. Centred by a curvature prior when
+  one is given (LR* ∝ λ_max^(−β), seed 001), else by the method's usual LR; ±1 decade wide with a prior,
+  ±1.5 decades without one (the centre is less certain).
+- Successive halving with η = 3: every config runs to rung 0 (1/η² of the top fidelity); the best third is
+  re-run to 3× further, and so on. Runs at every rung follow the LR schedule of the top fidelity, so a run
+  stopped at rung r is exactly the first part of the full run, and configs are compared at equal examples
+  seen (not equal steps: a batch of 64 takes a quarter of the steps of a batch of 16 for the same data).
+- Cost: a promoted config restarts from scratch (train_proxy cannot resume), so rung r costs
+  configs_r × examples_r; the study's total is the sum over rungs, dataset sizes and seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from advisor.specs import StudySpec
+
+POINTS_PER_DECADE = 4
+LATTICE_ANCHOR = 2e-4  # grid points are 2e-4 × 10^(k/4)
+ETA = 3  # successive halving keeps the best 1/η at each rung
+MIN_TOP_CONFIGS = 3  # the top rung keeps ≥ 3 configs: the winner and its LR neighbours, for a local fit
+LR_BOUNDS = (1e-8, 1.0)  # no extension goes beyond these, whatever the edge says
+EXTENSION_STEPS = 2  # an edge extends the grid by half a decade
+MIN_LRS = 5  # a tight budget narrows the LR grid to no fewer points than this (±half a decade)
+PROXY_RANK = 8  # seed 000: B* is roughly rank-invariant, so a sibling proxy trains at a low rank
+DEFAULT_SECONDS_PER_EXAMPLE = 0.02  # before calibration; the study measures the real throughput
+# The method's usual LR when nothing better is known (seed 001 LoRA 2e-4; seed 002 BaLoRA ≈ 3e-6…8e-6).
+METHOD_LR_CENTRE = {"balora": 5e-6, "pissa": 2e-5, "olora": 1e-5, "full": 2e-5, "prompt_tuning": 3e-3}
+
+
+@dataclass(frozen=True)
+class CurvaturePrior:
+    """LR* ≈ reference_lr × (λ_max / reference_lambda)^(−β): centre the grid from a measured sharpness.
+
+    The reference pair (λ, LR*) comes from a stored study of the same family (warm start) or from the
+    method's usual LR at the proxy's own λ; β defaults to 1 (seed 001: η* ∝ 1/λ_max; our band 0.7–1.5).
+    """
+
+    lambda_max: float
+    reference_lambda: float
+    reference_lr: float
+    beta: float = 1.0
+    source: str = "probe"
+
+    def lr_centre(self) -> float:
+        return self.reference_lr * (self.lambda_max / self.reference_lambda) ** (-self.beta)
+
+
+@dataclass(frozen=True)
+class Rung:
+    examples: int  # examples seen by each config at this rung (equal for every batch size)
+    configs: int  # how many configs reach it
+
+
+@dataclass
+class StudyPlan:
+    proxy_model: str
+    proxy_is_target: bool
+    proxy_rank: int
+    batch_sizes: list[int]
+    learning_rates: list[float]
+    rungs: list[Rung]
+    dataset_sizes: list[int]  # top-fidelity examples per halving study; ≥ 2 sizes give the dataset-size trend
+    seeds: list[int]
+    full_examples: int = (
+        0  # examples the real run sees (epochs × training split): where trends extrapolate to
+    )
+    confirm_lrs: int = 0  # short runs of this many LRs on the target, when the budget allows
+    seconds_per_example: float = DEFAULT_SECONDS_PER_EXAMPLE
+    run_overhead_seconds: float = 0.0  # model setup and evaluations, per run
+    eta: int = ETA
+    budget_examples: float = math.inf  # the study's hard cap, in training examples over all its runs
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def configs(self) -> list[tuple[int, float]]:
+        return [(b, lr) for b in self.batch_sizes for lr in self.learning_rates]
+
+    def rungs_for(self, size: int) -> list[Rung]:
+        """The halving schedule of the study whose top fidelity is `size` examples."""
+        if size == self.rungs[-1].examples:
+            return self.rungs
+        return rung_schedule(len(self.configs), size, eta=self.eta, granularity=max(self.batch_sizes))
+
+    @property
+    def estimated_runs(self) -> int:
+        runs = sum(r.configs for size in self.dataset_sizes for r in self.rungs_for(size))
+        return runs * len(self.seeds) + self.confirm_lrs
+
+    @property
+    def estimated_examples(self) -> int:
+        per_seed = sum(r.configs * r.examples for size in self.dataset_sizes for r in self.rungs_for(size))
+        return per_seed * len(self.seeds) + self.confirm_lrs * self.rungs[0].examples
+
+    @property
+    def estimated_seconds(self) -> float:
+        return (
+            self.estimated_examples * self.seconds_per_example
+            + self.estimated_runs * self.run_overhead_seconds
+        )
+
+    @property
+    def grid_examples(self) -> int:
+        """What the full grid of full-length runs would cost: the yardstick for the study's savings."""
+        return len(self.configs) * (self.full_examples or self.rungs[-1].examples)
+
+    def describe(self) -> str:
+        """The plan and its cost, said up front."""
+        proxy = "the target model itself" if self.proxy_is_target else f"proxy {self.proxy_model}"
+        lrs = f"{self.learning_rates[0]:.2g} … {self.learning_rates[-1]:.2g}"
+        rungs = ", ".join(f"{r.configs}×{r.examples}" for r in self.rungs)
+        return (
+            f"Study on {proxy} (rank {self.proxy_rank}): batch sizes {self.batch_sizes}, "
+            f"{len(self.learning_rates)} LRs {lrs} (4 per decade); successive halving η={self.eta} over "
+            f"rungs configs×examples [{rungs}], dataset sizes {self.dataset_sizes}. Estimated cost: "
+            f"{self.estimated_runs} runs, {self.estimated_examples} examples, "
+            f"~{self.estimated_seconds:.0f} s "
+            f"({self.estimated_examples / max(self.grid_examples, 1):.0%} of the full grid)."
+        )
+
+
+# 1. The LR grid ---------------------------------------------------------------------------------------------
+
+
+def lattice_index(lr: float) -> int:
+    """Nearest k with lr ≈ 2e-4 × 10^(k/4)."""
+    return round(POINTS_PER_DECADE * math.log10(lr / LATTICE_ANCHOR))
+
+
+def lattice_lr(index: int) -> float:
+    return float(f"{LATTICE_ANCHOR * 10 ** (index / POINTS_PER_DECADE):.3g}")
+
+
+def lr_grid(
+    centre: float, *, half_width_decades: float = 1.0, bounds: tuple[float, float] = LR_BOUNDS
+) -> list[float]:
+    """4 points per decade, centred on the lattice point nearest `centre`, clipped to `bounds`."""
+    middle, half = lattice_index(centre), round(half_width_decades * POINTS_PER_DECADE)
+    grid = [lattice_lr(k) for k in range(middle - half, middle + half + 1)]
+    return [lr for lr in grid if bounds[0] <= lr <= bounds[1]]
+
+
+def extend_lr_grid(
+    grid: list[float], side: str, *, steps: int = EXTENSION_STEPS, bounds: tuple[float, float] = LR_BOUNDS
+) -> list[float]:
+    """The new LRs beyond the grid's low or high end (half a decade by default); [] at the bounds."""
+    end = lattice_index(min(grid) if side == "low" else max(grid))
+    direction = -1 if side == "low" else 1
+    new = [lattice_lr(end + direction * i) for i in range(1, steps + 1)]
+    return [lr for lr in new if bounds[0] <= lr <= bounds[1]]
+
+
+def grid_centre(spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | None) -> float:
+    """Explicit centre > curvature prior > the method's usual LR; always inside the spec's lr_range."""
+    centre = lr_centre or (prior.lr_centre() if prior else METHOD_LR_CENTRE.get(spec.method, LATTICE_ANCHOR))
+    low, high = spec.lr_range
+    return min(max(centre, low), high)
+
+
+def grid_span(spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | None) -> tuple[float, float]:
+    """(centre, half-width in decades) of the first LR grid.
+
+    With a prior: ±1 decade around it. Without one, a user's lr_range of at most 3 decades is taken as
+    the prior itself and covered whole; a wider one (the default 1e-6 … 1e-2) is searched ±1.5 decades
+    around the method's usual LR, and edges extend it.
+    """
+    if prior or lr_centre:
+        return grid_centre(spec, prior, lr_centre), 1.0
+    low, high = spec.lr_range
+    span = math.log10(high / low)
+    if span <= 3.0:
+        return math.sqrt(low * high), span / 2
+    return grid_centre(spec, None, None), 1.5
+
+
+# 2. Successive halving and the budget -----------------------------------------------------------------------
+
+
+def rung_schedule(
+    n_configs: int, top_examples: int, *, eta: int = ETA, levels: int = 3, granularity: int = 1
+) -> list[Rung]:
+    """`levels` rungs, each η× the examples of the one before and all multiples of rung 0, which is a multiple
+    of `granularity` (the largest batch): every batch size then reaches every rung exactly on an optimizer
+    step, and evaluations every rung-0 examples land on every rung. Fewer levels when the data is short."""
+    while levels > 1 and top_examples // eta ** (levels - 1) < granularity:
+        levels -= 1
+    first = max(granularity, top_examples // eta ** (levels - 1) // granularity * granularity)
+    rungs = []
+    for level in range(levels):
+        configs = max(min(MIN_TOP_CONFIGS, n_configs), math.ceil(n_configs / eta**level))
+        rungs.append(Rung(first * eta**level, min(configs, n_configs)))
+    return rungs
+
+
+def _fit_budget(n_configs: int, full_examples: int, budget_examples: float, granularity: int) -> list[Rung]:
+    """The longest rung schedule whose cost fits the budget (shrinking the top fidelity until it does)."""
+    top = full_examples
+    while True:
+        rungs = rung_schedule(n_configs, top, granularity=granularity)
+        cost = sum(r.configs * r.examples for r in rungs)
+        if cost <= budget_examples or top <= granularity * ETA**2:
+            return rungs
+        top = max(granularity * ETA**2, int(top / 1.5))
+
+
+def plan_study(
+    spec: StudySpec,
+    *,
+    n_train: int,
+    seconds_per_example: float = DEFAULT_SECONDS_PER_EXAMPLE,
+    run_overhead_seconds: float = 0.0,
+    budget_seconds: float | None = None,
+    prior: CurvaturePrior | None = None,
+    lr_centre: float | None = None,
+    size_trend: bool | None = None,
+) -> StudyPlan:
+    """Plan a study that fits the budget; `n_train` is the proxy's training split size.
+
+    A tight budget first shortens the top fidelity (down to 9 steps of the largest batch), then narrows
+    the LR grid around its centre (down to MIN_LRS points): fewer, better-measured configs beat many
+    configs each seen for a step or two.
+    """
+    centre, half_width = grid_span(spec, prior, lr_centre)
+    lrs = lr_grid(centre, half_width_decades=half_width, bounds=spec.lr_range)
+    batches = [b for b in spec.batch_sizes if b <= n_train] or [min(spec.batch_sizes)]
+    budget_examples = _budget_examples(
+        spec, budget_seconds, seconds_per_example, run_overhead_seconds, len(batches) * len(lrs)
+    )
+    full = max(1, int(spec.training.epochs * n_train))
+    costs = (seconds_per_example, run_overhead_seconds)
+    plan = _plan_for(spec, batches, lrs, full, budget_examples, size_trend, costs)
+    while plan.estimated_examples > budget_examples and len(plan.learning_rates) - 2 >= MIN_LRS:
+        plan = _plan_for(spec, batches, plan.learning_rates[1:-1], full, budget_examples, size_trend, costs)
+        plan.notes.append(f"the budget narrowed the LR grid to {len(plan.learning_rates)} points")
+    _add_confirmation(plan, budget_examples)
+    _explain(plan, prior, full)
+    plan.budget_examples = budget_examples
+    return plan
+
+
+def _plan_for(
+    spec: StudySpec,
+    batches: list[int],
+    lrs: list[float],
+    full: int,
+    budget_examples: float,
+    size_trend: bool | None,
+    costs: tuple[float, float],
+) -> StudyPlan:
+    """The plan for one grid: the longest rungs that fit, with a subset study when a trend is needed."""
+    n_configs = len(batches) * len(lrs)
+    rungs = _fit_budget(n_configs, full, budget_examples, max(batches))
+    trend = size_trend if size_trend is not None else rungs[-1].examples < 0.5 * full
+    share = 0.75 if trend else 1.0  # a subset study costs about a third of the main one
+    while True:
+        rungs = _fit_budget(n_configs, full, share * budget_examples, max(batches))
+        rank = spec.rank if spec.proxy_model is None else min(spec.rank, PROXY_RANK)
+        plan = StudyPlan(
+            spec.proxy_model or spec.model,
+            spec.proxy_model is None,
+            rank,
+            batches,
+            list(lrs),
+            rungs,
+            [rungs[-1].examples],
+            [spec.training.seed],
+            full_examples=full,
+            seconds_per_example=costs[0],
+            run_overhead_seconds=costs[1],
+        )
+        if trend:
+            _add_size_trend(plan)
+        if plan.estimated_examples <= budget_examples or share < 0.2 or len(plan.dataset_sizes) == 1:
+            return plan
+        share *= 0.8
+
+
+def _budget_examples(
+    spec: StudySpec,
+    budget_seconds: float | None,
+    seconds_per_example: float,
+    run_overhead_seconds: float,
+    n_configs: int,
+) -> float:
+    """The budget in examples: the tighter of the spec's example bound and its (or the override's) seconds."""
+    seconds = budget_seconds if budget_seconds is not None else spec.budget.proxy_seconds
+    by_time = math.inf
+    if seconds is not None:
+        overhead = (
+            run_overhead_seconds * n_configs * 1.5
+        )  # rung 0 runs every config, later rungs half as many
+        by_time = max(0.0, seconds - overhead) / seconds_per_example
+    by_examples = spec.budget.proxy_examples or math.inf
+    return min(by_time, by_examples)
+
+
+def _add_size_trend(plan: StudyPlan) -> None:
+    """When the budget cannot reach the real run's length, a second halving study at a third of the top
+    fidelity gives the trend of B* and LR* with dataset size, extrapolated to the real run. A run whose
+    schedule is planned for its own `size` examples is a one-epoch run on a `size`-example subset."""
+    top, smallest = plan.rungs[-1].examples, max(plan.batch_sizes) * plan.eta**2  # ≥ 9 steps at the top
+    if top // 3 >= smallest:
+        plan.dataset_sizes = [top // 3, top]
+        plan.notes.append(
+            f"the budget reaches {top} of the real run's {plan.full_examples} examples, so a "
+            f"{top // 3}-example study is added and B*, LR* follow the dataset-size trend"
+        )
+
+
+def _add_confirmation(plan: StudyPlan, budget_examples: float) -> None:
+    """A sibling proxy's LR goes through the curvature ratio; 3 short target runs confirm it if affordable."""
+    if plan.proxy_is_target:
+        return
+    spare = budget_examples - plan.estimated_examples
+    if spare >= 3 * plan.rungs[0].examples:
+        plan.confirm_lrs = 3
+
+
+def _explain(plan: StudyPlan, prior: CurvaturePrior | None, full: int) -> None:
+    if prior is not None:
+        plan.notes.append(
+            f"LR grid centred at {prior.lr_centre():.2g} by the curvature prior "
+            f"(λ_max {prior.lambda_max:.3g}, β {prior.beta:g}, from {prior.source})"
+        )
+    if plan.rungs[-1].examples < full and len(plan.dataset_sizes) == 1:
+        plan.notes.append(
+            f"the top rung sees {plan.rungs[-1].examples} of the {full} examples of the real run"
+        )

@@ -1,0 +1,300 @@
+"""From the proxy's fit to the target's answer, and from one method to another.
+
+- Batch size: B* carries over from the proxy unchanged (seed 000: B* is roughly invariant to rank and model
+  size; it moves with dataset size, which the proxy shares with the target).
+- Learning rate: LR*_target = LR*_proxy × (λ_target / λ_proxy)^(−β), with λ the top Hessian eigenvalue at
+  initialisation. Seed 001 reports η* ∝ 1/λ_max (β = 1) but its own numbers span β ≈ 0.7 (OLoRA: 60×
+  curvature → 18× lower LR) to β ≈ 1.5 (MiLoRA: 2.2× → 3.2×); so β defaults to 1.0 and is recalibrated
+  from reported full-run outcomes (see `knowledge.recalibrate_beta`). Short target runs at 2–3 LRs
+  confirm the transferred value when the budget allows.
+- Other methods (seed 001): LR*_method = LR*_lora × (λ_method / λ_lora)^(−β), marked derived and given
+  a lower confidence because the magnitude of the effect differs between models (PiSSA: 10× on
+  Qwen3-0.6B, 2–3× on Gemma-3-1B).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from advisor.science.fits import BootstrapSummary, SurfaceFit, confidence_score
+from advisor.science.recommendation import (
+    Band,
+    BandPair,
+    Confidence,
+    Cost,
+    Recommendation,
+    confidence_label,
+    kappa_rule,
+)
+
+BETA_DEFAULT = 1.0
+BETA_BAND = (0.7, 1.5)  # the exponents seed 001's own ratios imply; calibration stays inside it
+KAPPA_PRIOR = 0.7  # seed 001 (Gemma-3-1B, LoRA): LR* ∝ B^0.55…0.83; used when the study cannot fit κ
+DERIVED_CONFIDENCE_FACTOR = 0.6  # a method derived through λ ratios is trusted less than one measured
+TRANSFER_CONFIDENCE_FACTOR = 0.8  # an LR moved from a sibling proxy without confirmation on the target
+
+
+def curvature_ratio_lr(lr: float, lambda_from: float, lambda_to: float, beta: float = BETA_DEFAULT) -> float:
+    """Move an LR from one model (or method) to another by the ratio of their top Hessian eigenvalues."""
+    if not (lambda_from > 0 and lambda_to > 0):
+        return lr  # a non-positive λ_max carries no step-size limit: keep the LR
+    return lr * (lambda_to / lambda_from) ** (-beta)
+
+
+def beta_interval(lr: float, lambda_from: float, lambda_to: float) -> tuple[float, float]:
+    """The transferred LR at both ends of the β band: how much the exponent's uncertainty matters."""
+    ends = [curvature_ratio_lr(lr, lambda_from, lambda_to, beta) for beta in BETA_BAND]
+    return min(ends), max(ends)
+
+
+def pick_confirmed_lr(transferred: float, confirmations: list[tuple[float, float | None]]) -> float:
+    """The best of the short target runs (lr, eval loss or None when diverged); the transfer when none ran."""
+    finite = [(loss, lr) for lr, loss in confirmations if loss is not None and math.isfinite(loss)]
+    return min(finite)[1] if finite else transferred
+
+
+def build_recommendation(
+    surface: SurfaceFit,
+    bootstrap: BootstrapSummary | None,
+    *,
+    method: str,
+    cost: Cost,
+    lora_plus_ratio: float | None = None,
+    evidence: dict[str, Any] | None = None,
+    reasoning: list[str] | None = None,
+) -> Recommendation:
+    """The proxy's own answer: B*, LR*(B*), the ε-band, the κ rule and a confidence."""
+    best = surface.curves[surface.batch_size]
+    lr_low, lr_high = best.lr_interval(surface.epsilon)
+    pairs = [
+        BandPair(
+            batch_size=e.batch_size,
+            learning_rate=e.learning_rate,
+            lr_low=e.lr_low,
+            lr_high=e.lr_high,
+            loss=e.loss,
+        )
+        for e in surface.band
+    ]
+    band = Band(
+        batch_sizes=[e.batch_size for e in surface.band],
+        lr_low=lr_low,
+        lr_high=lr_high,
+        epsilon=surface.epsilon,
+        pairs=pairs,
+    )
+    score = confidence_score(surface, bootstrap)
+    confidence = Confidence(
+        score=score,
+        label=confidence_label(score),
+        lr_interval=bootstrap.lr_interval if bootstrap and bootstrap.replicates else None,
+        notes=_confidence_notes(surface),
+    )
+    kappa = surface.kappa.kappa if surface.kappa else KAPPA_PRIOR
+    rule = kappa_rule(kappa, surface.batch_size, surface.learning_rate, measured=surface.kappa is not None)
+    return Recommendation(
+        batch_size=surface.batch_size,
+        learning_rate=surface.learning_rate,
+        method=method,
+        band=band,
+        confidence=confidence,
+        predicted_eval_loss=surface.loss,
+        lr_rule=rule,
+        lora_plus_ratio=lora_plus_ratio if method == "lora_plus" else None,
+        cost=cost,
+        evidence=evidence or {},
+        reasoning=reasoning or fit_reasoning(surface, bootstrap),
+    )
+
+
+def _confidence_notes(surface: SurfaceFit) -> list[str]:
+    notes = []
+    if surface.is_flat:
+        notes.append("flat: every LR tried at B* is within ε of the best, so any LR in the band will do")
+    notes.extend(
+        f"optimum on the {e.side} {e.axis} edge" + (f" at B={e.batch_size}" if e.batch_size else "")
+        for e in surface.edges
+    )
+    return notes
+
+
+def fit_reasoning(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> list[str]:
+    """Plain-language sentences on how the numbers were reached."""
+    best = surface.curves[surface.batch_size]
+    sentences = [
+        f"At batch size {surface.batch_size} the eval loss is lowest ({surface.loss:.4f}) at LR "
+        f"{surface.learning_rate:.3g}, from a {_fit_kind(best.kind)}"
+        f" fit over {len(best.tested)} learning rates.",
+        f"Configs within ε = {surface.epsilon:.4f} of the best form the band: batch sizes "
+        f"{[e.batch_size for e in surface.band]}.",
+    ]
+    if surface.kappa:
+        sentences.append(
+            f"LR*(B) grows as B^{surface.kappa.kappa:.2f} across batch sizes "
+            f"{surface.kappa.batch_sizes}; rescale the LR with it when the effective batch changes."
+        )
+    else:
+        sentences.append(
+            f"κ could not be fitted (fewer than 2 batch sizes with an interior optimum); the rule "
+            f"uses seed 001's κ ≈ {KAPPA_PRIOR}."
+        )
+    if bootstrap and bootstrap.replicates:
+        low, high = bootstrap.lr_interval
+        sentences.append(
+            f"Resampling the runs {bootstrap.replicates} times puts LR* between {low:.3g} and "
+            f"{high:.3g} ({bootstrap.level:.0%}), and picks batch size {surface.batch_size} in "
+            f"{bootstrap.batch_share.get(surface.batch_size, 0.0):.0%} of resamples."
+        )
+    for edge in (e for e in surface.edges if e.axis == "batch"):
+        direction = "smaller" if edge.side == "low" else "larger"
+        sentences.append(
+            f"B* = {surface.batch_size} is the {'smallest' if edge.side == 'low' else 'largest'} "
+            f"candidate batch size: a {direction} effective batch may be better still; add one "
+            "to batch_sizes to test it."
+        )
+    if surface.n_diverged:
+        sentences.append(
+            f"{surface.n_diverged} of {surface.n_observations} runs diverged; they bound LR* from above."
+        )
+    return sentences
+
+
+def transfer_to_target(
+    rec: Recommendation,
+    *,
+    lambda_proxy: float,
+    lambda_target: float,
+    beta: float = BETA_DEFAULT,
+    confirmations: list[tuple[float, float | None]] | None = None,
+) -> Recommendation:
+    """A proxy's answer moved to the target: same B*, LR by the curvature ratio (and confirmed, if run)."""
+    lr = curvature_ratio_lr(rec.learning_rate, lambda_proxy, lambda_target, beta)
+    chosen = pick_confirmed_lr(lr, confirmations or [])
+    factor = 1.0 if confirmations else TRANSFER_CONFIDENCE_FACTOR
+    low, high = beta_interval(rec.learning_rate, lambda_proxy, lambda_target)
+    sentence = (
+        f"Moved from the proxy by the curvature ratio λ_target/λ_proxy = {lambda_target / lambda_proxy:.3g}"
+        f" with β = {beta:g}: LR {rec.learning_rate:.3g} → {lr:.3g} (β over 0.7–1.5 gives "
+        f"{low:.3g} … {high:.3g}); B* = {rec.batch_size} carries over unchanged."
+    )
+    if confirmations:
+        sentence += f" Short target runs at {len(confirmations)} LRs chose {chosen:.3g}."
+    return _rescaled(
+        rec,
+        chosen,
+        chosen / rec.learning_rate,
+        factor,
+        sentence,
+        derived=False,
+        evidence={
+            "lambda_proxy": lambda_proxy,
+            "lambda_target": lambda_target,
+            "beta": beta,
+            "confirmations": confirmations or [],
+        },
+    )
+
+
+def derive_method(
+    rec: Recommendation,
+    method: str,
+    *,
+    lambda_measured: float,
+    lambda_method: float,
+    beta: float = BETA_DEFAULT,
+) -> Recommendation:
+    """Another method's recommendation from this one's, through λ ratios (seed 001); marked derived."""
+    lr = curvature_ratio_lr(rec.learning_rate, lambda_measured, lambda_method, beta)
+    sentence = (
+        f"Derived for {method} from the {rec.method} study: its curvature is "
+        f"{lambda_method / lambda_measured:.3g}× at initialisation, so its LR is {lr:.3g} (β = {beta:g}); "
+        "derived answers carry a lower confidence — run its own study to confirm."
+    )
+    derived = _rescaled(
+        rec,
+        lr,
+        lr / rec.learning_rate,
+        DERIVED_CONFIDENCE_FACTOR,
+        sentence,
+        derived=True,
+        evidence={"derived_from": rec.method, "lambda_ratio": lambda_method / lambda_measured},
+    )
+    return derived.model_copy(
+        update={
+            "method": method,
+            "predicted_eval_loss": None,
+            "lora_plus_ratio": rec.lora_plus_ratio if method == "lora_plus" else None,
+        }
+    )
+
+
+def with_lr_scaled(
+    rec: Recommendation,
+    scale: float,
+    sentence: str,
+    *,
+    evidence_key: str,
+    evidence: dict[str, Any],
+    confidence_factor: float = 1.0,
+) -> Recommendation:
+    """The recommendation with its LR, band and rule multiplied by `scale`, `sentence` added to the
+    reasoning and `evidence` stored under `evidence_key`."""
+    return _rescaled(
+        rec,
+        rec.learning_rate * scale,
+        scale,
+        confidence_factor,
+        sentence,
+        derived=rec.derived,
+        evidence=evidence,
+        evidence_key=evidence_key,
+    )
+
+
+def _rescaled(
+    rec: Recommendation,
+    lr: float,
+    scale: float,
+    confidence_factor: float,
+    sentence: str,
+    *,
+    derived: bool,
+    evidence: dict[str, Any],
+    evidence_key: str = "transfer",
+) -> Recommendation:
+    """The same recommendation with every LR multiplied by `scale` and the confidence lowered by a factor."""
+    band = rec.band.model_copy(
+        update={
+            "lr_low": rec.band.lr_low * scale,
+            "lr_high": rec.band.lr_high * scale,
+            "pairs": [
+                p.model_copy(
+                    update={
+                        "learning_rate": p.learning_rate * scale,
+                        "lr_low": p.lr_low * scale,
+                        "lr_high": p.lr_high * scale,
+                    }
+                )
+                for p in rec.band.pairs
+            ],
+        }
+    )
+    score = rec.confidence.score * confidence_factor
+    confidence = rec.confidence.model_copy(update={"score": score, "label": confidence_label(score)})
+    rule = kappa_rule(rec.lr_rule.kappa, rec.lr_rule.reference_batch, lr, measured=rec.lr_rule.measured)
+    return rec.model_copy(
+        update={
+            "learning_rate": lr,
+            "band": band,
+            "confidence": confidence,
+            "lr_rule": rule,
+            "derived": derived,
+            "evidence": {**rec.evidence, evidence_key: evidence},
+            "reasoning": [*rec.reasoning, sentence],
+        }
+    )
+
+
+def _fit_kind(kind: str) -> str:
+    return "local quadratic in log LR" if kind == "quadratic" else "grid"

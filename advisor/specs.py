@@ -1,0 +1,246 @@
+"""The study spec: one pydantic model used as the REST body, the CLI's YAML/JSON input and the stored record.
+
+Field names are a contract that users' scripts rely on: extend, never rename. Unknown fields are
+rejected (a typo such as ``lerning_rate`` must not be silently ignored), and every validation message
+names the field, the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from advisor.errors import SpecError
+from advisor.method_catalog import METHODS
+
+DatasetFormat = Literal["text", "instruction", "seq2seq"]
+Scaling = Literal["alpha_over_r", "alpha_over_sqrt_r"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetSpec(_Strict):
+    """Where the data is and how to read it."""
+
+    path: str = Field(
+        description="local JSONL/JSON/CSV/parquet/text file, a save_to_disk folder, or a hub id"
+    )
+    format: DatasetFormat = Field(
+        "instruction",
+        description="text: plain LM loss; instruction: loss on the response only; seq2seq: source → target",
+    )
+    text_field: str = "text"
+    prompt_field: str = "instruction"
+    input_field: str | None = Field("input", description="optional extra prompt context (Alpaca's `input`)")
+    response_field: str = "output"
+    eval_path: str | None = Field(
+        None, description="held-out data; when absent a split of `path` is held out"
+    )
+    eval_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="held-out share when there is no eval_path")
+    max_examples: int | None = Field(None, gt=0, description="deterministic subsample of the training split")
+    split: str = Field("train", description="split to read from a hub id or save_to_disk DatasetDict")
+    revision: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("dataset path is empty; give a file, a folder or a hub id")
+        return value
+
+
+class TrainingSpec(_Strict):
+    """The training plan of the user's real run; proxies copy it (schedule shape, sequence length)."""
+
+    epochs: float = Field(1.0, gt=0, le=100)
+    max_seq_len: int = Field(512, ge=8, le=131072)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)  # seed 001 uses 3% warm-up
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast applies on CUDA only")
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    micro_batch_size: int | None = Field(
+        None, gt=0, description="None: the largest that fits, found at run time"
+    )
+    seed: int = 0
+
+
+class MethodOptions(_Strict):
+    """Knobs of individual methods; each is ignored by methods it does not concern."""
+
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lora_plus_ratio: float = Field(
+        16.0, gt=0, description="LoRA+: LR of B = ratio × LR of A (paper default 16)"
+    )
+    reflora_warmup_steps: int = Field(
+        100, ge=1, description="RefLoRA: plain steps before refactoring, so B ≠ 0"
+    )
+    reflora_eps: float = Field(1e-6, gt=0, description="RefLoRA: added to singular values before inverting")
+    num_virtual_tokens: int = Field(20, ge=1, le=1024, description="prompt tuning: learned prefix length")
+
+
+class BudgetSpec(_Strict):
+    """Proxy compute a study may spend. Either bound may be left open, not both."""
+
+    proxy_seconds: float | None = Field(900.0, gt=0)
+    proxy_examples: int | None = Field(None, gt=0, description="examples seen, summed over all proxy runs")
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> BudgetSpec:
+        if self.proxy_seconds is None and self.proxy_examples is None:
+            raise ValueError("budget needs proxy_seconds or proxy_examples; an unbounded study never ends")
+        return self
+
+
+class StudySpec(_Strict):
+    """A model, a dataset, a method and a training plan: the question the advisor answers."""
+
+    model: str = Field(description="hub id, local folder, or a .gguf file")
+    revision: str | None = None
+    proxy_model: str | None = Field(
+        None, description="smaller sibling of `model` for proxy runs (seed 000); None: the planner decides"
+    )
+    dataset: DatasetSpec
+    method: str = "lora"
+    rank: int = 8
+    alpha: float | None = Field(None, description="LoRA α; defaults to rank (α = r, as in seed 001)")
+    scaling: Scaling | None = Field(None, description="alpha_over_r (LoRA) or alpha_over_sqrt_r (rsLoRA)")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="None: PEFT's default for the architecture"
+    )
+    method_options: MethodOptions = Field(default_factory=MethodOptions)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    batch_sizes: list[int] = Field(default_factory=lambda: [8, 16, 32, 64], description="effective batches")
+    lr_range: tuple[float, float] = (1e-6, 1e-2)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+
+    @field_validator("model", "proxy_model")
+    @classmethod
+    def _model_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("model is empty; give a hub id (org/name), a local folder or a .gguf file")
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        name = value.strip().lower()
+        if name not in METHODS:
+            raise ValueError(f"unknown method; choose one of {', '.join(METHODS)}")
+        return name
+
+    @field_validator("rank")
+    @classmethod
+    def _positive_rank(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("rank must be a positive integer such as 8 or 16")
+        return value
+
+    @field_validator("alpha")
+    @classmethod
+    def _positive_alpha(cls, value: float | None) -> float | None:
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ValueError("alpha must be a positive number (commonly α = r or 2r)")
+        return value
+
+    @field_validator("scaling")
+    @classmethod
+    def _scaling_matches_method(cls, value: Scaling | None, info: ValidationInfo) -> Scaling | None:
+        if info.data.get("method") == "rslora" and value == "alpha_over_r":
+            raise ValueError("rslora means alpha_over_sqrt_r; use method 'lora' for alpha_over_r")
+        return value
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, value: list[int]) -> list[int]:
+        if not value or any(b <= 0 for b in value):
+            raise ValueError("batch_sizes must be a non-empty list of positive integers, e.g. [8, 16, 32]")
+        return sorted(set(value))
+
+    @field_validator("lr_range")
+    @classmethod
+    def _lr_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not (0 < low < high and math.isfinite(high)):
+            raise ValueError("lr_range must be [low, high] with 0 < low < high, e.g. [1e-6, 1e-2]")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> StudySpec:
+        # Resolve defaults into the record itself, so a stored spec says exactly what ran.
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", float(self.rank))
+        if self.scaling is None:
+            object.__setattr__(
+                self, "scaling", "alpha_over_sqrt_r" if self.method == "rslora" else "alpha_over_r"
+            )
+        return self
+
+    @property
+    def lora_scale(self) -> float:
+        """s in ΔW = s·B·A: α/r for LoRA, α/√r for rsLoRA."""
+        assert self.alpha is not None
+        if self.scaling == "alpha_over_sqrt_r":
+            return self.alpha / math.sqrt(self.rank)
+        return self.alpha / self.rank
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    # pydantic reports model-level validators at the model's own path; "spec" reads better than "".
+    return ".".join(str(part) for part in location) or "spec"
+
+
+def spec_errors(exc: ValidationError) -> list[SpecError]:
+    """One SpecError per pydantic error, with the dotted field path clients use."""
+    errors = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field; check its spelling against the spec reference in the README"
+        errors.append(SpecError(_field_path(error["loc"]), message, value=error.get("input")))
+    return errors
+
+
+def parse_spec(data: Any) -> StudySpec:
+    """Validate a decoded spec; raises SpecError naming the first bad field (all are in the message)."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            "spec", "must be a mapping of fields such as model, dataset, method", value=type(data)
+        )
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as exc:
+        first, *others = spec_errors(exc)
+        first.others = others
+        first.args = (first.describe(),)
+        raise first from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read a spec from a YAML or JSON file."""
+    file = Path(path)
+    if not file.is_file():
+        raise SpecError(
+            "spec", "spec file not found", value=str(path), fix="pass the path of a YAML or JSON file"
+        )
+    try:
+        text = file.read_text(encoding="utf-8")
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SpecError("spec", f"cannot parse {file.name}: {exc}") from None
+    return parse_spec(data)

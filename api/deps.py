@@ -1,0 +1,61 @@
+"""Dependencies as `Annotated` aliases: the service state, and principals that hold a scope."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
+
+from advisor.storage.db import Database
+from api.problems import ApiProblem
+from api.security import Principal, RateLimiter, TokenAuth
+from api.settings import Settings
+
+
+@dataclasses.dataclass
+class Service:
+    settings: Settings
+    db: Database
+    auth: TokenAuth
+    limiter: RateLimiter
+    registry: CollectorRegistry
+    recommendation_cache: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = dataclasses.field(
+        default_factory=dict
+    )
+    worker_processes: list[Any] = dataclasses.field(default_factory=list)
+
+
+async def get_service(request: Request) -> Service:
+    # async, so FastAPI calls it on the event loop instead of hopping to a thread for an attribute read
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def _require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
+    async def dependency(request: Request) -> Principal:
+        service: Service = request.app.state.service
+        header = request.headers.get("authorization")
+        # Cached tokens answer on the event loop; only a cache miss pays a thread hop and a query.
+        principal = service.auth.cached(header)
+        if principal is None:
+            principal = await run_in_threadpool(service.auth.authenticate, header)
+        if not principal.allows(scope):
+            raise ApiProblem(
+                403,
+                "forbidden",
+                f"this token lacks the {scope!r} scope (it has {', '.join(sorted(principal.scopes))})",
+            )
+        service.limiter.check(principal.key)
+        return principal
+
+    return dependency
+
+
+Reader = Annotated[Principal, Depends(_require("read"))]
+Submitter = Annotated[Principal, Depends(_require("submit"))]

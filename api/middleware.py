@@ -1,0 +1,96 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task per request): request-size limits and
+Prometheus request metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.problems import PROBLEM_TYPE
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class ServiceMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, registry: CollectorRegistry, max_body: int, max_upload: int, upload_path: str
+    ) -> None:
+        self.app, self.max_body, self.max_upload, self.upload_path = app, max_body, max_upload, upload_path
+        self.requests = Counter(
+            "advisor_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "advisor_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            registry=registry,
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2.0),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_upload if scope["path"] == self.upload_path else self.max_body
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._too_large(send, limit, scope["path"])
+            return
+        started, status, seen = time.perf_counter(), 500, 0
+        response_started = False
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:  # chunked bodies declare no length: count what arrives
+                raise _TooLarge
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status, response_started = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _TooLarge:
+            if response_started:
+                raise
+            status = 413
+            await self._too_large(send, limit, scope["path"])
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.requests.labels(scope["method"], route, str(status)).inc()
+            self.latency.labels(route).observe(time.perf_counter() - started)
+
+    @staticmethod
+    async def _too_large(send: Send, limit: int, path: str) -> None:
+        body: dict[str, Any] = {
+            "type": "about:blank",
+            "title": "request too large",
+            "status": 413,
+            "detail": f"the request body exceeds the limit of {limit} bytes",
+            "instance": path,
+        }
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_TYPE.encode()),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,138 @@
+"""application/problem+json (RFC 9457) for every error, with an `errors` list naming the fields."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from advisor.errors import SpecError
+from advisor.storage.errors import Conflict, DatabaseUnavailable, NotFound, SchemaOutOfDate
+
+PROBLEM_TYPE = "application/problem+json"
+log = logging.getLogger("advisor.api")
+
+
+class ApiProblem(Exception):
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+        self.errors = errors or []
+        self.headers = headers or {}
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_TYPE, headers=headers)
+
+
+def _json_safe_value(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
+
+
+def _validation_errors(exc: RequestValidationError) -> tuple[int, str, list[dict[str, Any]]]:
+    errors = []
+    malformed = False
+    for error in exc.errors():
+        location = [
+            str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")
+        ]
+        bad_json = error.get("type") == "json_invalid"
+        malformed = malformed or bad_json
+        errors.append(
+            {
+                "field": "body" if bad_json else ".".join(location) or "body",
+                "message": error.get("msg", "invalid"),
+                "value": _json_safe_value(error.get("input")),
+            }
+        )
+    if malformed:
+        return 400, "malformed JSON: the request body does not parse", errors
+    return 422, "the request does not validate", errors
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiProblem)
+    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return problem_response(
+            exc.status,
+            exc.title,
+            exc.detail,
+            instance=request.url.path,
+            errors=exc.errors,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(SpecError)
+    async def _spec_error(request: Request, exc: SpecError) -> JSONResponse:
+        problems = [{**p, "value": _json_safe_value(p["value"])} for p in exc.problems()]
+        return problem_response(
+            422, "invalid study spec", exc.describe(), instance=request.url.path, errors=problems
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, detail, errors = _validation_errors(exc)
+        return problem_response(status, "invalid request", detail, instance=request.url.path, errors=errors)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return problem_response(404, "not found", str(exc), instance=request.url.path)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return problem_response(409, "conflict", str(exc), instance=request.url.path)
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        return problem_response(
+            503, "database unavailable", str(exc), instance=request.url.path, headers={"Retry-After": "5"}
+        )
+
+    @app.exception_handler(SchemaOutOfDate)
+    async def _schema(request: Request, exc: SchemaOutOfDate) -> JSONResponse:
+        return problem_response(503, "database schema out of date", str(exc), instance=request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem_response(
+            exc.status_code,
+            "error",
+            str(exc.detail),
+            instance=request.url.path,
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return problem_response(
+            500,
+            "internal error",
+            "an unexpected error occurred; see the server log",
+            instance=request.url.path,
+        )

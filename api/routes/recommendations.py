@@ -1,0 +1,54 @@
+"""Instant answers from stored knowledge, cached in memory for a few seconds (the hot path)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from advisor.storage import knowledge
+from api.deps import Reader, Service, ServiceDep
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+CACHE_ENTRIES = 10_000  # distinct contexts kept; beyond that the cache starts over
+
+
+@router.get(
+    "/recommendations", summary="Batch size and LR for a context from finished studies, or 'none yet'"
+)
+async def get_recommendation(
+    _: Reader,
+    service: ServiceDep,
+    model: Annotated[str, Query(min_length=1, max_length=512)],
+    method: Annotated[str, Query(max_length=32)] = "lora",
+    rank: Annotated[int, Query(gt=0)] = 8,
+    alpha: Annotated[float | None, Query(gt=0)] = None,
+    dataset_fingerprint: Annotated[str | None, Query(max_length=64)] = None,
+    dataset_size: Annotated[int | None, Query(gt=0, description="training examples")] = None,
+) -> dict[str, Any]:
+    key = (model, method.lower(), rank, alpha, dataset_fingerprint, dataset_size)
+    now = time.monotonic()
+    hit = service.recommendation_cache.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    answer = await run_in_threadpool(lookup, service, key)
+    if len(service.recommendation_cache) >= CACHE_ENTRIES:
+        service.recommendation_cache.clear()
+    service.recommendation_cache[key] = (now + service.settings.recommendation_cache_seconds, answer)
+    return answer
+
+
+def lookup(service: Service, key: tuple[Any, ...]) -> dict[str, Any]:
+    model, method, rank, alpha, fingerprint, size = key
+    with service.db.transaction(write=False) as session:
+        return knowledge.lookup(
+            session,
+            model=model,
+            method=method,
+            rank=rank,
+            alpha=alpha,
+            dataset_fingerprint=fingerprint,
+            dataset_examples=size,
+        )

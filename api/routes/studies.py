@@ -1,0 +1,146 @@
+"""Studies: submit (idempotent), list, show, cancel, and their proxy runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+
+from advisor.jobs import queue
+from advisor.specs import parse_spec
+from advisor.storage import repository as repo
+from advisor.storage.models import RecommendationRow, Study, StudyState
+from api.deps import Reader, Service, ServiceDep, Submitter
+from api.paths import confine_spec
+from api.routes.runs import run_out
+from api.schemas import RunOut, StudyAccepted, StudyOut, StudyPage
+
+router = APIRouter(prefix="/v1", tags=["studies"])
+StateFilter = Literal["queued", "running", "succeeded", "failed", "canceled"]
+
+
+@router.post(
+    "/studies",
+    status_code=202,
+    response_model=StudyAccepted,
+    summary="Submit a study spec (advisor.specs.StudySpec); replays with the same Idempotency-Key",
+)
+def submit_study(
+    body: Annotated[dict[str, Any], Body(description="a study spec, as in the README")],
+    principal: Submitter,
+    service: ServiceDep,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+) -> StudyAccepted:
+    settings = service.settings
+    spec = confine_spec(
+        parse_spec(body),
+        model_roots=settings.all_model_roots,
+        dataset_roots=settings.all_dataset_roots,
+        allow_hub=settings.allow_hub_ids,
+    )
+    claim = (
+        None
+        if idempotency_key is None
+        else repo.IdempotencyClaim(
+            owner=principal.key,
+            key=idempotency_key,
+            request_hash=hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest(),
+        )
+    )
+    study_id, created = queue.submit_study(
+        service.db,
+        spec=spec,
+        function=settings.job_function,
+        max_attempts=settings.max_attempts,
+        token_id=principal.token_id,
+        dataset_fingerprint=_uploaded_fingerprint(spec.dataset.path, service),
+        idempotency=claim,
+        options=settings.job_options,
+    )
+    url = str(request.url_for("get_study", study_id=study_id))
+    response.headers["Location"] = url
+    if not created:
+        response.status_code = 200  # a replay: the original answer, not a second acceptance
+    return StudyAccepted(id=study_id, url=url, state="queued" if created else "existing", created=created)
+
+
+def _uploaded_fingerprint(path: str, service: Service) -> str | None:
+    # Uploaded datasets are stored as <sha256>.<ext> in the upload folder: the name is the fingerprint.
+    file = Path(path)
+    return file.stem if file.parent == service.settings.upload_dir.resolve() else None
+
+
+@router.get("/studies", response_model=StudyPage)
+def list_studies(
+    _: Reader,
+    service: ServiceDep,
+    request: Request,
+    state: StateFilter | None = None,
+    model: str | None = None,
+    method: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> StudyPage:
+    with service.db.transaction(write=False) as session:
+        rows, total = repo.list_studies(
+            session, state=state, model=model, method=method, limit=limit, offset=offset
+        )
+        items = [study_out(row, request, None) for row in rows]
+    return StudyPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/studies/{study_id}", response_model=StudyOut, name="get_study")
+def get_study(study_id: int, _: Reader, service: ServiceDep, request: Request) -> StudyOut:
+    with service.db.transaction(write=False) as session:
+        study = repo.get_study(session, study_id=study_id)
+        recommendation = repo.get_recommendation_for_study(session, study_id=study_id)
+        return study_out(study, request, recommendation)
+
+
+@router.post("/studies/{study_id}/cancel", status_code=202, response_model=StudyOut)
+def cancel_study(study_id: int, _: Submitter, service: ServiceDep, request: Request) -> StudyOut:
+    queue.request_cancel(service.db, study_id=study_id)
+    return get_study(study_id, _, service, request)
+
+
+@router.get("/studies/{study_id}/runs", response_model=list[RunOut])
+def list_runs(study_id: int, _: Reader, service: ServiceDep) -> list[RunOut]:
+    with service.db.transaction(write=False) as session:
+        return [run_out(run, curves=False) for run in repo.list_runs(session, study_id=study_id)]
+
+
+def study_out(study: Study, request: Request, recommendation: RecommendationRow | None) -> StudyOut:
+    url = str(request.url_for("get_study", study_id=study.id))
+    answer = None
+    if recommendation is not None:
+        answer = {
+            "available": recommendation.available,
+            "batch_size": recommendation.batch_size,
+            "learning_rate": recommendation.learning_rate,
+            "details": recommendation.payload,
+        }
+    links = {"self": url, "runs": f"{url}/runs"}
+    if study.state in (StudyState.QUEUED, StudyState.RUNNING):
+        links["cancel"] = f"{url}/cancel"
+    return StudyOut(
+        id=study.id,
+        url=url,
+        state=study.state,
+        progress=study.progress,
+        message=study.message,
+        error=study.error,
+        model=study.model.name,
+        method=study.method,
+        rank=study.rank,
+        dataset_fingerprint=study.dataset_fingerprint,
+        created_at=study.created_at,
+        finished_at=study.finished_at,
+        spec=study.spec,
+        recommendation=answer,
+        links=links,
+    )

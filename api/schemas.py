@@ -1,0 +1,112 @@
+"""Response and small request bodies. The study request body is advisor.specs.StudySpec itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudyOut(BaseModel):
+    id: int
+    url: str
+    state: str
+    progress: float
+    message: str | None
+    error: str | None
+    model: str
+    method: str
+    rank: int
+    dataset_fingerprint: str | None
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    spec: dict[str, Any]
+    recommendation: dict[str, Any] | None = None
+    links: dict[str, str]
+
+
+class StudyPage(BaseModel):
+    items: list[StudyOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class StudyAccepted(BaseModel):
+    id: int
+    url: str
+    state: str
+    created: bool  # False when an Idempotency-Key replayed an earlier request
+
+
+class RunOut(BaseModel):
+    id: int
+    study_id: int
+    run_index: int
+    attempt: int
+    status: str
+    error: str | None
+    batch_size: int
+    learning_rate: float
+    eval_loss: float | None
+    best_eval_loss: float | None
+    final_train_loss: float | None
+    steps: int
+    examples_seen: int
+    tokens_seen: int
+    seconds: float
+    config: dict[str, Any]
+    metrics: dict[str, Any] | None = None  # curves; on GET /runs/{id} only
+    meta: dict[str, Any] | None = None
+
+
+class DatasetOut(BaseModel):
+    fingerprint: str
+    path: str
+    format: str
+    rows: int
+    bytes: int
+
+
+class OutcomeIn(_In):
+    study_id: int | None = None
+    model: str = Field(min_length=1, max_length=512)
+    method: str = "lora"
+    rank: int = Field(gt=0)
+    alpha: float = Field(gt=0)
+    dataset_fingerprint: str | None = Field(None, max_length=64)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    final_eval_loss: float | None = None
+    diverged: bool = False
+    steps: int | None = Field(None, ge=0)
+    notes: str | None = Field(None, max_length=2000)
+
+
+class OutcomeOut(BaseModel):
+    id: int
+    created_at: dt.datetime
+
+
+class CheckIn(_In):
+    """What a CI hook knows about a fine-tune it is about to launch."""
+
+    model: str = Field(min_length=1, max_length=512)
+    method: str = "lora"
+    rank: int = Field(gt=0)
+    alpha: float | None = Field(None, gt=0)
+    dataset_fingerprint: str | None = Field(None, max_length=64)
+    dataset_size: int | None = Field(None, gt=0)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+
+
+class CheckOut(BaseModel):
+    verdict: str  # ok | warn | unknown
+    messages: list[str]
+    recommendation: dict[str, Any]

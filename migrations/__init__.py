@@ -1,0 +1,1 @@
+"""Alembic migrations of the lora-advisor database, applied by `advisor db upgrade`."""

@@ -1,0 +1,90 @@
+"""The contract every fine-tuning method implements, and the helpers LoRA-family methods share.
+
+A method is a small class registered by name. The engine calls, in order: `wrap` once (adapters,
+initialisation, which parameters train), `build_optimizer` once, then around every optimizer step
+`before_optimizer_step` (gradient surgery such as RefLoRA's preconditioning) and
+`after_optimizer_step` (weight surgery such as BaLoRA's projection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, cast
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from advisor.specs import StudySpec
+
+
+@dataclass
+class LoraPair:
+    """One adapted linear layer: A is r × in, B is out × r (PEFT's shapes), ΔW = s·B·A."""
+
+    module_name: str
+    A: nn.Parameter
+    B: nn.Parameter
+
+
+def lora_pairs(model: nn.Module) -> Iterator[LoraPair]:
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    A = cast(nn.Parameter, module.lora_A[adapter].weight)
+                    B = cast(nn.Parameter, module.lora_B[adapter].weight)
+                    yield LoraPair(name, A, B)
+
+
+def adamw_with_decay_groups(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters; biases, norms and other 1-D tensors get no weight decay."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+class Method:
+    """Base: a PEFT LoRA adapter configured from the spec, trained with plain AdamW."""
+
+    name: ClassVar[str]
+    lora_config_overrides: ClassVar[Mapping[str, object]] = {}
+
+    def __init__(self, spec: StudySpec) -> None:
+        self.spec = spec
+        self.planned_steps = 0
+
+    def lora_config(self, *, is_seq2seq: bool) -> LoraConfig:
+        spec = self.spec
+        settings: dict[str, object] = dict(
+            r=spec.rank,
+            lora_alpha=spec.alpha,
+            lora_dropout=spec.method_options.dropout,
+            target_modules=spec.target_modules,
+            use_rslora=spec.scaling == "alpha_over_sqrt_r",
+            task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq else TaskType.CAUSAL_LM,
+        )
+        settings.update(self.lora_config_overrides)
+        return LoraConfig(**settings)  # type: ignore[arg-type]  # PEFT's dataclass fields are loosely typed
+
+    def wrap(self, model: nn.Module, *, is_seq2seq: bool) -> nn.Module:
+        peft_model: PeftModel = get_peft_model(model, self.lora_config(is_seq2seq=is_seq2seq))
+        return peft_model
+
+    def start(self, planned_steps: int) -> None:
+        """Called once before training with the number of optimizer steps the run plans."""
+        self.planned_steps = planned_steps
+
+    def build_optimizer(self, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        return adamw_with_decay_groups(model, lr, weight_decay)
+
+    def before_optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """Gradients are final here (accumulated, not yet clipped). `step` counts from 0."""
+
+    def after_optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """Weights have just been updated by the optimizer step number `step`."""

@@ -1,0 +1,559 @@
+"""Run a study: plan → successive halving over (batch size, LR) → fits → transfer → recommendation.
+
+Read top to bottom:
+1. Data is prepared once; the warm start answers provisionally from stored studies before any compute.
+2. A short calibration run measures throughput, so the plan's cost estimate is in real seconds.
+3. Successive halving (synchronous, η = 3): every config runs to rung 0; the grid is extended when the
+   optimum lands on its edge; the best third (plus the leader's LR neighbours, so the top rung can fit a
+   bowl) is re-run further. Runs follow the schedule of the top fidelity and stop at their rung via
+   `should_stop`, so configs are compared at equal examples seen; diverged runs stop at once.
+4. Fits per rung; the recommendation comes from the top rung (B*, LR*, L*), κ from the deepest rung that
+   has it, uncertainty from a bootstrap; a dataset-size trend when two sizes were studied.
+5. A sibling proxy's LR moves to the target through the curvature ratio when probes are available, and
+   2–3 short target runs confirm it when the budget allows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from advisor.errors import AdvisorError, SpecError
+from advisor.method_catalog import METHODS
+from advisor.records import RunRecord, RunStatus
+from advisor.science.fits import (
+    Observation,
+    SurfaceFit,
+    bootstrap_optimum,
+    fit_surface,
+    size_trend,
+)
+from advisor.science.knowledge import SIZE_EXPONENT, KnowledgeStore, StudyContext, warm_start
+from advisor.science.planner import PROXY_RANK, StudyPlan, extend_lr_grid, plan_study
+from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
+from advisor.science.transfer import (
+    BETA_DEFAULT,
+    build_recommendation,
+    curvature_ratio_lr,
+    derive_method,
+    transfer_to_target,
+    with_lr_scaled,
+)
+from advisor.specs import StudySpec
+from proxy_runs.data import PreparedData, prepare_data
+from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
+from proxy_runs.models import load_model_and_tokenizer
+
+Progress = Callable[[int, int, str], None]  # (runs done, runs planned, what just happened)
+Config = tuple[int, float]  # (batch size, learning rate)
+MAX_EXTENSIONS = 2  # grid extensions at rung 0 before the study accepts an edge
+MAX_EVAL_EXAMPLES = 128  # held-out examples per evaluation: enough to rank configs, cheap on CPU
+
+
+@dataclass
+class StudyResult:
+    recommendation: Recommendation | NoRecommendation
+    runs: list[RunRecord]
+    plan: StudyPlan
+    provisional: Recommendation | None = None
+    fits: dict[str, Any] = field(default_factory=dict)
+    derived: dict[str, Recommendation] = field(default_factory=dict)  # other methods, through λ ratios
+
+
+@dataclass
+class _Ledger:
+    """Every run so far and the progress callback: one place that counts."""
+
+    plan_runs: int
+    progress: Progress | None
+    deadline: float = math.inf  # time.perf_counter() after which the grid is no longer extended
+    runs: list[RunRecord] = field(default_factory=list)
+
+    budget_examples: float = math.inf
+
+    @property
+    def examples(self) -> int:
+        return sum(r.examples_seen for r in self.runs)
+
+    def affords(self, examples: int) -> bool:
+        return self.examples + examples <= self.budget_examples
+
+    def add(self, record: RunRecord, message: str) -> None:
+        self.runs.append(record)
+        if self.progress:
+            self.progress(len(self.runs), max(self.plan_runs, len(self.runs)), message)
+
+
+# 1. One run, stopped at a rung ------------------------------------------------------------------------------
+
+
+def run_to_rung(
+    spec: StudySpec,
+    data: PreparedData,
+    config: Config,
+    *,
+    top_examples: int,
+    stop_at: int,
+    eval_examples: int,
+) -> RunRecord:
+    """Train `config` on the schedule of `top_examples` and stop once `stop_at` examples are seen.
+
+    Evaluations every `eval_examples` line up with every rung (rungs are multiples of it), so the loss at a
+    rung is measured at exactly that many examples for every batch size.
+    """
+    batch, lr = config
+    eval_every = max(1, eval_examples // batch)
+    setup = setup_proxy(spec, data=data)  # fresh adapter: train_proxy trains the model in place
+    return train_proxy(
+        spec,
+        batch_size=batch,
+        learning_rate=lr,
+        budget=RunBudget(max_examples=top_examples),
+        setup=setup,
+        eval_every=eval_every,
+        max_eval_examples=MAX_EVAL_EXAMPLES,
+        should_stop=None if stop_at >= top_examples else lambda p: p.examples_seen >= stop_at,
+    )
+
+
+def loss_at(record: RunRecord, examples: int) -> float | None:
+    """The eval loss at the first evaluation at or past `examples`; None when diverged or not reached."""
+    if record.status == RunStatus.DIVERGED:
+        return None
+    reached = [e for e in record.metrics.get("evals", []) if e["examples_seen"] >= examples]
+    return float(reached[0]["eval_loss"]) if reached and math.isfinite(reached[0]["eval_loss"]) else None
+
+
+def observation(record: RunRecord, examples: int, size: int) -> Observation:
+    config = record.config
+    return Observation(
+        config.batch_size, config.learning_rate, loss_at(record, examples), config.seed, examples, size
+    )
+
+
+# 2. Successive halving --------------------------------------------------------------------------------------
+
+
+def promote(observations: list[Observation], keep: int, grid: list[float]) -> list[Config]:
+    """The `keep` best configs and the leader's LR neighbours at its batch size (a bowl needs 3 points),
+    ordered leader, neighbours, then the rest by loss — so a budget cut drops the least useful first."""
+    finite = sorted((o for o in observations if not o.diverged), key=lambda o: float(o.loss or 0.0))
+    if not finite:
+        return []
+    leader = finite[0]
+    index = grid.index(leader.learning_rate) if leader.learning_rate in grid else -1
+    tried = {(o.batch_size, o.learning_rate) for o in finite}
+    around = [
+        (leader.batch_size, grid[i]) for i in (index - 1, index + 1) if index >= 0 and 0 <= i < len(grid)
+    ]
+    chosen = [(leader.batch_size, leader.learning_rate), *[c for c in around if c in tried]]
+    return chosen + [
+        (o.batch_size, o.learning_rate)
+        for o in finite[:keep]
+        if (o.batch_size, o.learning_rate) not in chosen
+    ]
+
+
+def _extensions(fit: SurfaceFit | NoRecommendation, spec: StudySpec) -> list[Config]:
+    """New rung-0 configs where the LR optimum of a batch size in the band is on the grid's edge: half a
+    decade more LRs there. Batch sizes are the user's candidates (memory and throughput decide them), so a
+    batch edge is reported, never extended."""
+    if isinstance(fit, NoRecommendation):
+        return []
+    new: list[Config] = []
+    for edge in fit.edges:
+        if edge.axis == "lr" and edge.batch_size in {e.batch_size for e in fit.band}:
+            tried = [lr for lr, _ in fit.curves[edge.batch_size].tested]
+            lrs = extend_lr_grid(tried, edge.side, bounds=(spec.lr_range[0] / 10, spec.lr_range[1]))
+            new += [(edge.batch_size, lr) for lr in lrs]
+    return sorted(set(new))
+
+
+def _grow(plan: StudyPlan, configs: list[Config]) -> None:
+    """Record extended configs in the plan, so that promotion sees the LR neighbours they add."""
+    plan.learning_rates = sorted(set(plan.learning_rates) | {lr for _, lr in configs})
+
+
+def successive_halving(
+    spec: StudySpec, data: PreparedData, plan: StudyPlan, size: int, ledger: _Ledger
+) -> dict[int, list[Observation]]:
+    """Observations per rung (examples seen → one per config that reached it)."""
+    rungs = plan.rungs_for(size)
+    top, first = rungs[-1].examples, rungs[0].examples
+    by_rung: dict[int, list[Observation]] = {r.examples: [] for r in rungs}
+    alive, done = list(plan.configs), set()
+    for extension in range(MAX_EXTENSIONS + 1):  # rung 0, extended while the optimum sits on a grid edge
+        for config in [c for c in alive if c not in done]:
+            _run_and_record(spec, data, config, top, first, first, size, by_rung, ledger)
+            done.add(config)
+        if extension == MAX_EXTENSIONS or time.perf_counter() > ledger.deadline:
+            break  # out of extensions or budget: accept the edge (it lowers the confidence), never overrun
+        # A larger batch must reach rung 0 on a whole step: batches grow at most to rung 0's examples.
+        alive = _extensions(fit_surface(by_rung[first]), spec)
+        if not alive or not ledger.affords(len(alive) * first):
+            break
+        _grow(plan, alive)
+    for previous, rung in itertools.pairwise(rungs):
+        for config in promote(by_rung[previous.examples], rung.configs, plan.learning_rates):
+            if ledger.affords(rung.examples):  # best first: a cut budget drops the weakest promotions
+                _run_and_record(spec, data, config, top, rung.examples, first, size, by_rung, ledger)
+    return by_rung
+
+
+def _run_and_record(
+    spec: StudySpec,
+    data: PreparedData,
+    config: Config,
+    top: int,
+    stop_at: int,
+    eval_examples: int,
+    size: int,
+    by_rung: dict[int, list[Observation]],
+    ledger: _Ledger,
+) -> None:
+    """One run; its loss counts at every rung it reached (earlier rungs are recorded once, by rung 0 runs)."""
+    record = run_to_rung(spec, data, config, top_examples=top, stop_at=stop_at, eval_examples=eval_examples)
+    by_rung[stop_at].append(observation(record, stop_at, size))
+    ledger.add(
+        record,
+        f"B={config[0]} LR={config[1]:.3g} to {stop_at} examples: {record.status}"
+        + (f", loss {record.eval_loss:.4f}" if record.eval_loss is not None else ""),
+    )
+
+
+# 3. From rungs to a recommendation --------------------------------------------------------------------------
+
+
+def rung_fits(by_rung: dict[int, list[Observation]]) -> dict[int, SurfaceFit | NoRecommendation]:
+    return {examples: fit_surface(obs) for examples, obs in by_rung.items() if obs}
+
+
+def recommend_from_rungs(
+    fits: dict[int, SurfaceFit | NoRecommendation],
+    by_rung: dict[int, list[Observation]],
+    *,
+    spec: StudySpec,
+    cost: Cost,
+    evidence: dict[str, Any],
+) -> Recommendation | NoRecommendation:
+    """Top rung for B*, LR*, L*; κ and the noise level from the deepest rung that measured them."""
+    usable = [(examples, fit) for examples, fit in sorted(fits.items()) if isinstance(fit, SurfaceFit)]
+    if not usable:  # every rung failed to fit: report rung 0's reason (e.g. all diverged)
+        first = next(iter(fits.values()), None)
+        if isinstance(first, NoRecommendation):
+            return first
+        return NoRecommendation(reason="no runs finished", kind="no_runs")
+    examples, top = usable[-1]
+    top.kappa = next((f.kappa for _, f in reversed(usable) if f.kappa is not None), None)
+    top.noise_sd = max(f.noise_sd for _, f in usable)  # the top rung has too few points to measure noise
+    top.epsilon = max(top.epsilon, 2.0 * top.noise_sd)
+    summary = bootstrap_optimum(by_rung[examples], top, replicates=100)
+    return build_recommendation(
+        top,
+        summary,
+        method=spec.method,
+        cost=cost,
+        lora_plus_ratio=spec.method_options.lora_plus_ratio,
+        evidence=evidence,
+    )
+
+
+def fits_evidence(fits: dict[int, SurfaceFit | NoRecommendation]) -> dict[str, Any]:
+    """A compact, JSON-able account of each rung's fit."""
+    out: dict[str, Any] = {}
+    for examples, fit in sorted(fits.items()):
+        if isinstance(fit, NoRecommendation):
+            out[str(examples)] = {"no_recommendation": fit.reason}
+            continue
+        out[str(examples)] = {
+            "batch_size": fit.batch_size,
+            "learning_rate": fit.learning_rate,
+            "loss": fit.loss,
+            "epsilon": fit.epsilon,
+            "kappa": fit.kappa.kappa if fit.kappa else None,
+            "edges": [f"{e.axis}:{e.side}" + (f"@{e.batch_size}" if e.batch_size else "") for e in fit.edges],
+            "lr_star_by_batch": {str(b): c.lr_star for b, c in fit.curves.items()},
+        }
+    return out
+
+
+def runs_summary(runs: list[RunRecord]) -> dict[str, Any]:
+    statuses: dict[str, int] = {}
+    for run in runs:
+        statuses[str(run.status)] = statuses.get(str(run.status), 0) + 1
+    return {
+        "runs": len(runs),
+        "by_status": statuses,
+        "examples_seen": sum(r.examples_seen for r in runs),
+        "seconds": round(sum(r.seconds for r in runs), 2),
+    }
+
+
+# 4. The whole study -----------------------------------------------------------------------------------------
+
+
+def calibrate(spec: StudySpec, data: PreparedData) -> tuple[float, float, RunRecord]:
+    """(seconds per training example, overhead seconds per run, the run) from 2 steps at the largest batch.
+
+    The overhead is model setup plus one evaluation: what every run pays besides its training steps.
+    """
+    batch = min(max(spec.batch_sizes), len(data.train))
+    started = time.perf_counter()
+    record = train_proxy(
+        spec,
+        batch_size=batch,
+        learning_rate=1e-4,
+        budget=RunBudget(max_steps=2),
+        setup=setup_proxy(spec, data=data),
+        max_eval_examples=MAX_EVAL_EXAMPLES,
+        eval_every=2,
+        eval_at_start=False,
+    )
+    total = time.perf_counter() - started
+    steps = record.metrics.get("steps", [])
+    train_seconds = steps[-1]["seconds"] if steps else total  # the steps only: taken before the evaluation
+    per_example = max(train_seconds, 1e-3) / max(record.examples_seen, 1)
+    return per_example, max(0.0, total - train_seconds), record
+
+
+def proxy_spec_for(spec: StudySpec) -> StudySpec:
+    """What the proxy trains: the sibling model (if any) at a low rank, α/r kept so that LR scales match."""
+    if spec.proxy_model is None:
+        return spec
+    rank = min(spec.rank, PROXY_RANK)
+    alpha = (spec.alpha or spec.rank) / spec.rank * rank
+    return spec.model_copy(update={"model": spec.proxy_model, "rank": rank, "alpha": alpha})
+
+
+def run_study(
+    spec: StudySpec,
+    *,
+    budget_override: float | None = None,
+    progress: Progress | None = None,
+    store: KnowledgeStore | None = None,
+    derive_methods: Sequence[str] = (),
+) -> StudyResult:
+    """Plan and run a whole study within the budget (seconds; the spec's budget unless overridden).
+
+    `derive_methods` names other methods to answer for from this one study, through the ratio of their
+    curvature at initialisation to this method's (seed 001); those answers are marked derived.
+    """
+    unknown = [m for m in derive_methods if m not in METHODS]
+    if unknown:
+        raise SpecError(
+            "derive_methods", "unknown method", value=unknown, fix=f"choose from {', '.join(METHODS)}"
+        )
+    started = time.perf_counter()
+    proxy = proxy_spec_for(spec)
+    loaded = load_model_and_tokenizer(proxy.model, proxy.revision)
+    data = prepare_data(
+        proxy.dataset, loaded.tokenizer, is_seq2seq=loaded.is_seq2seq, max_seq_len=proxy.training.max_seq_len
+    )
+    provisional, beta = _warm_start(spec, data, store, progress)
+    per_example, overhead, calibration = calibrate(proxy, data)
+    budget = budget_override if budget_override is not None else spec.budget.proxy_seconds
+    remaining = None if budget is None else max(budget - (time.perf_counter() - started), 0.0)
+    plan = plan_study(
+        spec,
+        n_train=len(data.train),
+        seconds_per_example=per_example,
+        run_overhead_seconds=overhead,
+        budget_seconds=remaining,
+        lr_centre=provisional.learning_rate if provisional else None,
+    )
+    # Extensions may use the budget the plan leaves unspent, up to 70% of it; halving then completes.
+    ledger = _Ledger(
+        plan.estimated_runs,
+        progress,
+        deadline=time.perf_counter() + 0.7 * remaining if remaining is not None else math.inf,
+        budget_examples=plan.budget_examples,
+        runs=[calibration],  # its examples count towards the study's cost
+    )
+    if progress:
+        progress(0, plan.estimated_runs, plan.describe())
+    fits_by_size, rungs_by_size = {}, {}
+    for size in plan.dataset_sizes:
+        by_rung = successive_halving(proxy, data, plan, size, ledger)
+        rungs_by_size[size], fits_by_size[size] = by_rung, rung_fits(by_rung)
+    result = _finish(spec, plan, ledger, rungs_by_size, fits_by_size, provisional, beta, data)
+    if derive_methods and isinstance(result.recommendation, Recommendation):
+        result.derived = derive_other_methods(proxy, data, result.recommendation, derive_methods, beta)
+    return result
+
+
+def derive_other_methods(
+    proxy: StudySpec, data: PreparedData, rec: Recommendation, methods: Sequence[str], beta: float
+) -> dict[str, Recommendation]:
+    """Each method's answer from this study's, by λ_max(method) / λ_max(this method) on the proxy at
+    initialisation; methods whose curvature cannot be measured are left out (and say so in the evidence)."""
+    measured, _ = probe_lambda(proxy, data)
+    derived: dict[str, Recommendation] = {}
+    for method in methods:
+        other, _ = probe_lambda(proxy.model_copy(update={"method": method}), data)
+        if measured is not None and other is not None and method != proxy.method:
+            derived[method] = derive_method(
+                rec, method, lambda_measured=measured, lambda_method=other, beta=beta
+            )
+    return derived
+
+
+def _warm_start(
+    spec: StudySpec, data: PreparedData, store: KnowledgeStore | None, progress: Progress | None
+) -> tuple[Recommendation | None, float]:
+    """The provisional answer and β from stored studies; (None, default β) without a store."""
+    if store is None:
+        return None, BETA_DEFAULT
+    context = StudyContext.from_spec(
+        spec, n_train=len(data.train), fingerprint=data.fingerprint.get("content_sha256")
+    )
+    provisional, calibration = warm_start(store, context)
+    if provisional and progress:
+        progress(
+            0,
+            0,
+            f"provisional: batch {provisional.batch_size}, LR {provisional.learning_rate:.3g} "
+            f"({provisional.confidence.label} confidence, from stored studies)",
+        )
+    return provisional, calibration.beta
+
+
+def _finish(
+    spec: StudySpec,
+    plan: StudyPlan,
+    ledger: _Ledger,
+    rungs_by_size: dict[int, dict[int, list[Observation]]],
+    fits_by_size: dict[int, dict[int, SurfaceFit | NoRecommendation]],
+    provisional: Recommendation | None,
+    beta: float,
+    data: PreparedData,
+) -> StudyResult:
+    size = plan.dataset_sizes[-1]
+    cost = Cost(
+        proxy_seconds=round(sum(r.seconds for r in ledger.runs), 2),
+        examples_seen=sum(r.examples_seen for r in ledger.runs),
+        runs=len(ledger.runs),
+    )
+    fits = {str(s): fits_evidence(f) for s, f in fits_by_size.items()}
+    evidence: dict[str, Any] = {
+        "runs": runs_summary(ledger.runs),
+        "plan": plan.describe(),
+        "probes": None,
+        "beta": beta,
+        "fits": fits,
+    }
+    rec = recommend_from_rungs(
+        fits_by_size[size], rungs_by_size[size], spec=spec, cost=cost, evidence=evidence
+    )
+    if isinstance(rec, Recommendation):
+        rec = _apply_size_trend(rec, plan, fits_by_size)
+        rec = _confirm_on_target(spec, plan, rec, data, ledger, beta)
+        rec.reasoning.insert(
+            0,
+            f"Successive halving ran {cost.runs} proxy runs ({cost.examples_seen} "
+            f"examples, {cost.proxy_seconds:.0f} s) comparing configs at equal examples seen.",
+        )
+    return StudyResult(rec, ledger.runs, plan, provisional, fits)
+
+
+def _apply_size_trend(
+    rec: Recommendation, plan: StudyPlan, fits_by_size: dict[int, dict[int, SurfaceFit | NoRecommendation]]
+) -> Recommendation:
+    """Move LR* from the top rung's length to the real run's: along the trend measured between two dataset
+    sizes when there is one, else along seed 001's LR* ∝ N^−0.25 (a prior, said as such)."""
+    tops = {s: f for s, fits in fits_by_size.items() if (f := _top_fit(fits)) is not None}
+    trend, reached, full = size_trend(tops), plan.dataset_sizes[-1], plan.full_examples
+    if trend is not None and full:
+        factor, exponent, source = trend.predict(full)[1] / trend.lr_stars[-1], trend.lr_exponent, "measured"
+    elif full > reached:
+        factor, exponent, source = (full / reached) ** SIZE_EXPONENT, SIZE_EXPONENT, "seed 001's prior"
+    else:
+        return rec
+    sentence = (
+        f"The top rung trained on {reached} of the real run's {full} examples; LR* ∝ N^{exponent:.2f} "
+        f"({source}) moves the LR by ×{factor:.2f} to the real run's length."
+    )
+    evidence = {"lr_exponent": exponent, "source": source, "from_examples": reached, "to_examples": full}
+    if trend is not None:
+        evidence |= {"batch_exponent": trend.batch_exponent, "sizes": trend.sizes}
+    return with_lr_scaled(rec, factor, sentence, evidence_key="size_trend", evidence=evidence)
+
+
+def _top_fit(fits: dict[int, SurfaceFit | NoRecommendation]) -> SurfaceFit | None:
+    usable = [f for _, f in sorted(fits.items()) if isinstance(f, SurfaceFit)]
+    return usable[-1] if usable else None
+
+
+def probe_lambda(spec: StudySpec, data: PreparedData | None = None) -> tuple[float | None, dict[str, Any]]:
+    """Median λ_max over representative modules at initialisation, cheaply (16 samples, loose tolerance);
+    (None, why) when the probes are not installed or fail: the study then goes on without curvature."""
+    try:
+        from proxy_runs.probes import probe_spec
+    except ImportError:
+        return None, {"skipped": "curvature probes unavailable"}
+    try:
+        setup = setup_proxy(spec, data=data) if data is not None else None
+        report = probe_spec(spec, setup=setup, samples=16, tol=1e-2, max_iter=30)
+    except AdvisorError as exc:
+        return None, {"skipped": f"probe failed: {exc}"}
+    return report.median_eigenvalue, {
+        "model": spec.model,
+        "median_lambda_max": report.median_eigenvalue,
+        "max_lambda_max": report.max_eigenvalue,
+        "modules": len(report.modules),
+        "seconds": report.seconds,
+    }
+
+
+def _confirm_on_target(
+    spec: StudySpec,
+    plan: StudyPlan,
+    rec: Recommendation,
+    proxy_data: PreparedData,
+    ledger: _Ledger,
+    beta: float,
+) -> Recommendation:
+    """A sibling proxy's answer on the target: B* as is, LR through the curvature ratio when both λ are
+    measured, then short target runs at 3 LRs a quarter decade apart when the plan affords them."""
+    if plan.proxy_is_target:
+        return rec
+    loaded = load_model_and_tokenizer(spec.model, spec.revision)
+    target_data = prepare_data(
+        spec.dataset, loaded.tokenizer, is_seq2seq=loaded.is_seq2seq, max_seq_len=spec.training.max_seq_len
+    )
+    lambda_proxy, proxy_probe = probe_lambda(proxy_spec_for(spec), proxy_data)
+    lambda_target, target_probe = probe_lambda(spec, target_data)
+    rec.evidence["probes"] = {"proxy": proxy_probe, "target": target_probe}
+    measured = lambda_proxy is not None and lambda_target is not None
+    lp, lt = 1.0, 1.0  # no curvature measured: the LR carries over unchanged
+    if lambda_proxy is not None and lambda_target is not None:
+        lp, lt = lambda_proxy, lambda_target
+    centre = curvature_ratio_lr(rec.learning_rate, lp, lt, beta)
+    confirmations: list[tuple[float, float | None]] = []
+    examples = plan.rungs[0].examples
+    for lr in [centre * 10**step for step in (-0.25, 0.0, 0.25)][: plan.confirm_lrs]:
+        record = run_to_rung(
+            spec,
+            target_data,
+            (rec.batch_size, lr),
+            top_examples=examples,
+            stop_at=examples,
+            eval_examples=examples,
+        )
+        ledger.add(record, f"target confirmation LR={lr:.3g}: {record.status}")
+        confirmations.append((lr, loss_at(record, examples)))
+    moved = transfer_to_target(
+        rec,
+        lambda_proxy=lp,
+        lambda_target=lt,
+        beta=beta,
+        confirmations=confirmations,
+    )
+    if not measured:
+        moved.reasoning.append("No curvature probe was available, so the proxy's LR was carried over as is.")
+    target_seconds = sum(r.seconds for r in ledger.runs[-len(confirmations) :]) if confirmations else 0.0
+    moved.cost = moved.cost.model_copy(update={"target_seconds": round(target_seconds, 2)})
+    return moved

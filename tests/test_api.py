@@ -1,0 +1,323 @@
+"""The REST API on SQLite and on PostgreSQL (marker postgres): studies end to end through a real worker,
+auth and scopes, bad input → problem+json naming the field with nothing half-stored, uploads, idempotency
+under 200 concurrent POSTs, rate limits, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from advisor.jobs.executors import wait_for
+from advisor.storage.db import Database
+from advisor.storage.errors import SchemaOutOfDate
+from advisor.storage.models import DatasetRow, IdempotencyKey, Job, Study
+from api import testing
+from api.app import create_app
+from api.settings import Settings
+
+PROBLEM = "application/problem+json"
+
+
+@dataclasses.dataclass
+class Env:
+    client: TestClient
+    db: Database
+    settings: Settings
+    headers: dict[str, str]
+    root: Path
+
+    def spec(self, **changes: Any) -> dict[str, Any]:
+        return {**testing.example_spec(self.root), **changes}
+
+    def count(self, model: type) -> int:
+        with self.db.transaction(write=False) as session:
+            return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from testing.database_url(request.param, tmp_path)
+
+
+def make_env(url: str, root: Path, **overrides: Any) -> Iterator[Env]:
+    db = testing.migrated(url)
+    settings = testing.make_settings(root, database_url=url, **overrides)
+    with TestClient(create_app(settings, db=db, start_workers=False)) as client:
+        yield Env(client, db, settings, testing.token(db), root)
+    db.dispose()
+
+
+@pytest.fixture
+def env(url: str, tmp_path: Path) -> Iterator[Env]:
+    yield from make_env(url, tmp_path)
+
+
+def assert_problem(response: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    if field is not None:
+        assert field in [error["field"] for error in body["errors"]], body
+    return body
+
+
+def test_a_posted_study_is_answered_end_to_end(env: Env) -> None:
+    response = env.client.post("/v1/studies", json=env.spec(), headers=env.headers)
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert response.headers["location"] == accepted["url"] and accepted["url"].endswith(
+        f"/v1/studies/{accepted['id']}"
+    )
+
+    with testing.worker_thread(env.db):
+        assert wait_for(
+            lambda: env.client.get(accepted["url"], headers=env.headers).json()["state"] == "succeeded",
+            timeout=20,
+            interval=0.1,
+        )
+    study = env.client.get(accepted["url"], headers=env.headers).json()
+    assert study["progress"] == 1.0 and study["model"].endswith("tiny-llama")
+    recommendation = study["recommendation"]
+    assert recommendation["available"] and recommendation["batch_size"] in (8, 16)
+
+    runs = env.client.get(study["links"]["runs"], headers=env.headers).json()
+    assert len(runs) == 8 and all(run["metrics"] is None for run in runs)
+    first = next(run for run in runs if run["status"] == "success")
+    run = env.client.get(f"/v1/runs/{first['id']}", headers=env.headers).json()
+    assert [point["step"] for point in run["metrics"]["evals"]] == [2, 5, 10]
+
+    query = {"model": study["model"], "method": "lora", "rank": 8}
+    answer = env.client.get("/v1/recommendations", params=query, headers=env.headers).json()
+    assert answer["status"] == "ready" and answer["batch_size"] == recommendation["batch_size"]
+    doubled = env.client.get("/v1/recommendations", params={**query, "alpha": 16}, headers=env.headers).json()
+    assert doubled["learning_rate"] == pytest.approx(answer["learning_rate"] / 2)  # lr·α/r kept constant
+    none = env.client.get("/v1/recommendations", params={**query, "rank": 64}, headers=env.headers).json()
+    assert none["status"] == "none" and "no study" in none["detail"]
+
+    check = {**query, "batch_size": answer["batch_size"], "learning_rate": answer["learning_rate"]}
+    assert env.client.post("/v1/check", json=check, headers=env.headers).json()["verdict"] == "ok"
+    wild = env.client.post("/v1/check", json={**check, "learning_rate": 1.0}, headers=env.headers).json()
+    assert wild["verdict"] == "warn" and "learning_rate" in wild["messages"][0]
+
+    page = env.client.get(
+        "/v1/studies", params={"state": "succeeded", "limit": 1}, headers=env.headers
+    ).json()
+    assert page["total"] == 1 and page["items"][0]["id"] == accepted["id"]
+    assert env.client.get("/v1/studies", params={"state": "queued"}, headers=env.headers).json()["total"] == 0
+
+
+def test_missing_wrong_or_underscoped_tokens_are_refused_and_store_nothing(env: Env) -> None:
+    body = assert_problem(env.client.post("/v1/studies", json=env.spec()), 401)
+    assert "advisor token create" in body["detail"]
+    assert env.client.get("/v1/studies").headers["www-authenticate"].startswith("Bearer")
+    assert_problem(env.client.get("/v1/studies", headers={"Authorization": "Bearer lra_wrong"}), 401)
+    assert_problem(env.client.get("/v1/studies", headers={"Authorization": "Basic abc"}), 401)
+    reader = testing.token(env.db, "read")
+    assert env.client.get("/v1/studies", headers=reader).status_code == 200
+    assert_problem(env.client.post("/v1/studies", json=env.spec(), headers=reader), 403)
+    assert env.count(Study) == 0 and env.count(Job) == 0
+
+
+def test_auth_may_be_off_only_on_loopback(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="loopback"):
+        Settings(data_dir=tmp_path, host="0.0.0.0", auth_disabled=True)
+    assert Settings(data_dir=tmp_path, host="127.0.0.1", auth_disabled=True).auth_disabled
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"lerning_rate": 1e-4}, "lerning_rate"),
+        ({"rank": -4}, "rank"),
+        ({"method": "lorax"}, "method"),
+        ({"dataset": {"path": "../../../../etc/passwd"}}, "dataset.path"),
+        ({"dataset": {"path": "/etc/passwd"}}, "dataset.path"),
+        ({"dataset": {"path": "train.jsonl", "eval_path": "missing.jsonl"}}, "dataset.eval_path"),
+        ({"model": "no-such-model"}, "model"),
+        ({"model": "meta-llama/Llama-3-8B"}, "model"),  # hub ids are off unless enabled
+    ],
+)
+def test_bad_study_input_is_a_problem_naming_the_field(env: Env, change: dict[str, Any], field: str) -> None:
+    assert_problem(env.client.post("/v1/studies", json=env.spec(**change), headers=env.headers), 422, field)
+    assert env.count(Study) == 0 and env.count(Job) == 0 and env.count(IdempotencyKey) == 0
+
+
+def test_malformed_json_and_non_object_bodies(env: Env) -> None:
+    headers = {**env.headers, "content-type": "application/json"}
+    assert_problem(env.client.post("/v1/studies", content=b'{"model": ', headers=headers), 400, "body")
+    assert_problem(env.client.post("/v1/studies", content=b"[1, 2]", headers=headers), 422)
+    assert_problem(env.client.get("/v1/studies/999999", headers=env.headers), 404)
+    assert_problem(env.client.get("/v1/studies", params={"limit": 0}, headers=env.headers), 422, "limit")
+    assert env.count(Study) == 0
+
+
+def test_a_symlink_out_of_a_root_is_refused(env: Env, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.jsonl"
+    outside.write_text('{"instruction": "q", "output": "a"}\n')
+    (env.settings.dataset_roots[0] / "escape.jsonl").symlink_to(outside)
+    body = assert_problem(
+        env.client.post("/v1/studies", json=env.spec(dataset={"path": "escape.jsonl"}), headers=env.headers),
+        422,
+        "dataset.path",
+    )
+    assert "outside the configured roots" in body["detail"]
+
+
+def test_uploads_fingerprint_then_feed_a_study(env: Env) -> None:
+    data = b'{"instruction": "q1", "output": "a1"}\n{"instruction": "q2", "output": "a2"}\n'
+    response = env.client.post("/v1/datasets", content=data, headers=env.headers)
+    assert response.status_code == 201, response.text
+    dataset = response.json()
+    assert dataset["rows"] == 2 and dataset["bytes"] == len(data) and len(dataset["fingerprint"]) == 64
+    again = env.client.post("/v1/datasets", content=data, headers=env.headers).json()
+    assert again == dataset and env.count(DatasetRow) == 1
+    csv = env.client.post(
+        "/v1/datasets", params={"format": "csv"}, content=b"instruction,output\nq,a\n", headers=env.headers
+    )
+    assert csv.status_code == 201 and csv.json()["rows"] == 1
+
+    accepted = env.client.post(
+        "/v1/studies", json=env.spec(dataset={"path": dataset["path"]}), headers=env.headers
+    )
+    study = env.client.get(accepted.json()["url"], headers=env.headers).json()
+    assert study["dataset_fingerprint"] == dataset["fingerprint"]
+
+
+def test_bad_or_oversized_uploads_store_nothing(url: str, tmp_path: Path) -> None:
+    for env in make_env(url, tmp_path, max_upload_bytes=1000, max_body_bytes=2000):
+        uploads = env.settings.upload_dir
+        assert_problem(env.client.post("/v1/datasets", content=b"x" * 1001, headers=env.headers), 413)
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is enforced while reading
+            yield from [b'{"a": 1}\n' * 50] * 4
+
+        assert_problem(env.client.post("/v1/datasets", content=chunks(), headers=env.headers), 413)
+        assert_problem(
+            env.client.post("/v1/datasets", content=b'{"a": 1}\nnot json\n', headers=env.headers), 422, "body"
+        )
+        assert_problem(env.client.post("/v1/datasets", content=b"", headers=env.headers), 422)
+        assert_problem(
+            env.client.post("/v1/studies", json={**env.spec(), "pad": "x" * 3000}, headers=env.headers), 413
+        )
+        assert env.count(DatasetRow) == 0 and env.count(Study) == 0
+        assert not uploads.exists() or list(uploads.iterdir()) == []
+
+
+def test_200_concurrent_posts_with_20_idempotency_keys_make_20_studies(env: Env) -> None:
+    async def post_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=env.client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await asyncio.gather(
+                *[
+                    client.post(
+                        "/v1/studies",
+                        json=env.spec(rank=8 + i % 20),
+                        headers={**env.headers, "Idempotency-Key": f"key-{i % 20}"},
+                    )
+                    for i in range(200)
+                ]
+            )
+
+    responses = asyncio.run(post_all())
+    assert all(r.status_code in (200, 202) for r in responses), {r.status_code: r.text for r in responses}
+    assert sum(r.status_code == 202 for r in responses) == 20
+    ids_by_key: dict[int, set[int]] = {}
+    for i, response in enumerate(responses):
+        ids_by_key.setdefault(i % 20, set()).add(response.json()["id"])
+    assert all(len(ids) == 1 for ids in ids_by_key.values())
+    assert env.count(Study) == 20 and env.count(Job) == 20 and env.count(IdempotencyKey) == 20
+
+    reuse = env.client.post(
+        "/v1/studies", json=env.spec(rank=99), headers={**env.headers, "Idempotency-Key": "key-0"}
+    )
+    assert_problem(reuse, 409)
+    assert env.count(Study) == 20
+
+
+def test_rate_limit_per_token(url: str, tmp_path: Path) -> None:
+    for env in make_env(url, tmp_path, rate_limit_per_second=0.5, rate_limit_burst=3):
+        statuses = [env.client.get("/v1/studies", headers=env.headers).status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        limited = env.client.get("/v1/studies", headers=env.headers)
+        assert_problem(limited, 429)
+        assert int(limited.headers["retry-after"]) >= 1
+        other = testing.token(env.db, "read")  # a different token has its own bucket
+        assert env.client.get("/v1/studies", headers=other).status_code == 200
+
+
+def test_cancel_outcomes_readiness_and_metrics(env: Env) -> None:
+    study = env.client.post("/v1/studies", json=env.spec(), headers=env.headers).json()
+    canceled = env.client.post(f"{study['url']}/cancel", headers=env.headers)
+    assert canceled.status_code == 202 and canceled.json()["state"] == "canceled"
+    assert_problem(env.client.post(f"{study['url']}/cancel", headers=env.headers), 409)
+
+    outcome = {
+        "model": "tiny-llama",
+        "rank": 8,
+        "alpha": 16,
+        "batch_size": 16,
+        "learning_rate": 2e-4,
+        "final_eval_loss": 1.2,
+        "study_id": study["id"],
+    }
+    assert env.client.post("/v1/outcomes", json=outcome, headers=env.headers).status_code == 201
+    assert_problem(
+        env.client.post("/v1/outcomes", json={**outcome, "rank": -1}, headers=env.headers), 422, "rank"
+    )
+    assert_problem(
+        env.client.post("/v1/outcomes", json={**outcome, "study_id": 10**6}, headers=env.headers), 404
+    )
+
+    assert env.client.get("/healthz").json() == {"status": "ok"}
+    assert env.client.get("/readyz").status_code == 200
+    env.settings.readyz_requires_workers = True
+    assert_problem(env.client.get("/readyz"), 503)
+    with testing.worker_thread(env.db):
+        assert wait_for(lambda: env.client.get("/readyz").status_code == 200, timeout=10)
+
+    text = env.client.get("/metrics").text
+    assert 'advisor_http_requests_total{method="POST",route="/v1/studies",status="202"} 1.0' in text
+    assert 'advisor_jobs{state="canceled"} 1.0' in text
+    assert "/openapi.json" and env.client.get("/openapi.json").json()["paths"]["/v1/studies"]
+
+
+def test_an_out_of_date_schema_is_refused_with_the_fix(tmp_path: Path) -> None:
+    settings = testing.make_settings(tmp_path)
+    with (
+        pytest.raises(SchemaOutOfDate, match="advisor db upgrade"),
+        TestClient(create_app(settings, start_workers=False)),
+    ):
+        pass
+
+
+@pytest.mark.skipif(os.environ.get("CI_SKIP_SERVE") == "1", reason="opt-out for very slow machines")
+def test_serve_refuses_an_empty_database_through_the_cli(tmp_path: Path) -> None:
+    import argparse
+
+    from advisor import cli_service
+
+    parser = argparse.ArgumentParser()
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add in (cli_service.add_serve, cli_service.add_db, cli_service.add_token):
+        add(commands)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    args = parser.parse_args(["serve", "--database-url", url])
+    with pytest.raises(SchemaOutOfDate):
+        args.handler(args)
+    args = parser.parse_args(["db", "upgrade", "--database-url", url])
+    assert args.handler(args) == 0
+    args = parser.parse_args(
+        ["token", "create", "--name", "ci", "--scopes", "read,nope", "--database-url", url]
+    )
+    assert args.handler(args) == 2

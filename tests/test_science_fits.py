@@ -1,0 +1,145 @@
+"""The response-surface fits, on synthetic loss surfaces whose optimum is known exactly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from advisor.science.fits import (
+    GRID_STEP,
+    GridEdge,
+    Observation,
+    SurfaceFit,
+    bootstrap_optimum,
+    confidence_score,
+    fit_surface,
+    size_trend,
+)
+from advisor.science.planner import lr_grid
+from advisor.science.recommendation import NoRecommendation
+
+BATCHES = [8, 16, 32, 64]
+TRUE_KAPPA = 0.5
+TRUE_BEST_BATCH = 32
+
+
+def true_lr_star(batch: int, lr_at_16: float = 1e-3) -> float:
+    return lr_at_16 * (batch / 16) ** TRUE_KAPPA
+
+
+def bowl(batch: int, lr: float, *, lr_at_16: float = 1e-3, curvature: float = 0.08) -> float:
+    """Loss: a parabola in log10 LR around LR*(B) ∝ B^0.5, lowest at B = 32 (2.0)."""
+    batch_penalty = 0.01 * abs(math.log2(batch / TRUE_BEST_BATCH))
+    return 2.0 + batch_penalty + curvature * (math.log10(lr) - math.log10(true_lr_star(batch, lr_at_16))) ** 2
+
+
+def surface(
+    grid: list[float], *, noise: float = 0.0, seeds: int = 1, rng_seed: int = 0, **bowl_args: float
+) -> list[Observation]:
+    rng = np.random.default_rng(rng_seed)
+    return [
+        Observation(b, lr, bowl(b, lr, **bowl_args) + noise * rng.standard_normal(), seed=s)
+        for b in BATCHES
+        for lr in grid
+        for s in range(seeds)
+    ]
+
+
+def fitted(observations: list[Observation]) -> SurfaceFit:
+    result = fit_surface(observations)
+    assert isinstance(result, SurfaceFit), result
+    return result
+
+
+def decades_between(a: float, b: float) -> float:
+    return abs(math.log10(a / b))
+
+
+def test_clean_bowl_recovers_lr_star_per_batch_and_kappa() -> None:
+    fit = fitted(surface(lr_grid(1e-3)))
+    assert fit.batch_size == TRUE_BEST_BATCH
+    for batch, curve in fit.curves.items():
+        assert decades_between(curve.lr_star, true_lr_star(batch)) < GRID_STEP
+    assert fit.kappa is not None and fit.kappa.kappa == pytest.approx(TRUE_KAPPA, abs=0.05)
+    assert fit.loss == pytest.approx(2.0, abs=1e-3)
+    assert fit.edges == []
+
+
+def test_band_holds_every_batch_size_within_epsilon_and_brackets_lr_star() -> None:
+    fit = fitted(surface(lr_grid(1e-3)))
+    assert {e.batch_size for e in fit.band} == {16, 32, 64}  # B=8 is 0.02 worse, ε = 0.01
+    best = next(e for e in fit.band if e.batch_size == TRUE_BEST_BATCH)
+    assert best.lr_low < true_lr_star(TRUE_BEST_BATCH) < best.lr_high
+
+
+def test_noisy_surface_bootstrap_interval_covers_the_true_lr_star() -> None:
+    observations = surface(lr_grid(1e-3), noise=0.004, seeds=2, rng_seed=3)
+    fit = fitted(observations)
+    summary = bootstrap_optimum(observations, fit, replicates=150)
+    low, high = summary.lr_interval
+    assert low <= true_lr_star(fit.batch_size) <= high
+    assert decades_between(fit.learning_rate, true_lr_star(fit.batch_size)) < 2 * GRID_STEP
+    assert fit.noise_sd == pytest.approx(0.004, rel=0.5)  # measured from the two seeds
+
+
+def test_flat_surface_gives_low_confidence_and_a_wide_band() -> None:
+    grid = lr_grid(1e-3)
+    observations = surface(grid, noise=0.0005, curvature=0.0)
+    fit = fitted(observations)
+    summary = bootstrap_optimum(observations, fit, replicates=100)
+    best = next(e for e in fit.band if e.batch_size == fit.batch_size)
+    assert fit.is_flat
+    assert decades_between(best.lr_low, best.lr_high) >= 1.5  # most of the 2-decade grid
+    assert confidence_score(fit, summary) <= 0.2
+
+
+def test_optimum_beyond_the_grid_is_reported_as_an_edge() -> None:
+    grid = lr_grid(1e-3)
+    fit = fitted(surface(grid, lr_at_16=3e-2))  # LR* far above the grid's top (2e-3 … 1e-2)
+    assert GridEdge("lr", "high", TRUE_BEST_BATCH) in fit.edges
+    assert fit.learning_rate == pytest.approx(max(grid))  # no extrapolation beyond what was tried
+
+
+def test_diverged_runs_above_the_optimum_bound_it_without_an_edge() -> None:
+    grid = lr_grid(1e-3)
+    observations = [
+        o if o.learning_rate < 5e-3 else Observation(o.batch_size, o.learning_rate, None)
+        for o in surface(grid)
+    ]
+    fit = fitted(observations)
+    assert not any(e.axis == "lr" and e.side == "high" for e in fit.edges)
+    assert fit.n_diverged == 4 * sum(lr >= 5e-3 for lr in grid)
+
+
+def test_best_batch_size_at_the_smallest_tried_is_a_batch_edge() -> None:
+    observations = [o for o in surface(lr_grid(1e-3)) if o.batch_size >= 32] + [Observation(64, 1e-3, 5.0)]
+    fit = fitted([o for o in observations if not (o.batch_size == 64 and o.loss == 5.0)])
+    assert fit.batch_size == 32 and GridEdge("batch", "low") in fit.edges
+
+
+def test_all_runs_diverged_is_a_no_recommendation_with_the_reason() -> None:
+    observations = [Observation(b, lr, None) for b in BATCHES for lr in lr_grid(1e-3)]
+    result = fit_surface(observations)
+    assert isinstance(result, NoRecommendation)
+    assert result.kind == "all_diverged"
+    assert "diverged" in result.reason and "lowest learning rate" in result.reason
+    assert result.fix
+
+
+def test_no_runs_is_a_no_recommendation() -> None:
+    assert isinstance(fit_surface([]), NoRecommendation)
+
+
+def test_dataset_size_trend_recovers_power_law_slopes() -> None:
+    fits = {}
+    for size in (1_000, 3_000, 9_000):
+        lr_at_16 = 1e-3 * (size / 1_000) ** -0.25
+        fits[size] = fitted(surface(lr_grid(lr_at_16), lr_at_16=lr_at_16))
+    trend = size_trend(fits)
+    assert trend is not None
+    assert trend.lr_exponent == pytest.approx(-0.25, abs=0.05)
+    assert trend.batch_exponent == pytest.approx(0.0, abs=1e-9)
+    batch, lr = trend.predict(27_000)
+    assert batch == pytest.approx(32) and decades_between(lr, true_lr_star(32, 1e-3 * 27**-0.25)) < GRID_STEP

@@ -1,0 +1,118 @@
+"""Warm start from stored studies, and β recalibrated from reported outcomes (an in-memory store)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from advisor.science.knowledge import (
+    KnowledgeStore,
+    KnownResult,
+    ReportedOutcome,
+    StudyContext,
+    context_distance,
+    provisional_recommendation,
+    rank_bucket,
+    recalibrate_beta,
+    size_bucket,
+    warm_start,
+)
+from advisor.science.transfer import BETA_BAND, BETA_DEFAULT
+from advisor.specs import parse_spec
+
+
+class MemoryStore:
+    """The smallest KnowledgeStore: lists in memory (the SQL repository is tested elsewhere)."""
+
+    def __init__(self, known: list[KnownResult], outcomes: list[ReportedOutcome] | None = None) -> None:
+        self.known, self.reported = known, outcomes or []
+
+    def similar(self, context: StudyContext) -> list[KnownResult]:
+        return self.known
+
+    def outcomes(self, context: StudyContext) -> list[ReportedOutcome]:
+        return self.reported
+
+
+def context(**changes: object) -> StudyContext:
+    spec = parse_spec({"model": "Qwen/Qwen3-0.6B", "dataset": {"path": "d.jsonl"}, "rank": 16})
+    return StudyContext.from_spec(spec, n_train=10_000).model_copy(update=changes)
+
+
+def known(lr: float = 2e-4, batch: int = 16, **changes: object) -> KnownResult:
+    return KnownResult(
+        context=context(**changes), batch_size=batch, learning_rate=lr, confidence=0.9, kappa=0.6
+    )
+
+
+def test_context_buckets_group_nearby_ranks_and_sizes() -> None:
+    assert rank_bucket(8) == rank_bucket(12) != rank_bucket(16)
+    assert size_bucket(4_000) == size_bucket(9_000) != size_bucket(11_000)
+    assert context().model_family == "qwen3" and context().alpha_over_rank == 1.0
+
+
+def test_distance_is_zero_for_the_same_context_and_infinite_across_methods_or_alpha() -> None:
+    assert context_distance(context(), context()) == 0.0
+    assert context_distance(context(), context(method="pissa")) == math.inf
+    assert context_distance(context(), context(alpha_over_rank=2.0)) == math.inf
+    assert (
+        0
+        < context_distance(context(), context(rank_bucket=5, rank=32))
+        < context_distance(context(), context(rank_bucket=5, rank=32, model_family="gemma3"))
+    )
+
+
+def test_a_stored_study_of_the_same_context_answers_provisionally_at_once() -> None:
+    store: KnowledgeStore = MemoryStore([known(2e-4, 16), known(3e-4, 16)])
+    rec, calibration = warm_start(store, context())
+    assert rec is not None and rec.provisional
+    assert rec.batch_size == 16 and 2e-4 <= rec.learning_rate <= 3e-4
+    assert rec.confidence.score <= 0.5 and rec.cost.runs == 0
+    assert rec.lr_rule.kappa == pytest.approx(0.6) and calibration.beta == BETA_DEFAULT
+
+
+def test_neighbours_at_another_rank_are_moved_along_the_rank_trend() -> None:
+    at_rank_4 = known(1e-3, rank=4, rank_bucket=2)
+    rec = provisional_recommendation(context(), [at_rank_4])
+    assert rec is not None and rec.learning_rate < 1e-3  # seed 001: higher rank (α = r) wants a lower LR
+
+
+def test_no_neighbour_within_reach_means_no_provisional_answer() -> None:
+    assert provisional_recommendation(context(), [known(method="pissa")]) is None
+    assert provisional_recommendation(context(), []) is None
+
+
+def outcome(beta_true: float, ratio: float) -> ReportedOutcome:
+    return ReportedOutcome(
+        context=context(),
+        batch_size=16,
+        proxy_lr=1e-3,
+        recommended_lr=1e-3 / ratio,
+        best_lr=1e-3 * ratio**-beta_true,
+        lambda_proxy=1.0,
+        lambda_target=ratio,
+    )
+
+
+def test_outcomes_recalibrate_beta_towards_what_full_runs_found() -> None:
+    calibration = recalibrate_beta([outcome(1.3, r) for r in (2.0, 4.0, 8.0, 3.0, 5.0, 6.0)])
+    assert calibration.outcomes_used == 6
+    assert BETA_DEFAULT < calibration.beta < 1.3  # shrunk towards the prior, moving towards the truth
+    assert calibration.beta == pytest.approx((6 * 1.3 + 2 * 1.0) / 8)
+
+
+def test_beta_stays_inside_the_band_and_ignores_uninformative_outcomes() -> None:
+    assert recalibrate_beta([outcome(5.0, 10.0)] * 20).beta == BETA_BAND[1]
+    assert recalibrate_beta([outcome(0.8, 1.01)]).outcomes_used == 0  # curvature ratio ≈ 1 says nothing
+
+
+def test_reported_outcomes_correct_the_provisional_lr() -> None:
+    reported = [
+        ReportedOutcome(context=context(), batch_size=16, proxy_lr=2e-4, recommended_lr=2e-4, best_lr=4e-4)
+        for _ in range(6)
+    ]
+    plain = provisional_recommendation(context(), [known(2e-4)])
+    corrected = provisional_recommendation(context(), [known(2e-4)], reported)
+    assert plain is not None and corrected is not None
+    assert plain.learning_rate < corrected.learning_rate < 4e-4

@@ -1,0 +1,101 @@
+"""The study planner: the LR grid, its extension at an edge, the halving rungs and the cost up front."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from advisor.science.fits import Observation, SurfaceFit, fit_surface
+from advisor.science.planner import (
+    CurvaturePrior,
+    extend_lr_grid,
+    lr_grid,
+    plan_study,
+    rung_schedule,
+)
+from advisor.specs import StudySpec, parse_spec
+
+
+def spec(**fields: object) -> StudySpec:
+    return parse_spec({"model": "org/model", "dataset": {"path": "data.jsonl"}, **fields})
+
+
+def quarter_decade_steps(grid: list[float]) -> bool:
+    """Neighbours 10^0.25 apart (up to the 3 significant digits grid values are rounded to)."""
+    return all(abs(math.log10(b / a) - 0.25) < 0.005 for a, b in itertools.pairwise(grid))
+
+
+def test_lr_grid_has_four_points_per_decade_with_the_common_default_on_it() -> None:
+    grid = lr_grid(2e-4)
+    assert quarter_decade_steps(grid)
+    assert 2e-4 in grid and len(grid) == 9  # ±1 decade
+
+
+def test_a_curvature_prior_centres_the_grid() -> None:
+    prior = CurvaturePrior(lambda_max=40.0, reference_lambda=4.0, reference_lr=2e-3, beta=1.0)
+    assert prior.lr_centre() == pytest.approx(2e-4)  # 10× the curvature → 10× lower LR
+    plan = plan_study(spec(), n_train=1000, prior=prior)
+    middle = plan.learning_rates[len(plan.learning_rates) // 2]
+    assert middle == pytest.approx(2e-4) and len(plan.learning_rates) == 9
+    assert any("curvature prior" in note for note in plan.notes)
+
+
+def test_without_a_prior_the_grid_is_wider() -> None:
+    assert len(plan_study(spec(), n_train=1000).learning_rates) == 13  # ±1.5 decades
+
+
+def test_a_narrow_user_lr_range_is_covered_whole() -> None:
+    grid = plan_study(spec(lr_range=[1e-3, 1e-1]), n_train=1000).learning_rates
+    assert grid[0] == pytest.approx(1.12e-3) and grid[-1] == pytest.approx(6.32e-2)
+    assert len(grid) == 8  # the lattice points inside the range, 4 per decade
+
+
+def test_optimum_on_the_grid_edge_makes_the_planner_extend_the_grid() -> None:
+    grid = lr_grid(1e-3)
+    bowl = [Observation(16, lr, 2.0 + 0.1 * (math.log10(lr) - math.log10(5e-2)) ** 2) for lr in grid]
+    fit = fit_surface(bowl)
+    assert isinstance(fit, SurfaceFit)
+    (edge,) = [e for e in fit.edges if e.axis == "lr"]
+    new = extend_lr_grid(grid, edge.side)
+    assert edge.side == "high" and len(new) == 2 and min(new) > max(grid)
+    assert quarter_decade_steps([max(grid), *new])
+
+
+def test_extension_stops_at_the_bounds() -> None:
+    assert extend_lr_grid([0.5, 0.89], "high", bounds=(1e-8, 1.0)) == []
+    assert extend_lr_grid([2e-4, 3.56e-4], "low", steps=1) == [pytest.approx(1.12e-4)]
+
+
+def test_rungs_multiply_by_eta_and_are_multiples_of_the_largest_batch() -> None:
+    rungs = rung_schedule(36, 6400, granularity=64)
+    assert [r.examples for r in rungs] == [704, 2112, 6336]
+    assert [r.configs for r in rungs] == [36, 12, 4]
+    assert all(r.examples % 64 == 0 for r in rungs)
+
+
+def test_the_plan_fits_the_budget_and_states_its_cost_up_front() -> None:
+    roomy = plan_study(spec(), n_train=20_000, seconds_per_example=0.01, budget_seconds=10_000)
+    tight = plan_study(spec(), n_train=20_000, seconds_per_example=0.01, budget_seconds=300)
+    assert tight.estimated_seconds <= 300 < roomy.estimated_seconds
+    assert roomy.estimated_examples < roomy.grid_examples / 2  # halving: a fraction of the full grid
+    text = tight.describe()
+    assert "Estimated cost" in text and f"{tight.estimated_runs} runs" in text
+
+
+def test_a_short_budget_adds_a_subset_study_for_the_dataset_size_trend() -> None:
+    plan = plan_study(spec(), n_train=50_000, seconds_per_example=0.01, budget_seconds=600)
+    assert len(plan.dataset_sizes) == 2 and plan.dataset_sizes[0] * 3 == plan.dataset_sizes[1]
+    assert plan.full_examples == 50_000
+
+
+def test_a_sibling_proxy_trains_at_low_rank_and_is_confirmed_on_the_target() -> None:
+    plan = plan_study(
+        spec(proxy_model="org/small", rank=64),
+        n_train=5_000,
+        seconds_per_example=0.001,
+        budget_seconds=10_000,
+    )
+    assert not plan.proxy_is_target and plan.proxy_rank == 8
+    assert plan.confirm_lrs == 3

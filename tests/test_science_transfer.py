@@ -1,0 +1,115 @@
+"""Proxy → target transfer, other methods through λ ratios, and the Recommendation's exports."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from advisor.science.fits import Observation, SurfaceFit, bootstrap_optimum, fit_surface
+from advisor.science.planner import lr_grid
+from advisor.science.recommendation import Cost, Recommendation
+from advisor.science.transfer import (
+    BETA_BAND,
+    beta_interval,
+    build_recommendation,
+    curvature_ratio_lr,
+    derive_method,
+    pick_confirmed_lr,
+    transfer_to_target,
+)
+
+
+@pytest.fixture(scope="module")
+def proxy_rec() -> Recommendation:
+    observations = [
+        Observation(
+            b,
+            lr,
+            2.0
+            + 0.01 * abs(math.log2(b / 32))
+            + 0.08 * (math.log10(lr) - math.log10(1e-3 * (b / 16) ** 0.5)) ** 2,
+        )
+        for b in (8, 16, 32, 64)
+        for lr in lr_grid(1e-3)
+    ]
+    fit = fit_surface(observations)
+    assert isinstance(fit, SurfaceFit)
+    return build_recommendation(
+        fit,
+        bootstrap_optimum(observations, fit, replicates=50),
+        method="lora_plus",
+        cost=Cost(proxy_seconds=12.0, examples_seen=4000, runs=36),
+        lora_plus_ratio=16.0,
+    )
+
+
+def test_ten_times_the_curvature_means_ten_times_lower_lr_at_beta_one() -> None:
+    assert curvature_ratio_lr(1e-3, 2.0, 20.0) == pytest.approx(1e-4)
+    assert curvature_ratio_lr(1e-3, 2.0, 20.0, beta=0.7) == pytest.approx(1e-3 * 10**-0.7)
+    low, high = beta_interval(1e-3, 2.0, 20.0)
+    assert low == pytest.approx(1e-3 * 10 ** -BETA_BAND[1]) and high == pytest.approx(
+        1e-3 * 10 ** -BETA_BAND[0]
+    )
+
+
+def test_non_positive_curvature_leaves_the_lr_alone() -> None:
+    assert curvature_ratio_lr(1e-3, 2.0, -1.0) == 1e-3
+
+
+def test_the_proxy_recommendation_carries_everything_the_issue_asks_for(proxy_rec: Recommendation) -> None:
+    assert proxy_rec.batch_size == 32
+    assert proxy_rec.band.lr_low < proxy_rec.learning_rate < proxy_rec.band.lr_high
+    assert proxy_rec.lr_rule.kappa == pytest.approx(0.5, abs=0.05) and proxy_rec.lr_rule.measured
+    assert proxy_rec.lr_rule.lr_at(64) == pytest.approx(proxy_rec.learning_rate * 2**0.5, rel=0.05)
+    assert proxy_rec.lora_plus_ratio == 16.0
+    assert proxy_rec.confidence.label == "high" and proxy_rec.predicted_eval_loss == pytest.approx(
+        2.0, abs=1e-3
+    )
+    assert proxy_rec.reasoning and all(sentence.endswith(".") for sentence in proxy_rec.reasoning)
+
+
+def test_the_search_space_exports_to_optuna_and_ray_tune(proxy_rec: Recommendation) -> None:
+    space = proxy_rec.search_space()
+    lr = space["optuna"]["learning_rate"]
+    assert lr["log"] and lr["low"] < proxy_rec.band.lr_low and lr["high"] > proxy_rec.band.lr_high
+    assert proxy_rec.batch_size in space["optuna"]["batch_size"]["choices"]
+    assert space["ray_tune"]["learning_rate"]["type"] == "loguniform"
+    assert set(space["ray_tune"]["batch_size"]["categories"]) == set(space["optuna"]["batch_size"]["choices"])
+
+
+def test_transfer_keeps_batch_size_and_moves_lr_by_the_curvature_ratio(proxy_rec: Recommendation) -> None:
+    target = transfer_to_target(proxy_rec, lambda_proxy=3.0, lambda_target=6.0)
+    assert target.batch_size == proxy_rec.batch_size
+    assert target.learning_rate == pytest.approx(proxy_rec.learning_rate / 2)
+    assert target.band.lr_high == pytest.approx(proxy_rec.band.lr_high / 2)
+    assert target.confidence.score < proxy_rec.confidence.score  # unconfirmed transfer
+
+
+def test_confirmation_runs_on_the_target_pick_the_best_finite_lr(proxy_rec: Recommendation) -> None:
+    assert pick_confirmed_lr(1e-3, [(5e-4, 2.1), (1e-3, 2.05), (2e-3, None)]) == 1e-3
+    assert pick_confirmed_lr(1e-3, [(2e-3, None)]) == 1e-3
+    confirmed = transfer_to_target(
+        proxy_rec,
+        lambda_proxy=3.0,
+        lambda_target=6.0,
+        confirmations=[(4e-4, 2.2), (7e-4, 2.1), (1.2e-3, 2.3)],
+    )
+    assert confirmed.learning_rate == 7e-4 and confirmed.confidence.score == proxy_rec.confidence.score
+
+
+def test_other_methods_are_derived_through_lambda_ratios_with_lower_confidence(
+    proxy_rec: Recommendation,
+) -> None:
+    pissa = derive_method(proxy_rec, "pissa", lambda_measured=1.0, lambda_method=12.0)  # seed 001: ~12×
+    assert pissa.method == "pissa" and pissa.derived
+    assert pissa.learning_rate == pytest.approx(proxy_rec.learning_rate / 12)
+    assert pissa.confidence.score < proxy_rec.confidence.score
+    assert pissa.lora_plus_ratio is None and pissa.predicted_eval_loss is None
+    assert "derived" in pissa.reasoning[-1]
+
+
+def test_the_recommendation_round_trips_through_json(proxy_rec: Recommendation) -> None:
+    data = proxy_rec.model_dump(mode="json")
+    assert data["batch_size"] == 32 and "learning_rate" in data
+    assert Recommendation.model_validate(data) == proxy_rec
