@@ -2,19 +2,38 @@
 
 The progress bar goes to stderr so that stdout holds only the answer (plain text, or JSON whose top level
 has `batch_size` and `learning_rate`). Torch is imported only when the study starts.
+
+Every study is kept: in SQLite under LORA_ADVISOR_DATA_DIR (default ./data, migrated on first use), as a
+study whose job this process leases and completes exactly as a service worker would, so the service sees
+it and the next similar question starts from its answer (the warm start, printed before any compute).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
-from typing import Any
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from advisor.science.recommendation import NoRecommendation, Recommendation
+if TYPE_CHECKING:  # the science imports scipy and the study torch: load them when a study runs
+    from advisor.jobs.control import JobControl
+    from advisor.jobs.queue import Lease
+    from advisor.science.knowledge import KnowledgeStore
+    from advisor.science.recommendation import NoRecommendation, Recommendation
+    from advisor.specs import StudySpec
+    from advisor.storage.db import Database
+    from proxy_runs.study import StudyResult
 
 EXIT_OK, EXIT_NO_RECOMMENDATION = 0, 1
 BAR_WIDTH = 30
+DATA_DIR_ENV = "LORA_ADVISOR_DATA_DIR"
+LEASE_SECONDS = 60.0  # renewed every 20 s by a heartbeat; a service worker may reclaim it only once we die
+PROVISIONAL_PREFIX = "provisional:"  # how run_study announces the warm start's answer
 
 
 def add_recommend(commands: argparse._SubParsersAction) -> None:
@@ -22,9 +41,18 @@ def add_recommend(commands: argparse._SubParsersAction) -> None:
         "recommend", help="run a proxy study and recommend batch size and learning rate"
     )
     parser.add_argument("spec", help="study spec (YAML or JSON)")
-    parser.add_argument("--budget", type=float, help="proxy compute budget in seconds (default: the spec's)")
+    parser.add_argument(
+        "--budget", type=_seconds, help="proxy compute budget in seconds (default: the spec's)"
+    )
     parser.add_argument("--json", action="store_true", help="print the recommendation as JSON")
     parser.set_defaults(handler=run_recommend)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 def progress_bar(done: int, total: int, message: str) -> None:
@@ -34,33 +62,156 @@ def progress_bar(done: int, total: int, message: str) -> None:
     print(line.ljust(BAR_WIDTH + 90), end="", file=sys.stderr, flush=True)
 
 
-def knowledge_store() -> Any:
-    """The database's KnowledgeStore when storage provides one; None (no persistence) otherwise."""
-    try:
-        from advisor.storage import knowledge  # provided by the storage work, when it lands
-    except ImportError:
-        return None
-    return getattr(knowledge, "default_store", lambda: None)()
+def data_dir() -> Path:
+    """Where the embedded study keeps its SQLite database: LORA_ADVISOR_DATA_DIR, as the service reads it."""
+    return Path(os.environ.get(DATA_DIR_ENV) or "data").expanduser().resolve()
+
+
+def open_database(folder: Path) -> Database:
+    """The SQLite database under `folder`, migrated to this version's schema on first use."""
+    from advisor.storage import migrate
+    from advisor.storage.db import Database, default_sqlite_url
+
+    url = default_sqlite_url(folder)
+    db = Database(url)
+    if migrate.current_revision(db) != migrate.head_revision():
+        migrate.upgrade(url)
+    return db
+
+
+def knowledge_store(db: Database) -> KnowledgeStore:
+    """Stored studies and reported outcomes for the warm start: the same store the service's studies use."""
+    from advisor.storage.knowledge_store import DatabaseKnowledgeStore
+
+    return DatabaseKnowledgeStore(db)
 
 
 def run_recommend(args: argparse.Namespace) -> int:
+    from advisor.science.recommendation import NoRecommendation
     from advisor.specs import load_spec
-    from proxy_runs.study import run_study
 
     spec = load_spec(args.spec)
-    result = run_study(spec, budget_override=args.budget, progress=progress_bar, store=knowledge_store())
+    folder = data_dir()
+    db = open_database(folder)
+    try:
+        lease = start_study(db, spec)
+        print(f"study {lease.study_id} stored in {folder / 'advisor.db'}", file=sys.stderr)
+        result = run_leased(db, lease, spec, budget=args.budget)
+    finally:
+        db.dispose()
     print(file=sys.stderr)  # end the progress line
-    print(render(result.recommendation, as_json=args.json))
+    print(render(result.recommendation, as_json=args.json, provisional=result.provisional))
     return EXIT_NO_RECOMMENDATION if isinstance(result.recommendation, NoRecommendation) else EXIT_OK
 
 
-def render(answer: Recommendation | NoRecommendation, *, as_json: bool) -> str:
+def start_study(db: Database, spec: StudySpec) -> Lease:
+    """Store the study as the service would (study + job) and lease its job to this process at once, in one
+    transaction: a service worker on the same database can neither take it first nor run it twice."""
+    from advisor.jobs import queue
+    from advisor.storage import repository as repo
+    from advisor.storage.models import utcnow
+
+    with db.transaction() as session:
+        study = repo.create_study(
+            session,
+            spec=spec,
+            function="study",
+            max_attempts=1,  # if this process dies, its lease expires and a worker marks the study failed
+            token_id=None,
+            dataset_fingerprint=None,
+            idempotency=None,
+            options={"embedded": "advisor recommend"},
+        )
+        job = repo.get_job_for_study(session, study_id=study.id)
+        # The worker's own lease step, so the lease reads exactly as a worker's.
+        lease = queue.try_lease(
+            session, job=job, worker_id=f"cli-{os.getpid()}", lease_seconds=LEASE_SECONDS, now=utcnow()
+        )
+    if lease is None:
+        raise AssertionError(f"study {study.id}: the job of a study created in this transaction was taken")
+    return lease
+
+
+def run_leased(db: Database, lease: Lease, spec: StudySpec, *, budget: float | None) -> StudyResult:
+    """Run the study under `lease`, then store its runs and recommendation the way a worker does."""
+    from advisor.jobs import queue
+    from advisor.jobs.control import JobCanceled, JobControl, LeaseLost
+    from advisor.jobs.functions import study_result_to_job_result
+    from proxy_runs.study import run_study
+
+    control = JobControl(store=knowledge_store(db))
+    done = threading.Event()
+    beat = threading.Thread(target=keep_lease, args=(db, lease, control, done), daemon=True)
+    beat.start()
+    try:
+        result = run_study(spec, budget_override=budget, progress=reporter(control), store=control.store)
+    except JobCanceled:
+        queue.mark_canceled(db, lease=lease)
+        raise
+    except LeaseLost:
+        raise  # another attempt owns the study now: it writes the outcome, not this process
+    except BaseException as exc:  # KeyboardInterrupt too: the stored study says how it ended
+        error = f"{type(exc).__name__}: {exc}"
+        queue.fail(db, lease=lease, error=error, retryable=False, backoff=queue.Backoff())
+        raise
+    finally:
+        done.set()
+        beat.join()
+    queue.complete(db, lease=lease, result=study_result_to_job_result(result))
+    return result
+
+
+def keep_lease(db: Database, lease: Lease, control: JobControl, done: threading.Event) -> None:
+    """Heartbeats while the study runs, as a worker's: progress reaches the database, and a cancel through
+    the service (POST /v1/studies/{id}/cancel) stops the study at its next run."""
+    from advisor.jobs import queue
+    from advisor.storage.errors import DatabaseUnavailable, StaleAttempt
+
+    while not done.wait(lease.lease_seconds / 3):
+        try:
+            if queue.heartbeat(db, lease=lease, progress=control.fraction, message=control.message):
+                control.canceled.set()
+        except StaleAttempt:
+            control.lost.set()
+            return
+        except DatabaseUnavailable:
+            continue  # SQLite busy for longer than its timeout: the next beat tries again
+
+
+def reporter(control: JobControl) -> Callable[[int, int, str], None]:
+    """The study's progress to the terminal (a bar; the warm start's answer on a line of its own) and to the
+    job's control, which raises when the study was canceled."""
+
+    def report(done: int, total: int, message: str) -> None:
+        if message.startswith(PROVISIONAL_PREFIX):
+            print(f"\rwarm start: {message}", file=sys.stderr, flush=True)
+        else:
+            progress_bar(done, total, message)
+        control.study_progress(done, total, message)
+
+    return report
+
+
+def render(
+    answer: Recommendation | NoRecommendation,
+    *,
+    as_json: bool,
+    provisional: Recommendation | None = None,
+) -> str:
+    from advisor.science.recommendation import NoRecommendation, Recommendation
+
     if as_json:
         data = answer.model_dump(mode="json")
         if isinstance(answer, Recommendation):
             data["search_space"] = answer.search_space()
         else:
             data = {"batch_size": None, "learning_rate": None, "no_recommendation": data}
+        if provisional is not None:  # what the warm start said before any compute, to compare with
+            data["warm_start"] = {
+                "batch_size": provisional.batch_size,
+                "learning_rate": provisional.learning_rate,
+                "confidence": provisional.confidence.label,
+            }
         return json.dumps(data, indent=2)
     if isinstance(answer, NoRecommendation):
         return f"no recommendation: {answer.reason}" + (f"\nfix: {answer.fix}" if answer.fix else "")

@@ -71,7 +71,7 @@ FULL = BenchConfig(["reverse", "add", "upper", "repeat"], [4, 8, 16, 32], (3e-3,
 QUICK = BenchConfig(["reverse", "upper"], [4, 8, 16], (3e-3, 2e-1), 400, 1.0, 3000)
 
 
-# 1. Base model and tasks ----------------------------------------------------------------------------------
+# 1. Base model and tasks ------------------------------------------------------------------------------------
 
 
 def build_base(folder: Path, cfg: BenchConfig) -> Path:
@@ -104,7 +104,7 @@ def build_base(folder: Path, cfg: BenchConfig) -> Path:
         file=sys.stderr,
     )
     base = folder / "base"
-    setup.model.save_pretrained(base)
+    setup.model.save_pretrained(base)  # type: ignore[operator]  # a PreTrainedModel behind nn.Module
     setup.tokenizer.save_pretrained(base)
     return base
 
@@ -124,7 +124,7 @@ def task_spec(base: Path, folder: Path, task: str, cfg: BenchConfig) -> StudySpe
     )
 
 
-# 2. True losses -------------------------------------------------------------------------------------------------
+# 2. True losses ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -172,7 +172,7 @@ def grid_truth(trainer: Trainer, grid: list[tuple[int, float]]) -> tuple[tuple[i
     return best, losses[best]
 
 
-# 3. Contenders ----------------------------------------------------------------------------------------------------
+# 3. Contenders ----------------------------------------------------------------------------------------------
 
 
 def lr_range_test(
@@ -190,7 +190,8 @@ def lr_range_test(
             budget=RunBudget(max_steps=steps),
             max_eval_examples=EVAL_EXAMPLES,
         )
-        losses[lr] = record.final_train_loss if record.status == "success" else math.inf
+        finished = record.status == "success" and record.final_train_loss is not None
+        losses[lr] = float(record.final_train_loss) if finished else math.inf  # type: ignore[arg-type]
     return (batch, min(losses, key=lambda lr: losses[lr]) / 10), batch * steps * len(lrs)
 
 
@@ -210,7 +211,8 @@ def search(
     tell: Callable[[float], None],
 ) -> tuple[tuple[int, float], int]:
     """Full runs until the budget is spent (at least one); the best by its own eval loss wins."""
-    spent, tried = 0, []
+    spent = 0
+    tried: list[tuple[float, tuple[int, float]]] = []  # (its own eval loss, config)
     while not tried or spent + trainer.full_examples() <= budget_examples:
         config = suggest(len(tried))
         loss = trainer.score(*config)
@@ -244,10 +246,13 @@ def tpe_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> tu
             trials[-1].suggest_float("learning_rate", *cfg.lr_range, log=True),
         )
 
-    return search(trainer, budget, suggest, lambda loss: study.tell(trials[-1], loss))
+    def tell(loss: float) -> None:
+        study.tell(trials[-1], loss)
+
+    return search(trainer, budget, suggest, tell)
 
 
-# 4. One task, all contenders ----------------------------------------------------------------------------------------
+# 4. One task, all contenders --------------------------------------------------------------------------------
 
 
 def run_task(base: Path, folder: Path, task: str, cfg: BenchConfig) -> dict[str, Any]:
@@ -300,6 +305,7 @@ def run_task(base: Path, folder: Path, task: str, cfg: BenchConfig) -> dict[str,
         "seed_losses": seed_losses,
         "advisor_seconds": round(advisor_seconds, 1),
         "advisor_confidence": rec.confidence.label,
+        "advisor_reasoning": rec.reasoning,
         "contenders": {
             name: {
                 "batch_size": c[0],

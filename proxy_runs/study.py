@@ -74,13 +74,19 @@ class _Ledger:
     runs: list[RunRecord] = field(default_factory=list)
 
     budget_examples: float = math.inf
+    # The seconds budget is planned as examples from a calibration at the largest batch; small batches and
+    # evaluations cost more per example, so the clock is also checked: past it, no new run starts.
+    hard_deadline: float = math.inf
 
     @property
     def examples(self) -> int:
         return sum(r.examples_seen for r in self.runs)
 
     def affords(self, examples: int) -> bool:
-        return self.examples + examples <= self.budget_examples
+        return self.examples + examples <= self.budget_examples and self.in_time()
+
+    def in_time(self) -> bool:
+        return time.perf_counter() < self.hard_deadline
 
     def add(self, record: RunRecord, message: str) -> None:
         self.runs.append(record)
@@ -188,12 +194,14 @@ def successive_halving(
     alive, done = list(plan.configs), set()
     for extension in range(MAX_EXTENSIONS + 1):  # rung 0, extended while the optimum sits on a grid edge
         for config in [c for c in alive if c not in done]:
+            if by_rung[first] and not ledger.in_time():
+                break  # out of time: fit what rung 0 has measured rather than overrun the budget
             _run_and_record(spec, data, config, top, first, first, size, by_rung, ledger)
             done.add(config)
         if extension == MAX_EXTENSIONS or time.perf_counter() > ledger.deadline:
             break  # out of extensions or budget: accept the edge (it lowers the confidence), never overrun
         # A larger batch must reach rung 0 on a whole step: batches grow at most to rung 0's examples.
-        alive = _extensions(fit_surface(by_rung[first]), spec)
+        alive = _extensions(fit_surface(by_rung[first], batch_candidates=spec.batch_sizes), spec)
         if not alive or not ledger.affords(len(alive) * first):
             break
         _grow(plan, alive)
@@ -228,8 +236,12 @@ def _run_and_record(
 # 3. From rungs to a recommendation --------------------------------------------------------------------------
 
 
-def rung_fits(by_rung: dict[int, list[Observation]]) -> dict[int, SurfaceFit | NoRecommendation]:
-    return {examples: fit_surface(obs) for examples, obs in by_rung.items() if obs}
+def rung_fits(
+    by_rung: dict[int, list[Observation]], batch_candidates: Sequence[int]
+) -> dict[int, SurfaceFit | NoRecommendation]:
+    return {
+        examples: fit_surface(obs, batch_candidates=batch_candidates) for examples, obs in by_rung.items() if obs
+    }
 
 
 def recommend_from_rungs(
@@ -371,6 +383,7 @@ def run_study(
         progress,
         deadline=time.perf_counter() + 0.7 * remaining if remaining is not None else math.inf,
         budget_examples=plan.budget_examples,
+        hard_deadline=started + budget if budget is not None else math.inf,
         runs=[calibration],  # its examples count towards the study's cost
     )
     if progress:
@@ -378,7 +391,7 @@ def run_study(
     fits_by_size, rungs_by_size = {}, {}
     for size in plan.dataset_sizes:
         by_rung = successive_halving(proxy, data, plan, size, ledger)
-        rungs_by_size[size], fits_by_size[size] = by_rung, rung_fits(by_rung)
+        rungs_by_size[size], fits_by_size[size] = by_rung, rung_fits(by_rung, spec.batch_sizes)
     result = _finish(spec, plan, ledger, rungs_by_size, fits_by_size, provisional, beta, data)
     if derive_methods and isinstance(result.recommendation, Recommendation):
         result.derived = derive_other_methods(proxy, data, result.recommendation, derive_methods, beta)

@@ -31,8 +31,13 @@ def spec_file(tmp_path_factory):
     records = instruction_records(40, seed=0)
     save_tiny_model(folder / "model", "llama", corpus_of(records), vocab_size=300, hidden=16, layers=3)
     write_jsonl(records, folder / "train.jsonl")
-    spec = {"model": str(folder / "model"), "dataset": {"path": str(folder / "train.jsonl")},
-            "method": "lora", "rank": 2, "training": {"max_seq_len": 48}}
+    spec = {
+        "model": str(folder / "model"),
+        "dataset": {"path": str(folder / "train.jsonl")},
+        "method": "lora",
+        "rank": 2,
+        "training": {"max_seq_len": 48},
+    }
     path = folder / "spec.json"
     path.write_text(json.dumps(spec))
     return path
@@ -51,7 +56,8 @@ def test_probe_spec_gives_lambda_max_of_the_representative_modules(spec_file) ->
 
     # PEFT's default LoRA targets on Llama are q_proj and v_proj; 3 layers → first, middle, last
     assert [m.name for m in report.modules] == [
-        f"model.layers.{i}.self_attn.{p}" for i in (0, 1, 2) for p in ("q_proj", "v_proj")]
+        f"model.layers.{i}.self_attn.{p}" for i in (0, 1, 2) for p in ("q_proj", "v_proj")
+    ]
     for module in report.modules:
         assert module.converged and module.eigenvalue > 0
         assert module.residual <= 1e-3 * module.eigenvalue
@@ -73,8 +79,21 @@ def test_cli_prints_one_row_per_module_and_the_summary(spec_file, capsys) -> Non
 
 def test_cli_json_with_noise_scale(spec_file, capsys) -> None:
     # power iteration crawls on LoRA's ±-paired spectrum at B = 0: cap it, and expect it to say so
-    code = run_probe(probe_command(str(spec_file), "--samples", "4", "--modules", "v_proj", "--estimator",
-                                   "power", "--max-iter", "20", "--noise-scale", "--json"))
+    code = run_probe(
+        probe_command(
+            str(spec_file),
+            "--samples",
+            "4",
+            "--modules",
+            "v_proj",
+            "--estimator",
+            "power",
+            "--max-iter",
+            "20",
+            "--noise-scale",
+            "--json",
+        )
+    )
 
     report = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -86,11 +105,14 @@ def test_cli_json_with_noise_scale(spec_file, capsys) -> None:
     assert noise["trace_sigma"] > 0 and len(noise["interval"]) == 2
 
 
-@pytest.mark.parametrize(("argv", "field"), [
-    (["--estimator", "arnoldi"], "estimator"),
-    (["--modules", "k_proj"], "modules"),
-    (["--samples", "0"], "samples"),
-])
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["--estimator", "arnoldi"], "estimator"),
+        (["--modules", "k_proj"], "modules"),
+        (["--samples", "0"], "samples"),
+    ],
+)
 def test_cli_bad_flags_exit_2_naming_the_field(spec_file, capsys, argv: list[str], field: str) -> None:
     code = run_probe(probe_command(str(spec_file), *argv))
 
@@ -108,8 +130,15 @@ def test_cli_missing_spec_file_exits_2(tmp_path, capsys) -> None:
 def test_smollm2_one_module_probe_converges(tmp_path) -> None:
     records = instruction_records(16, seed=0)
     write_jsonl(records, tmp_path / "train.jsonl")
-    spec = parse_spec({"model": "smollm2-135m-instruct", "dataset": {"path": str(tmp_path / "train.jsonl")},
-                       "method": "lora", "rank": 8, "training": {"max_seq_len": 64}})
+    spec = parse_spec(
+        {
+            "model": "smollm2-135m-instruct",
+            "dataset": {"path": str(tmp_path / "train.jsonl")},
+            "method": "lora",
+            "rank": 8,
+            "training": {"max_seq_len": 64},
+        }
+    )
 
     report = probe_spec(spec, modules=["layers.0.self_attn.q_proj"], samples=4, micro_batch_size=2)
 

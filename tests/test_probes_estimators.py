@@ -142,8 +142,10 @@ def test_estimates_are_deterministic_given_the_seed_and_differ_across_seeds() ->
 
     assert lanczos(operator, seed=7).history == lanczos(operator, seed=7).history
     assert lanczos(operator, seed=7).history != lanczos(operator, seed=8).history
-    assert torch.equal(start_vector(10, 1, dtype=torch.float32, device=torch.device("cpu")),
-                       start_vector(10, 1, dtype=torch.float32, device=torch.device("cpu")))
+    assert torch.equal(
+        start_vector(10, 1, dtype=torch.float32, device=torch.device("cpu")),
+        start_vector(10, 1, dtype=torch.float32, device=torch.device("cpu")),
+    )
 
 
 def test_unknown_estimator_names_fail_with_the_field_and_the_choices() -> None:

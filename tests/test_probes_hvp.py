@@ -40,8 +40,9 @@ def one_intra_op_thread():
 def tokenizer_and_examples():
     records = instruction_records(8, seed=0)
     tokenizer = train_tokenizer(corpus_of(instruction_records(200, seed=1)), vocab_size=300)
-    examples = tokenize_records(records, DatasetSpec(path="synthetic"), tokenizer, is_seq2seq=False,
-                                max_len=40)
+    examples = tokenize_records(
+        records, DatasetSpec(path="synthetic"), tokenizer, is_seq2seq=False, max_len=40
+    )
     return tokenizer, examples
 
 
@@ -55,8 +56,10 @@ def tiny_lora_llama(vocab_size: int, dtype: torch.dtype) -> nn.Module:
 
 
 def micro_batches(examples: list[Example], pad_id: int) -> list[dict[str, torch.Tensor]]:
-    return [collate(examples[i : i + MICRO_BATCH], pad_id, is_seq2seq=False)
-            for i in range(0, len(examples), MICRO_BATCH)]
+    return [
+        collate(examples[i : i + MICRO_BATCH], pad_id, is_seq2seq=False)
+        for i in range(0, len(examples), MICRO_BATCH)
+    ]
 
 
 def dense_reference_hessian(model: nn.Module, examples: list[Example], pad_id: int) -> torch.Tensor:
@@ -78,8 +81,9 @@ def float64_case(tokenizer_and_examples):
     tokenizer, examples = tokenizer_and_examples
     model = tiny_lora_llama(len(tokenizer), torch.float64)
     reference = dense_reference_hessian(model, examples, tokenizer.pad_token_id)
-    operator = hessian_operator_for_model(model, micro_batches(examples, tokenizer.pad_token_id),
-                                          is_seq2seq=False)
+    operator = hessian_operator_for_model(
+        model, micro_batches(examples, tokenizer.pad_token_id), is_seq2seq=False
+    )
     return model, operator, reference
 
 
@@ -112,8 +116,9 @@ def test_fp32_probe_agrees_with_the_float64_reference(tokenizer_and_examples, fl
     tokenizer, examples = tokenizer_and_examples
     model64, _, reference = float64_case
     model32 = copy.deepcopy(model64).to(torch.float32)  # the same adapter initialisation
-    operator = hessian_operator_for_model(model32, micro_batches(examples, tokenizer.pad_token_id),
-                                          is_seq2seq=False)
+    operator = hessian_operator_for_model(
+        model32, micro_batches(examples, tokenizer.pad_token_id), is_seq2seq=False
+    )
 
     estimate = lanczos(operator, tol=1e-5, max_iter=64)
 
@@ -173,11 +178,13 @@ def test_sdpa_attention_raises_a_probe_error_that_names_the_fix(tmp_path, tokeni
     records = instruction_records(8, seed=0)
     save_tiny_model(tmp_path, "llama", corpus_of(records), vocab_size=300, hidden=16, layers=1)
     loaded = load_model_and_tokenizer(str(tmp_path), attn_implementation="sdpa")
-    examples = tokenize_records(records[:2], DatasetSpec(path="synthetic"), loaded.tokenizer,
-                                is_seq2seq=False, max_len=40)
+    examples = tokenize_records(
+        records[:2], DatasetSpec(path="synthetic"), loaded.tokenizer, is_seq2seq=False, max_len=40
+    )
     model = get_peft_model(loaded.model, LoraConfig(r=1, target_modules=["q_proj"]))
-    operator = hessian_operator_for_model(model, micro_batches(examples, loaded.tokenizer.pad_token_id),
-                                          is_seq2seq=False)
+    operator = hessian_operator_for_model(
+        model, micro_batches(examples, loaded.tokenizer.pad_token_id), is_seq2seq=False
+    )
 
     with pytest.raises(ProbeError, match='attn_implementation="eager"') as caught:
         operator.matvec(torch.ones(operator.dim))

@@ -28,7 +28,10 @@ def test_each_module_carries_its_own_trainable_parameters(five_layer_dora) -> No
 
     # DoRA trains A (2×16), B (16×2) and a magnitude vector (16)
     assert [name.split(".q_proj.")[1] for name in group.param_names] == [
-        "lora_A.default.weight", "lora_B.default.weight", "lora_magnitude_vector.default.weight"]
+        "lora_A.default.weight",
+        "lora_B.default.weight",
+        "lora_magnitude_vector.default.weight",
+    ]
     assert group.n_params == 2 * 16 + 16 * 2 + 16
     assert all(p.requires_grad for p in group.params)
 

@@ -10,8 +10,9 @@ import torch
 from proxy_runs.probes.noise import gradient_noise_scale
 
 
-def population_with_moments(mean: torch.Tensor, covariance_diagonal: torch.Tensor, size: int, seed: int = 0
-                            ) -> torch.Tensor:
+def population_with_moments(
+    mean: torch.Tensor, covariance_diagonal: torch.Tensor, size: int, seed: int = 0
+) -> torch.Tensor:
     """`size` per-example gradients whose population mean and covariance are exactly the given ones."""
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(size, len(mean), generator=generator, dtype=torch.float64)
@@ -32,8 +33,9 @@ def test_b_simple_recovers_the_true_noise_scale_and_its_interval_covers_it() -> 
     population = population_with_moments(mean, variances, 20_000)
     truth = float(variances.sum() / mean.pow(2).sum())  # B_simple = 16 examples
 
-    result = gradient_noise_scale(mean_gradient_of(population), len(population), small_batch=4, big_batch=32,
-                                  draws=200, seed=0)
+    result = gradient_noise_scale(
+        mean_gradient_of(population), len(population), small_batch=4, big_batch=32, draws=200, seed=0
+    )
 
     assert result.resolved and result.b_simple is not None
     low, high = result.interval
@@ -46,8 +48,9 @@ def test_b_simple_recovers_the_true_noise_scale_and_its_interval_covers_it() -> 
 
 
 def test_more_draws_narrow_the_interval() -> None:
-    population = population_with_moments(torch.full((8,), 0.5, dtype=torch.float64),
-                                         torch.ones(8, dtype=torch.float64), 5_000, seed=1)
+    population = population_with_moments(
+        torch.full((8,), 0.5, dtype=torch.float64), torch.ones(8, dtype=torch.float64), 5_000, seed=1
+    )
     gradient_of = mean_gradient_of(population)
 
     few = gradient_noise_scale(gradient_of, len(population), small_batch=2, big_batch=16, draws=20, seed=3)
@@ -61,8 +64,9 @@ def test_a_gradient_drowned_in_noise_has_no_finite_upper_bound() -> None:
     no_signal, unit_noise = torch.zeros(8, dtype=torch.float64), torch.ones(8, dtype=torch.float64)
     population = population_with_moments(no_signal, unit_noise, 5_000, seed=2)
 
-    result = gradient_noise_scale(mean_gradient_of(population), len(population), small_batch=2, big_batch=8,
-                                  draws=40, seed=0)
+    result = gradient_noise_scale(
+        mean_gradient_of(population), len(population), small_batch=2, big_batch=8, draws=40, seed=0
+    )
 
     assert result.interval[1] is None  # |G|² ≤ 0 is within the interval: any batch size is "critical"
     assert json.loads(json.dumps(result.to_dict()))["interval"][1] is None

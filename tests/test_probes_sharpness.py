@@ -45,8 +45,16 @@ def quadratic_problem(seed: int = 0) -> tuple[HessianOperator, torch.Tensor, tor
     return HessianOperator([theta], [{}], summed_loss), matrix, offset, theta
 
 
-def replay_adam(matrix: torch.Tensor, offset: torch.Tensor, theta: torch.Tensor, *, steps: int, lr: float,
-                betas: tuple[float, float], eps: float) -> torch.Tensor:
+def replay_adam(
+    matrix: torch.Tensor,
+    offset: torch.Tensor,
+    theta: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+) -> torch.Tensor:
     """Adam's bias-corrected √v̂ + ε after `steps` steps, written out by hand."""
     first, second, theta = torch.zeros_like(theta), torch.zeros_like(theta), theta.clone()
     for t in range(1, steps + 1):
@@ -97,8 +105,9 @@ def test_line_search_recovers_the_exact_parabola_of_a_quadratic() -> None:
 def tiny_llama_operator():
     records = instruction_records(8, seed=0)
     tokenizer = train_tokenizer(corpus_of(instruction_records(200, seed=1)), vocab_size=300)
-    examples = tokenize_records(records, DatasetSpec(path="synthetic"), tokenizer, is_seq2seq=False,
-                                max_len=40)
+    examples = tokenize_records(
+        records, DatasetSpec(path="synthetic"), tokenizer, is_seq2seq=False, max_len=40
+    )
     model = build_tiny_model("llama", len(tokenizer), seed=0, hidden=16, layers=2, heads=4)
     model.set_attn_implementation("eager")
     torch.manual_seed(0)

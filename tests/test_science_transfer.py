@@ -113,3 +113,18 @@ def test_the_recommendation_round_trips_through_json(proxy_rec: Recommendation) 
     data = proxy_rec.model_dump(mode="json")
     assert data["batch_size"] == 32 and "learning_rate" in data
     assert Recommendation.model_validate(data) == proxy_rec
+
+
+def test_a_best_batch_at_the_edge_of_the_candidates_is_said_in_plain_words() -> None:
+    observations = [
+        Observation(b, lr, 2.0 + 0.01 * math.log2(b / 8) + 0.08 * math.log10(lr / 1e-3) ** 2)
+        for b in (8, 16)
+        for lr in lr_grid(1e-3)
+    ]
+    fit = fit_surface(observations)
+    assert isinstance(fit, SurfaceFit)
+    rec = build_recommendation(
+        fit, None, method="lora", cost=Cost(proxy_seconds=1.0, examples_seen=1, runs=1)
+    )
+    assert rec.batch_size == 8 and any("smallest candidate batch size" in s for s in rec.reasoning)
+    assert rec.confidence.score <= 0.5  # an open edge halves the confidence

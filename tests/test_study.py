@@ -32,7 +32,7 @@ def tiny_spec(tmp_path_factory: pytest.TempPathFactory) -> StudySpec:
             "training": {"max_seq_len": 32},
             "batch_sizes": [4, 8],
             "lr_range": [1e-4, 1.0],
-            "budget": {"proxy_seconds": 8},
+            "budget": {"proxy_seconds": None, "proxy_examples": 1200},  # the same plan on any machine
         }
     )
 
@@ -109,7 +109,10 @@ def test_a_sibling_proxy_is_transferred_by_curvature_confirmed_and_derives_other
             "training": {"max_seq_len": 32},
             "batch_sizes": [4, 8],
             "lr_range": [1e-4, 1.0],
-            "budget": {"proxy_seconds": 12},
+            "budget": {
+                "proxy_seconds": None,
+                "proxy_examples": 1500,
+            },  # examples: the same plan on any machine
         }
     )
     result = run_study(spec, derive_methods=["pissa"])
@@ -128,6 +131,7 @@ def test_advisor_recommend_prints_json_with_a_progress_bar_on_stderr(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     result, _ = study
+    monkeypatch.setenv("LORA_ADVISOR_DATA_DIR", str(tmp_path / "data"))  # the CLI persists there
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(tiny_spec.model_dump_json())
 

@@ -7,9 +7,12 @@ between units of work, which raises when it should stop, so a canceled or supers
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import AdvisorError
+
+if TYPE_CHECKING:  # the science imports scipy; a job that never warm-starts should not pay for it
+    from advisor.science.knowledge import KnowledgeStore
 
 
 class JobCanceled(AdvisorError):
@@ -25,11 +28,12 @@ class PermanentJobError(AdvisorError):
 
 
 class JobControl:
-    def __init__(self) -> None:
+    def __init__(self, *, store: KnowledgeStore | None = None) -> None:
         self.canceled = threading.Event()
         self.lost = threading.Event()
         self.fraction: float | None = None
         self.message: str | None = None
+        self.store = store  # stored studies and outcomes for a study's warm start, when the runner has them
 
     def check(self) -> None:
         if self.lost.is_set():
@@ -44,9 +48,15 @@ class JobControl:
             self.message = message
         self.check()
 
+    def study_progress(self, done: int, total: int, message: str) -> None:
+        """proxy_runs.study.run_study's hook: `done` of `total` planned runs. Extensions can run past the
+        plan, and the warm start reports with total 0 (a message, no fraction), so the fraction is clipped."""
+        fraction = min(max(done / total, 0.0), 1.0) if total > 0 else None
+        self.progress(fraction, message)
+
     def callback(self, *args: Any, **kwargs: Any) -> None:
-        """A progress hook for code whose callback shape we do not own (proxy_runs.study.run_study):
-        a leading number is a fraction done; an object with `fraction`, or `done`/`total`, works too."""
+        """A progress hook for callers that report a fraction: a leading number in [0, 1] is the fraction
+        done; an object with `fraction`, or `done`/`total`, works too. Studies use `study_progress`."""
         event = args[0] if args else kwargs.get("fraction", kwargs.get("progress"))
         fraction: float | None = None
         if isinstance(event, int | float):

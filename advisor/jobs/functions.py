@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from advisor.errors import SpecError
 from advisor.jobs.control import JobControl, PermanentJobError
@@ -23,6 +23,11 @@ from advisor.jobs.queue import JobResult
 from advisor.records import RunConfig, RunRecord, RunStatus
 from advisor.specs import StudySpec, parse_spec
 
+if TYPE_CHECKING:
+    from advisor.science.knowledge import KnowledgeStore
+    from advisor.storage.db import Database
+
+DATABASE_URL_ENV = "LORA_ADVISOR_DATABASE_URL"
 JobFunction = Callable[[dict[str, Any], JobControl], JobResult]
 JOB_FUNCTIONS: dict[str, JobFunction] = {}
 
@@ -65,8 +70,28 @@ def run_study_job(payload: dict[str, Any], control: JobControl) -> JobResult:
         )
     study = importlib.import_module("proxy_runs.study")
     spec = _spec(payload)
-    result = study.run_study(spec, progress=control.callback, store=None)
+    store, opened = knowledge_store(control)
+    try:
+        result = study.run_study(spec, progress=control.study_progress, store=store)
+    finally:
+        if opened is not None:
+            opened.dispose()
     return study_result_to_job_result(result)
+
+
+def knowledge_store(control: JobControl) -> tuple[KnowledgeStore | None, Database | None]:
+    """(the warm start's store, a database opened for it here). The runner's store when it set one; else
+    the database named by LORA_ADVISOR_DATABASE_URL (how standalone workers are configured); else none."""
+    if control.store is not None:
+        return control.store, None
+    url = os.environ.get(DATABASE_URL_ENV)
+    if not url:
+        return None, None
+    from advisor.storage.db import Database
+    from advisor.storage.knowledge_store import DatabaseKnowledgeStore
+
+    db = Database(url)
+    return DatabaseKnowledgeStore(db), db
 
 
 def study_result_to_job_result(result: Any) -> JobResult:
@@ -80,15 +105,25 @@ def study_result_to_job_result(result: Any) -> JobResult:
         p.model_dump(mode="json") if hasattr(p, "model_dump") else dict(p)
         for p in getattr(result, "probes", None) or []
     ]
+    runs = list(getattr(result, "runs", []))
     return JobResult(
-        runs=list(getattr(result, "runs", [])),
+        runs=runs,
         recommendation=payload,
         recommendation_available=available,
         batch_size=getattr(recommendation, "batch_size", None) if available else None,
         learning_rate=getattr(recommendation, "learning_rate", None) if available else None,
-        dataset_examples=getattr(result, "dataset_examples", None),
+        dataset_examples=getattr(result, "dataset_examples", None) or _training_examples(runs),
         probes=probes,
     )
+
+
+def _training_examples(runs: list[Any]) -> int | None:
+    """The training split's size as the runs' dataset fingerprint recorded it (the warm start's bucket)."""
+    for run in runs:
+        n_train = (getattr(run, "dataset_fingerprint", None) or {}).get("n_train")
+        if n_train:
+            return int(n_train)
+    return None
 
 
 # synthetic -----------------------------------------------------------------------------------------

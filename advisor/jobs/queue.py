@@ -132,13 +132,13 @@ def claim(db: Database, *, worker_id: str, lease_seconds: float) -> Lease | None
         if db.backend == "postgresql":
             query = query.with_for_update(skip_locked=True)  # competing workers skip rows being claimed
         for job in session.scalars(query).all():
-            lease = _try_lease(session, job=job, worker_id=worker_id, lease_seconds=lease_seconds, now=now)
+            lease = try_lease(session, job=job, worker_id=worker_id, lease_seconds=lease_seconds, now=now)
             if lease is not None:
                 return lease
     return None
 
 
-def _try_lease(
+def try_lease(
     session: Session, *, job: Job, worker_id: str, lease_seconds: float, now: dt.datetime
 ) -> Lease | None:
     study = repo.get_study(session, study_id=job.study_id)

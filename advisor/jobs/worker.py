@@ -27,6 +27,7 @@ from advisor.jobs.executors import Executor, make_executor
 from advisor.storage import repository as repo
 from advisor.storage.db import Database
 from advisor.storage.errors import DatabaseUnavailable, StaleAttempt
+from advisor.storage.knowledge_store import DatabaseKnowledgeStore
 
 log = logging.getLogger("advisor.worker")
 
@@ -73,7 +74,8 @@ class Worker:
         lease = queue.claim(self.db, worker_id=self.worker_id, lease_seconds=self.options.lease_seconds)
         if lease is None:
             return False
-        control = JobControl()
+        # Warm start: the study reads what this database already knows about similar contexts.
+        control = JobControl(store=DatabaseKnowledgeStore(self.db))
         done = threading.Event()
         beat = threading.Thread(target=self._heartbeat_loop, args=(lease, control, done), daemon=True)
         beat.start()

@@ -272,9 +272,16 @@ def fit_kappa(curves: Iterable[CurveFit]) -> KappaFit | None:
 
 
 def fit_surface(
-    observations: Sequence[Observation], *, epsilon_rel: float = DEFAULT_EPSILON
+    observations: Sequence[Observation],
+    *,
+    epsilon_rel: float = DEFAULT_EPSILON,
+    batch_candidates: Sequence[int] | None = None,
 ) -> SurfaceFit | NoRecommendation:
-    """B*, LR*(B*), L*(B*), the ε-band, κ and grid edges from runs compared at one fidelity."""
+    """B*, LR*(B*), L*(B*), the ε-band, κ and grid edges from runs compared at one fidelity.
+
+    `batch_candidates` are all batch sizes the study considered: at a late rung only survivors remain, and
+    B* is on the batch edge only if it is the smallest or largest candidate, not merely of the survivors.
+    """
     if not observations:
         return NoRecommendation(reason="no runs to fit", kind="no_runs")
     noise = replicate_noise(observations)
@@ -300,17 +307,19 @@ def fit_surface(
         epsilon,
         band,
         fit_kappa(curves.values()),
-        _edges(curves, best),
+        _edges(curves, best, batch_candidates),
         noise_sd,
         len(observations),
         n_diverged,
     )
 
 
-def _edges(curves: dict[int, CurveFit], best: CurveFit) -> list[GridEdge]:
-    """LR edges of every batch size in play, and a batch edge when B* is the smallest or largest tried."""
+def _edges(
+    curves: dict[int, CurveFit], best: CurveFit, batch_candidates: Sequence[int] | None
+) -> list[GridEdge]:
+    """LR edges of every batch size in play, and a batch edge when B* is the smallest or largest candidate."""
     edges = [GridEdge("lr", c.edge, c.batch_size) for c in curves.values() if c.edge is not None]
-    batches = sorted(curves)
+    batches = sorted(set(batch_candidates or []) | set(curves))
     if len(batches) > 1 and best.batch_size == batches[0]:
         edges.append(GridEdge("batch", "low"))
     elif len(batches) > 1 and best.batch_size == batches[-1]:
@@ -409,15 +418,15 @@ def bootstrap_optimum(
 def confidence_score(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> float:
     """0–1: 1 when the LR interval is narrow, B* wins every resample and no edge is left open.
 
-    A 90% LR interval one decade wide (4 grid steps) scores 0; an open grid edge halves the score (the true
-    optimum may lie outside), and a flat surface caps it at 0.2 (any LR in the band is as good).
+    A 90% LR interval one decade wide (4 grid steps) scores 0; each open grid edge at B* halves the score (the
+    true optimum may lie outside), and a flat surface caps it at 0.2 (any LR in the band is as good).
     """
     width = bootstrap.lr_width_decades if bootstrap and bootstrap.replicates else 1.0
     score = max(0.0, 1.0 - width / 1.0)
     if bootstrap and bootstrap.replicates:
         score *= bootstrap.batch_share.get(surface.batch_size, 0.0)
-    if any(e.batch_size in (None, surface.batch_size) for e in surface.edges):
-        score *= 0.5
+    for _ in (e for e in surface.edges if e.batch_size in (None, surface.batch_size)):
+        score *= 0.5  # each open edge at B* (its LR edge, the batch edge) leaves the optimum possibly outside
     return min(score, 0.2) if surface.is_flat else score
 
 

@@ -8,6 +8,7 @@ initialisation, which parameters train), `build_optimizer` once, then around eve
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, cast
@@ -18,6 +19,9 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from advisor.specs import StudySpec
+
+# PEFT still calls a transformers property deprecated in v5; the warning is theirs, repeated on every wrap.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 @dataclass

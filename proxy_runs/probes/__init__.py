@@ -38,9 +38,21 @@ if TYPE_CHECKING:
     from proxy_runs.probes.sharpness import PreconditionedSharpness, adam_preconditioned_sharpness
 
 _EXPORTS = {
-    "estimators": ["ESTIMATORS", "DeflatedOperator", "DenseOperator", "EigenEstimate", "LinearOperator",
-                   "TraceEstimate", "get_estimator", "hutchinson_trace", "lanczos", "power", "power_delta",
-                   "register_estimator", "top_k_eigenvalues"],
+    "estimators": [
+        "ESTIMATORS",
+        "DeflatedOperator",
+        "DenseOperator",
+        "EigenEstimate",
+        "LinearOperator",
+        "TraceEstimate",
+        "get_estimator",
+        "hutchinson_trace",
+        "lanczos",
+        "power",
+        "power_delta",
+        "register_estimator",
+        "top_k_eigenvalues",
+    ],
     "hvp": ["HessianOperator", "OperatorStats", "ProbeError", "hessian_operator_for_model"],
     "line_search": ["LineSearchResult", "critical_sharpness", "first_adam_direction"],
     "modules": ["ModuleGroup", "select_modules", "trainable_groups"],
@@ -80,7 +92,7 @@ __all__ = [
     "register_estimator",
     "select_modules",
     "top_k_eigenvalues",
-    "trainable_groups"
+    "trainable_groups",
 ]
 
 

@@ -22,14 +22,23 @@ ESTIMATOR_HELP = "lanczos (default; seed 001's), power (residual stop) or power_
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="study spec (YAML or JSON)")
     parser.add_argument("--estimator", default="lanczos", help=ESTIMATOR_HELP)
-    parser.add_argument("--modules", nargs="+", metavar="NAME", default=None,
-                        help="'all', or module names / suffixes (q_proj, layers.0.self_attn.v_proj); "
-                             "default: q/v projections of the first, middle and last layers")
-    parser.add_argument("--noise-scale", action="store_true",
-                        help="also estimate the gradient noise scale B_simple (a critical-batch estimate)")
+    parser.add_argument(
+        "--modules",
+        nargs="+",
+        metavar="NAME",
+        default=None,
+        help="'all', or module names / suffixes (q_proj, layers.0.self_attn.v_proj); "
+        "default: q/v projections of the first, middle and last layers",
+    )
+    parser.add_argument(
+        "--noise-scale",
+        action="store_true",
+        help="also estimate the gradient noise scale B_simple (a critical-batch estimate)",
+    )
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
-    parser.add_argument("--tol", type=float, default=1e-3,
-                        help="stop when the residual ‖Hv − λv‖ ≤ tol·|λ| (default 1e-3)")
+    parser.add_argument(
+        "--tol", type=float, default=1e-3, help="stop when the residual ‖Hv − λv‖ ≤ tol·|λ| (default 1e-3)"
+    )
     parser.add_argument("--samples", type=int, default=32, help="training examples the loss is taken over")
     parser.add_argument("--micro-batch", type=int, default=2, help="examples per HVP micro-batch (2–4)")
     parser.add_argument("--max-iter", type=int, default=100, help="HVP cap per module")
@@ -64,12 +73,16 @@ def format_report(report: ProbeReport) -> str:
         noise = report.noise
         if noise.resolved:
             low, high = (f"{v:.3g}" if v is not None else "∞" for v in noise.interval)
-            lines.append(f"gradient noise scale B_simple ≈ {noise.b_simple:.3g} examples "
-                         f"({noise.confidence:.0%} interval {low} … {high}; B_s={noise.small_batch}, "
-                         f"B_b={noise.big_batch}, {noise.draws} draws)")
+            lines.append(
+                f"gradient noise scale B_simple ≈ {noise.b_simple:.3g} examples "
+                f"({noise.confidence:.0%} interval {low} … {high}; B_s={noise.small_batch}, "
+                f"B_b={noise.big_batch}, {noise.draws} draws)"
+            )
         else:
-            lines.append("gradient noise scale: not resolved (the |G|² estimate is ≤ 0: noise dominates; "
-                         "use more draws)")
+            lines.append(
+                "gradient noise scale: not resolved (the |G|² estimate is ≤ 0: noise dominates; "
+                "use more draws)"
+            )
     return "\n".join(lines)
 
 
@@ -83,9 +96,18 @@ def run_probe(args: argparse.Namespace) -> int:
         modules = "all"
     try:
         spec = load_spec(args.spec)
-        report = probe_spec(spec, estimator=args.estimator, modules=modules, noise_scale=args.noise_scale,
-                            tol=args.tol, device=args.device, samples=args.samples,
-                            micro_batch_size=args.micro_batch, max_iter=args.max_iter, seed=args.seed)
+        report = probe_spec(
+            spec,
+            estimator=args.estimator,
+            modules=modules,
+            noise_scale=args.noise_scale,
+            tol=args.tol,
+            device=args.device,
+            samples=args.samples,
+            micro_batch_size=args.micro_batch,
+            max_iter=args.max_iter,
+            seed=args.seed,
+        )
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

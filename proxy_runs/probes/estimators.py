@@ -3,8 +3,10 @@
 Which eigenvalue: **the largest algebraic eigenvalue λ_max** (the sharpness). Gradient descent on a
 quadratic is stable iff η < 2/λ_max; directions of negative curvature are descent directions, never a
 step-size limit. Seed 001 uses the largest eigenvalue too. Hessians at LoRA initialisation are
-indefinite — with B = 0 the A–A block is zero and the A–B block is not, so eigenvalues come in ± pairs
-shifted by the B–B block — hence λ_max is *not* the eigenvalue of largest magnitude in general.
+indefinite: with B = 0 the A–A block is zero and the A–B block is s·(∇_W L ⊗ I_r), so the eigenvalues
+come in ± pairs near ±s·σ_i(∇_W L), each r-fold, shifted by the B–B block (our reading, checked on a
+dense tiny Hessian). λ_max is therefore *not* the eigenvalue of largest magnitude in general, and |λ_min|
+is within a few % of it — the worst case for power iteration.
 `lanczos` returns λ_max directly (and the lowest Ritz value, an upper bound on λ_min, as a by-product);
 `power` finds the dominant-magnitude eigenvalue first and, if that is negative, restarts on H − λ·I
 to reach λ_max; `power_delta` is plain power iteration with the naive stop, kept as the benchmark's
@@ -13,7 +15,9 @@ baseline.
 The stopping rules bound the true error. For a unit vector v and λ = vᵀHv, some eigenvalue of H lies
 within the residual r = ‖Hv − λv‖ of λ (and within r²/gap once the spectral gap is known), so
 `r ≤ tol·|λ|` is an honest stop. "λ changed by < tol" is not: near-degenerate top eigenvalues make
-power iteration crawl, and a crawling estimate changes little while still far off.
+power iteration crawl, and a crawling estimate changes little while still far off. What no residual can
+certify is that the nearby eigenvalue is the *top* one: inside LoRA's r-fold top cluster a Ritz value
+may settle on a member just below λ_max (SmolLM2-135M: 0.4% low after 9 HVPs; see bench/RESULTS.md).
 
 Every estimator counts iterations in operator applications (HVPs) and is deterministic given `seed`:
 start vectors come from a CPU generator, so CPU and CUDA runs start from the same vector.
@@ -125,8 +129,9 @@ class TraceEstimate:
 
 
 class EigenEstimator(Protocol):
-    def __call__(self, operator: LinearOperator, *, tol: float = ..., max_iter: int = ...,
-                 seed: int = ...) -> EigenEstimate: ...
+    def __call__(
+        self, operator: LinearOperator, *, tol: float = ..., max_iter: int = ..., seed: int = ...
+    ) -> EigenEstimate: ...
 
 
 ESTIMATORS: dict[str, EigenEstimator] = {}
@@ -151,8 +156,12 @@ def get_estimator(name: str) -> EigenEstimator:
     try:
         return ESTIMATORS[name]
     except KeyError:
-        raise SpecError("estimator", "unknown eigenvalue estimator", value=name,
-                        fix=f"choose one of {', '.join(ESTIMATORS)}") from None
+        raise SpecError(
+            "estimator",
+            "unknown eigenvalue estimator",
+            value=name,
+            fix=f"choose one of {', '.join(ESTIMATORS)}",
+        ) from None
 
 
 def start_vector(dim: int, seed: int, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -172,6 +181,7 @@ def _start_in_range(operator: LinearOperator, seed: int) -> torch.Tensor:
 
 # 1. Lanczos ------------------------------------------------------------------------------------------
 
+
 def _tridiagonal(alphas: list[float], betas: list[float]) -> torch.Tensor:
     matrix = torch.diag(torch.tensor(alphas, dtype=torch.float64))
     if betas:
@@ -181,8 +191,9 @@ def _tridiagonal(alphas: list[float], betas: list[float]) -> torch.Tensor:
 
 
 @register_estimator("lanczos")
-def lanczos(operator: LinearOperator, *, tol: float = 1e-3, max_iter: int = 100, seed: int = 0
-            ) -> EigenEstimate:
+def lanczos(
+    operator: LinearOperator, *, tol: float = 1e-3, max_iter: int = 100, seed: int = 0
+) -> EigenEstimate:
     """λ_max by Lanczos with full re-orthogonalisation (seed 001's estimator).
 
     Stops when the top Ritz pair (θ, y) has ‖Hy − θy‖ = β_k·|e_kᵀs| ≤ tol·|θ|, where s is θ's
@@ -224,11 +235,22 @@ def lanczos(operator: LinearOperator, *, tol: float = 1e-3, max_iter: int = 100,
     stacked = torch.stack(basis[: len(alphas)])
     vector = stacked.T @ ritz.to(stacked.dtype).to(stacked.device)
     lowest = float(torch.linalg.eigvalsh(_tridiagonal(alphas, betas[: len(alphas) - 1]))[0])
-    return EigenEstimate("lanczos", theta, len(alphas), residual, converged, time.perf_counter() - started,
-                         [theta], history, lowest, vector / vector.norm())
+    return EigenEstimate(
+        "lanczos",
+        theta,
+        len(alphas),
+        residual,
+        converged,
+        time.perf_counter() - started,
+        [theta],
+        history,
+        lowest,
+        vector / vector.norm(),
+    )
 
 
 # 2. Power iteration ------------------------------------------------------------------------------------
+
 
 @dataclass
 class _PowerRun:
@@ -240,8 +262,9 @@ class _PowerRun:
     history: list[float]
 
 
-def _power_loop(operator: LinearOperator, vector: torch.Tensor, *, shift: float, tol: float, max_iter: int,
-                stop: str) -> _PowerRun:
+def _power_loop(
+    operator: LinearOperator, vector: torch.Tensor, *, shift: float, tol: float, max_iter: int, stop: str
+) -> _PowerRun:
     """Power iteration on H − shift·I. Each iteration is one HVP; λ is the Rayleigh quotient of H."""
     history: list[float] = []
     eigenvalue = residual = float("nan")
@@ -269,8 +292,9 @@ def _power_loop(operator: LinearOperator, vector: torch.Tensor, *, shift: float,
 
 
 @register_estimator("power")
-def power(operator: LinearOperator, *, tol: float = 1e-3, max_iter: int = 100, seed: int = 0
-          ) -> EigenEstimate:
+def power(
+    operator: LinearOperator, *, tol: float = 1e-3, max_iter: int = 100, seed: int = 0
+) -> EigenEstimate:
     """λ_max by power iteration with the residual stop ‖Hv − λv‖ ≤ tol·|λ|.
 
     Power iteration converges to the eigenvalue of largest magnitude at the rate |λ₂/λ₁| per HVP;
@@ -278,39 +302,76 @@ def power(operator: LinearOperator, *, tol: float = 1e-3, max_iter: int = 100, s
     finds λ_max. converged=False when max_iter HVPs (over both runs) did not meet the stop.
     """
     started = time.perf_counter()
-    run = _power_loop(operator, _start_in_range(operator, seed), shift=0.0, tol=tol, max_iter=max_iter,
-                      stop="residual")
+    run = _power_loop(
+        operator, _start_in_range(operator, seed), shift=0.0, tol=tol, max_iter=max_iter, stop="residual"
+    )
     iterations, history = run.iterations, run.history
     if run.converged and run.eigenvalue < 0 and iterations < max_iter:
         shift = run.eigenvalue
-        run = _power_loop(operator, _start_in_range(operator, seed + 1), shift=shift, tol=tol,
-                          max_iter=max_iter - iterations, stop="residual")
+        run = _power_loop(
+            operator,
+            _start_in_range(operator, seed + 1),
+            shift=shift,
+            tol=tol,
+            max_iter=max_iter - iterations,
+            stop="residual",
+        )
         iterations, history = iterations + run.iterations, history + run.history
     elif run.eigenvalue < 0:  # out of budget on the negative side: λ_max was never reached
         run.converged = False
-    return EigenEstimate("power", run.eigenvalue, iterations, run.residual, run.converged,
-                         time.perf_counter() - started, [run.eigenvalue], history, None, run.vector)
+    return EigenEstimate(
+        "power",
+        run.eigenvalue,
+        iterations,
+        run.residual,
+        run.converged,
+        time.perf_counter() - started,
+        [run.eigenvalue],
+        history,
+        None,
+        run.vector,
+    )
 
 
 @register_estimator("power_delta")
-def power_delta(operator: LinearOperator, *, tol: float = 1e-3, max_iter: int = 100, seed: int = 0
-                ) -> EigenEstimate:
+def power_delta(
+    operator: LinearOperator, *, tol: float = 1e-3, max_iter: int = 100, seed: int = 0
+) -> EigenEstimate:
     """The naive baseline: power iteration that stops when λ changes by < tol relatively.
 
     Kept only so the benchmark can show what the residual stop buys; `converged` here means only
     "stopped moving", which near-degenerate spectra make a false claim.
     """
     started = time.perf_counter()
-    run = _power_loop(operator, _start_in_range(operator, seed), shift=0.0, tol=tol, max_iter=max_iter,
-                      stop="delta")
-    return EigenEstimate("power_delta", run.eigenvalue, run.iterations, run.residual, run.converged,
-                         time.perf_counter() - started, [run.eigenvalue], run.history, None, run.vector)
+    run = _power_loop(
+        operator, _start_in_range(operator, seed), shift=0.0, tol=tol, max_iter=max_iter, stop="delta"
+    )
+    return EigenEstimate(
+        "power_delta",
+        run.eigenvalue,
+        run.iterations,
+        run.residual,
+        run.converged,
+        time.perf_counter() - started,
+        [run.eigenvalue],
+        run.history,
+        None,
+        run.vector,
+    )
 
 
 # 3. Top-k by deflation, and the trace -----------------------------------------------------------------
 
-def top_k_eigenvalues(operator: LinearOperator, k: int, *, estimator: str = "lanczos", tol: float = 1e-3,
-                      max_iter: int = 100, seed: int = 0) -> EigenEstimate:
+
+def top_k_eigenvalues(
+    operator: LinearOperator,
+    k: int,
+    *,
+    estimator: str = "lanczos",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+) -> EigenEstimate:
     """The k largest eigenvalues (descending), one estimator run per eigenvalue on P·H·P with the
     eigenvectors already found locked out. `iterations` sums the HVPs of all runs, `residual` is the
     worst run's, `converged` holds only if every run converged."""
@@ -327,19 +388,34 @@ def top_k_eigenvalues(operator: LinearOperator, k: int, *, estimator: str = "lan
         locked.append(vector / vector.norm())
         found.append(estimate)
     values = [e.eigenvalue for e in found]
-    return EigenEstimate(f"top{k}_{estimator}", values[0], sum(e.iterations for e in found),
-                         max(e.residual for e in found), all(e.converged for e in found),
-                         time.perf_counter() - started, values, [v for e in found for v in e.history], None,
-                         found[0].vector)
+    return EigenEstimate(
+        f"top{k}_{estimator}",
+        values[0],
+        sum(e.iterations for e in found),
+        max(e.residual for e in found),
+        all(e.converged for e in found),
+        time.perf_counter() - started,
+        values,
+        [v for e in found for v in e.history],
+        None,
+        found[0].vector,
+    )
 
 
-def rademacher(dim: int, generator: torch.Generator, *, dtype: torch.dtype, device: torch.device
-               ) -> torch.Tensor:
+def rademacher(
+    dim: int, generator: torch.Generator, *, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     return (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(device=device, dtype=dtype)
 
 
-def hutchinson_trace(operator: LinearOperator, *, samples: int = 100, tol: float | None = None,
-                     min_samples: int = 10, seed: int = 0) -> TraceEstimate:
+def hutchinson_trace(
+    operator: LinearOperator,
+    *,
+    samples: int = 100,
+    tol: float | None = None,
+    min_samples: int = 10,
+    seed: int = 0,
+) -> TraceEstimate:
     """tr(H) ≈ (1/m) Σ zᵢᵀHzᵢ with Rademacher zᵢ (E[zzᵀ] = I, so each term is unbiased).
 
     The variance of one term is 2·Σ_{i≠j} H_ij²: small for diagonally dominant H, large otherwise.

@@ -77,8 +77,8 @@ def _second_derivative_error(error: RuntimeError) -> ProbeError | None:
         return None
     return ProbeError(
         "this model's attention kernel has no second derivative, so Hessian-vector products cannot go "
-        "through it (" + str(error).splitlines()[0] + "). Load the model with attn_implementation=\"eager\" "
-        "(load_model_and_tokenizer does by default; or model.set_attn_implementation(\"eager\")), "
+        "through it (" + str(error).splitlines()[0] + '). Load the model with attn_implementation="eager" '
+        '(load_model_and_tokenizer does by default; or model.set_attn_implementation("eager")), '
         "or use SDPA's MATH backend"
     )
 
@@ -151,8 +151,10 @@ class HessianOperator:
             loss_sum, n_tokens = self.loss_fn(batch)
             grads = torch.autograd.grad(loss_sum, self.params, create_graph=True, allow_unused=True)
             # 2. the scalar g·v; its gradient is H·v (v is a constant, so no term for it)
-            contraction = sum(((g * v).sum() for g, v in zip(grads, pieces, strict=True) if g is not None),
-                              torch.zeros((), dtype=self.dtype, device=self.device))
+            contraction = sum(
+                ((g * v).sum() for g, v in zip(grads, pieces, strict=True) if g is not None),
+                torch.zeros((), dtype=self.dtype, device=self.device),
+            )
             if not contraction.requires_grad:  # the loss is linear in θ on this batch: H·v = 0
                 return torch.zeros(self.dim, dtype=self.dtype, device=self.device), n_tokens
             # 3. second backward; the graph is freed afterwards (HVPs on a big model cannot keep it)
@@ -203,8 +205,13 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def hessian_operator_for_model(model: nn.Module, batches: Sequence[Batch], *, is_seq2seq: bool,
-                               params: Sequence[torch.Tensor] | None = None) -> HessianOperator:
+def hessian_operator_for_model(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    *,
+    is_seq2seq: bool,
+    params: Sequence[torch.Tensor] | None = None,
+) -> HessianOperator:
     """The Hessian of a transformers model's token-weighted loss over `params` (default: all trainable).
 
     Puts the model in eval mode: seed 001 probes without dropout, and so do we.
@@ -213,8 +220,10 @@ def hessian_operator_for_model(model: nn.Module, batches: Sequence[Batch], *, is
     if low_precision:
         # PEFT keeps adapters in fp32 on a bf16 base, but the base's rounding still swamps the curvature.
         found = ", ".join(sorted(low_precision))
-        raise ProbeError(f"Hessian probes need the whole model in fp32; it has {found} weights "
-                         "(load with dtype=torch.float32)")
+        raise ProbeError(
+            f"Hessian probes need the whole model in fp32; it has {found} weights "
+            "(load with dtype=torch.float32)"
+        )
     model.eval()
     loss_fn: LossFn = partial(summed_token_loss, model, is_seq2seq=is_seq2seq)
     return HessianOperator(trainable_parameters(model) if params is None else params, batches, loss_fn)

@@ -61,8 +61,9 @@ def _first_distance(loss: float, slope: float, origin: torch.Tensor) -> float:
     return min(reach, max(float(origin.norm()), 1.0))
 
 
-def critical_sharpness(operator: HessianOperator, *, direction: torch.Tensor | None = None,
-                       direction_name: str = "gradient") -> LineSearchResult:
+def critical_sharpness(
+    operator: HessianOperator, *, direction: torch.Tensor | None = None, direction_name: str = "gradient"
+) -> LineSearchResult:
     """Line search along −direction (default: the gradient); the parameters are restored afterwards."""
     started = time.perf_counter()
     origin = operator.flat_parameters()
@@ -97,8 +98,17 @@ def critical_sharpness(operator: HessianOperator, *, direction: torch.Tensor | N
     # 4. in units of the unnormalised update u = |u|·û: gᵀu = |u|·slope, uᵀHu = |u|²·curvature
     critical_step = 2 * slope / (norm * curvature) if curvature > 0 else math.inf
     sharpness = 2 / critical_step if math.isfinite(critical_step) and critical_step != 0 else 0.0
-    return LineSearchResult(direction_name, curvature, slope, critical_step, sharpness, len(losses) - 1,
-                            time.perf_counter() - started, distances, losses)
+    return LineSearchResult(
+        direction_name,
+        curvature,
+        slope,
+        critical_step,
+        sharpness,
+        len(losses) - 1,
+        time.perf_counter() - started,
+        distances,
+        losses,
+    )
 
 
 def first_adam_direction(gradient: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

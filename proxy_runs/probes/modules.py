@@ -48,7 +48,7 @@ class ModuleGroup:
 def display_name(name: str) -> str:
     for prefix in _PREFIXES:
         if name.startswith(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return name
 
 
@@ -111,8 +111,11 @@ def select_modules(model: nn.Module, selection: ModuleSelection = None) -> list[
     """The modules to probe: representative (None), every one ("all"), or those named."""
     groups = trainable_groups(model)
     if not groups:
-        raise SpecError("modules", "the model has no trainable parameters to probe",
-                        fix="apply a method (spec.method) before probing")
+        raise SpecError(
+            "modules",
+            "the model has no trainable parameters to probe",
+            fix="apply a method (spec.method) before probing",
+        )
     if selection is None:
         return representative_groups(groups)
     names = [selection] if isinstance(selection, str) else list(selection)
@@ -123,8 +126,11 @@ def select_modules(model: nn.Module, selection: ModuleSelection = None) -> list[
         matched = [g for g in groups if _matches(g, wanted)]
         if not matched:
             examples = ", ".join(g.name for g in groups[:4])
-            raise SpecError("modules", "no trainable module has this name or name suffix", value=wanted,
-                            fix=f"use 'all', a suffix such as {groups[0].short_name!r}, or a full name: "
-                                f"{examples}")
+            raise SpecError(
+                "modules",
+                "no trainable module has this name or name suffix",
+                value=wanted,
+                fix=f"use 'all', a suffix such as {groups[0].short_name!r}, or a full name: {examples}",
+            )
         chosen.extend(g for g in matched if g not in chosen)
     return chosen

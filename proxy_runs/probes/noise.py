@@ -66,12 +66,14 @@ def _ratio_of_means(trace_draws: np.ndarray, norm_draws: np.ndarray) -> float:
     return float(trace_draws.mean()) / signal if signal > 0 else math.inf
 
 
-def draw_estimates(batch_gradient: BatchGradient, n_examples: int, *, small_batch: int, big_batch: int,
-                   draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def draw_estimates(
+    batch_gradient: BatchGradient, n_examples: int, *, small_batch: int, big_batch: int, draws: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-draw unbiased estimates of (tr(Σ), |G|²)."""
     if not 0 < small_batch < big_batch or big_batch % small_batch:
-        raise ValueError(f"need 0 < small_batch < big_batch with big a multiple of small, got "
-                         f"{small_batch}, {big_batch}")
+        raise ValueError(
+            f"need 0 < small_batch < big_batch with big a multiple of small, got {small_batch}, {big_batch}"
+        )
     if big_batch > n_examples:
         raise ValueError(f"big_batch {big_batch} exceeds the {n_examples} examples available")
     rng = np.random.default_rng(seed)
@@ -90,13 +92,22 @@ def draw_estimates(batch_gradient: BatchGradient, n_examples: int, *, small_batc
     return traces, norms
 
 
-def gradient_noise_scale(batch_gradient: BatchGradient, n_examples: int, *, small_batch: int = 4,
-                         big_batch: int = 16, draws: int = 16, seed: int = 0, bootstrap: int = 2000,
-                         confidence: float = 0.95) -> NoiseScale:
+def gradient_noise_scale(
+    batch_gradient: BatchGradient,
+    n_examples: int,
+    *,
+    small_batch: int = 4,
+    big_batch: int = 16,
+    draws: int = 16,
+    seed: int = 0,
+    bootstrap: int = 2000,
+    confidence: float = 0.95,
+) -> NoiseScale:
     """B_simple from `draws` random draws of `big_batch` examples out of `n_examples`."""
     started = time.perf_counter()
-    traces, norms = draw_estimates(batch_gradient, n_examples, small_batch=small_batch, big_batch=big_batch,
-                                   draws=draws, seed=seed)
+    traces, norms = draw_estimates(
+        batch_gradient, n_examples, small_batch=small_batch, big_batch=big_batch, draws=draws, seed=seed
+    )
     estimate = _ratio_of_means(traces, norms)
     # 4. percentile bootstrap over draws: resample draws, recompute the ratio of means
     rng = np.random.default_rng(seed + 1)
@@ -107,13 +118,28 @@ def gradient_noise_scale(batch_gradient: BatchGradient, n_examples: int, *, smal
     low = np.percentile(replicas, tail, method="lower")
     high = np.percentile(replicas, 100 - tail, method="higher")
     resolved = math.isfinite(estimate)
-    return NoiseScale(_finite_or_none(estimate), (_finite_or_none(low), _finite_or_none(high)), confidence,
-                      float(traces.mean()), float(norms.mean()), small_batch, big_batch, draws, resolved,
-                      time.perf_counter() - started)
+    return NoiseScale(
+        _finite_or_none(estimate),
+        (_finite_or_none(low), _finite_or_none(high)),
+        confidence,
+        float(traces.mean()),
+        float(norms.mean()),
+        small_batch,
+        big_batch,
+        draws,
+        resolved,
+        time.perf_counter() - started,
+    )
 
 
-def model_batch_gradient(model: nn.Module, examples: Sequence[Example], params: Sequence[torch.Tensor], *,
-                         pad_id: int, is_seq2seq: bool) -> BatchGradient:
+def model_batch_gradient(
+    model: nn.Module,
+    examples: Sequence[Example],
+    params: Sequence[torch.Tensor],
+    *,
+    pad_id: int,
+    is_seq2seq: bool,
+) -> BatchGradient:
     """Token-weighted mean gradient of the model's loss over chosen examples (one micro-batch each)."""
 
     def gradient_of(indices: Sequence[int]) -> torch.Tensor:

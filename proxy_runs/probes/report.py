@@ -69,46 +69,80 @@ def probe_examples(train: Sequence[Example], samples: int, seed: int) -> list[Ex
     return sorted((train[i] for i in chosen), key=lambda e: len(e.input_ids))
 
 
-def probe_batches(examples: Sequence[Example], micro_batch_size: int, *, pad_id: int, is_seq2seq: bool
-                  ) -> list[Batch]:
-    return [collate(list(examples[i : i + micro_batch_size]), pad_id, is_seq2seq=is_seq2seq)
-            for i in range(0, len(examples), micro_batch_size)]
+def probe_batches(
+    examples: Sequence[Example], micro_batch_size: int, *, pad_id: int, is_seq2seq: bool
+) -> list[Batch]:
+    return [
+        collate(list(examples[i : i + micro_batch_size]), pad_id, is_seq2seq=is_seq2seq)
+        for i in range(0, len(examples), micro_batch_size)
+    ]
 
 
 def _module_probe(group: ModuleGroup, estimate: EigenEstimate, stats: OperatorStats) -> ModuleProbe:
-    return ModuleProbe(name=group.name, n_params=group.n_params, eigenvalue=estimate.eigenvalue,
-                       iterations=estimate.iterations, residual=estimate.residual,
-                       converged=estimate.converged, seconds=round(estimate.seconds, 3),
-                       lowest_ritz=estimate.lowest_ritz, hvp_over_gradient=round(stats.hvp_over_gradient, 3))
+    return ModuleProbe(
+        name=group.name,
+        n_params=group.n_params,
+        eigenvalue=estimate.eigenvalue,
+        iterations=estimate.iterations,
+        residual=estimate.residual,
+        converged=estimate.converged,
+        seconds=round(estimate.seconds, 3),
+        lowest_ritz=estimate.lowest_ritz,
+        hvp_over_gradient=round(stats.hvp_over_gradient, 3),
+    )
 
 
 def _check_sizes(samples: int, micro_batch_size: int) -> None:
     if samples < 1:
         raise SpecError("samples", "need at least one probe sample", value=samples, fix="use e.g. 32")
     if not 1 <= micro_batch_size <= samples:
-        raise SpecError("micro_batch_size", "must be between 1 and the number of samples",
-                        value=micro_batch_size,
-                        fix="use 2–4: HVP memory grows with it (SmolLM2: 2.8 GiB at 2, 8.9 GiB at 8)")
+        raise SpecError(
+            "micro_batch_size",
+            "must be between 1 and the number of samples",
+            value=micro_batch_size,
+            fix="use 2–4: HVP memory grows with it (SmolLM2: 2.8 GiB at 2, 8.9 GiB at 8)",
+        )
 
 
-def probe_noise_scale(setup: ProxySetup, *, small_batch: int = 4, big_batch: int = 16, draws: int = 16,
-                      seed: int = 0) -> NoiseScale:
+def probe_noise_scale(
+    setup: ProxySetup, *, small_batch: int = 4, big_batch: int = 16, draws: int = 16, seed: int = 0
+) -> NoiseScale:
     """B_simple over all trainable parameters (the whole method, not one module), on the training set."""
     train = setup.data.train
     if len(train) < big_batch:
-        raise SpecError("dataset", f"the noise scale needs at least {big_batch} training examples",
-                        value=len(train), fix="add examples or lower the big batch")
+        raise SpecError(
+            "dataset",
+            f"the noise scale needs at least {big_batch} training examples",
+            value=len(train),
+            fix="add examples or lower the big batch",
+        )
     setup.model.eval()
-    gradient_of = model_batch_gradient(setup.model, train, trainable_parameters(setup.model),
-                                       pad_id=setup.tokenizer.pad_token_id, is_seq2seq=setup.is_seq2seq)
-    return gradient_noise_scale(gradient_of, len(train), small_batch=small_batch, big_batch=big_batch,
-                                draws=draws, seed=seed)
+    gradient_of = model_batch_gradient(
+        setup.model,
+        train,
+        trainable_parameters(setup.model),
+        pad_id=setup.tokenizer.pad_token_id,
+        is_seq2seq=setup.is_seq2seq,
+    )
+    return gradient_noise_scale(
+        gradient_of, len(train), small_batch=small_batch, big_batch=big_batch, draws=draws, seed=seed
+    )
 
 
-def probe_spec(spec: StudySpec, *, estimator: str = "lanczos", modules: ModuleSelection = None,
-               noise_scale: bool = False, tol: float = 1e-3, device: str | None = None,
-               samples: int = DEFAULT_SAMPLES, micro_batch_size: int = DEFAULT_MICRO_BATCH,
-               max_iter: int = 100, seed: int = 0, setup: ProxySetup | None = None) -> ProbeReport:
+def probe_spec(
+    spec: StudySpec,
+    *,
+    estimator: str = "lanczos",
+    modules: ModuleSelection = None,
+    noise_scale: bool = False,
+    tol: float = 1e-3,
+    device: str | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    micro_batch_size: int = DEFAULT_MICRO_BATCH,
+    max_iter: int = 100,
+    seed: int = 0,
+    setup: ProxySetup | None = None,
+) -> ProbeReport:
     """λ_max of each selected module's Hessian block at initialisation (and B_simple on request).
 
     `setup` reuses an already loaded model (the spec's method applied); otherwise one is built.
@@ -119,14 +153,16 @@ def probe_spec(spec: StudySpec, *, estimator: str = "lanczos", modules: ModuleSe
     setup = setup or setup_proxy(spec, device)
     # 2. the probe's samples, fixed for every module so that modules are compared on the same loss
     examples = probe_examples(setup.data.train, samples, seed)
-    batches = probe_batches(examples, micro_batch_size, pad_id=setup.tokenizer.pad_token_id,
-                            is_seq2seq=setup.is_seq2seq)
+    batches = probe_batches(
+        examples, micro_batch_size, pad_id=setup.tokenizer.pad_token_id, is_seq2seq=setup.is_seq2seq
+    )
     totals = OperatorStats()
     results = []
     for group in select_modules(setup.model, modules):
         # 3. one module's (A, B) block of the Hessian, its top eigenvalue, and one gradient for scale
-        operator = hessian_operator_for_model(setup.model, batches, is_seq2seq=setup.is_seq2seq,
-                                              params=group.params)
+        operator = hessian_operator_for_model(
+            setup.model, batches, is_seq2seq=setup.is_seq2seq, params=group.params
+        )
         estimate = find(operator, tol=tol, max_iter=max_iter, seed=seed)
         operator.gradient()
         results.append(_module_probe(group, estimate, operator.stats))
@@ -135,11 +171,22 @@ def probe_spec(spec: StudySpec, *, estimator: str = "lanczos", modules: ModuleSe
     noise = probe_noise_scale(setup, seed=seed) if noise_scale else None
     eigenvalues = [r.eigenvalue for r in results]
     return ProbeReport(
-        model=spec.model, method=spec.method, rank=spec.rank, alpha=spec.alpha, estimator=estimator, tol=tol,
-        samples=len(examples), tokens=sum(target_tokens(b, is_seq2seq=setup.is_seq2seq) for b in batches),
-        micro_batch_size=micro_batch_size, modules=results, median_eigenvalue=statistics.median(eigenvalues),
-        max_eigenvalue=max(eigenvalues), seconds_per_hvp=totals.seconds_per_hvp,
-        seconds_per_gradient=totals.seconds_per_gradient, hvp_over_gradient=totals.hvp_over_gradient,
-        noise=noise, seconds=time.perf_counter() - started,
+        model=spec.model,
+        method=spec.method,
+        rank=spec.rank,
+        alpha=spec.alpha,
+        estimator=estimator,
+        tol=tol,
+        samples=len(examples),
+        tokens=sum(target_tokens(b, is_seq2seq=setup.is_seq2seq) for b in batches),
+        micro_batch_size=micro_batch_size,
+        modules=results,
+        median_eigenvalue=statistics.median(eigenvalues),
+        max_eigenvalue=max(eigenvalues),
+        seconds_per_hvp=totals.seconds_per_hvp,
+        seconds_per_gradient=totals.seconds_per_gradient,
+        hvp_over_gradient=totals.hvp_over_gradient,
+        noise=noise,
+        seconds=time.perf_counter() - started,
         meta=run_meta(setup.device, model_source=setup.loaded.source, model_revision=setup.loaded.revision),
     )

@@ -62,14 +62,19 @@ class PreconditionedSharpness:
         return {
             "preconditioned": self.preconditioned.to_dict(),
             "raw": self.raw.to_dict() if self.raw else None,
-            "adam_steps": self.adam_steps, "lr": self.lr, "betas": list(self.betas), "eps": self.eps,
-            "loss_before": self.loss_before, "loss_after": self.loss_after,
+            "adam_steps": self.adam_steps,
+            "lr": self.lr,
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "loss_before": self.loss_before,
+            "loss_after": self.loss_after,
             "critical_lr": self.critical_lr if math.isfinite(self.critical_lr) else None,
         }
 
 
-def adam_steps(operator: HessianOperator, *, steps: int, lr: float, betas: tuple[float, float], eps: float
-               ) -> torch.Tensor:
+def adam_steps(
+    operator: HessianOperator, *, steps: int, lr: float, betas: tuple[float, float], eps: float
+) -> torch.Tensor:
     """Run `steps` full-batch AdamW steps on the operator's parameters; return D^-½ = (√v̂ + ε)^-½."""
     optimizer = torch.optim.AdamW(operator.params, lr=lr, betas=betas, eps=eps, weight_decay=0.0)
     for _ in range(steps):
@@ -84,11 +89,20 @@ def adam_steps(operator: HessianOperator, *, steps: int, lr: float, betas: tuple
     return (second_moments / correction).sqrt().add(eps).rsqrt()
 
 
-def adam_preconditioned_sharpness(operator: HessianOperator, *, steps: int = 5, lr: float = 2e-4,
-                                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                                  estimator: str = "lanczos", tol: float = 1e-3, max_iter: int = 100,
-                                  seed: int = 0, with_raw: bool = True, restore: bool = True
-                                  ) -> PreconditionedSharpness:
+def adam_preconditioned_sharpness(
+    operator: HessianOperator,
+    *,
+    steps: int = 5,
+    lr: float = 2e-4,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    estimator: str = "lanczos",
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+    with_raw: bool = True,
+    restore: bool = True,
+) -> PreconditionedSharpness:
     """λ_max(D^-½ H D^-½) after `steps` AdamW steps (see the module docstring for exactly what)."""
     if steps < 1:
         raise ValueError("Adam's second moments need at least one step (2+ for LoRA at B = 0)")
@@ -98,8 +112,9 @@ def adam_preconditioned_sharpness(operator: HessianOperator, *, steps: int = 5, 
     try:
         inverse_sqrt_d = adam_steps(operator, steps=steps, lr=lr, betas=betas, eps=eps)
         loss_after = operator.mean_loss()
-        preconditioned = find(PreconditionedOperator(operator, inverse_sqrt_d), tol=tol, max_iter=max_iter,
-                              seed=seed)
+        preconditioned = find(
+            PreconditionedOperator(operator, inverse_sqrt_d), tol=tol, max_iter=max_iter, seed=seed
+        )
         raw = find(operator, tol=tol, max_iter=max_iter, seed=seed) if with_raw else None
     finally:
         if restore:

@@ -1,0 +1,182 @@
+"""DatabaseKnowledgeStore on SQLite with real rows: finished studies stored through the queue (as a worker
+stores them) and outcomes as POST /v1/outcomes stores them, read back as the science's warm-start records."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from advisor.jobs import queue
+from advisor.records import RunConfig, RunRecord, RunStatus
+from advisor.science.knowledge import StudyContext, warm_start
+from advisor.specs import StudySpec, parse_spec
+from advisor.storage import repository as repo
+from advisor.storage.db import Database, default_sqlite_url
+from advisor.storage.knowledge_store import DatabaseKnowledgeStore
+from api import testing
+
+CONTENT = "c" * 64  # the dataset content hash the runs record
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = testing.migrated(default_sqlite_url(tmp_path / "db"))
+    yield database
+    database.dispose()
+
+
+def spec(tmp_path: Path, **changes: Any) -> StudySpec:
+    testing.make_roots(tmp_path)
+    models = tmp_path / "model-root"
+    for name in ("Qwen3-0.6B", "Qwen3-8B", "Llama-3-8B"):
+        (models / name).mkdir(exist_ok=True)
+        (models / name / "config.json").write_text("{}")
+    fields = {**testing.example_spec(tmp_path), "model": str(models / "Qwen3-0.6B"), **changes}
+    fields["dataset"] = {"path": str(tmp_path / "dataset-root" / "train.jsonl")}
+    return parse_spec(fields)
+
+
+def run(spec: StudySpec, *, n_train: int, content: str = CONTENT) -> RunRecord:
+    config = RunConfig(
+        method=spec.method,
+        rank=spec.rank,
+        alpha=float(spec.alpha or spec.rank),
+        batch_size=8,
+        learning_rate=1e-3,
+        micro_batch_size=8,
+        accumulation_steps=1,
+        planned_steps=10,
+        warmup_steps=0,
+        max_seq_len=64,
+        seed=0,
+        device="cpu",
+        precision="fp32",
+    )
+    return RunRecord(
+        status=RunStatus.PRUNED,
+        config=config,
+        spec=spec.model_dump(mode="json"),
+        eval_loss=2.0,
+        examples_seen=80,
+        dataset_fingerprint={"content_sha256": content, "n_train": n_train},
+    )
+
+
+def finished_study(
+    db: Database,
+    spec: StudySpec,
+    *,
+    batch_size: int = 16,
+    learning_rate: float = 2e-3,
+    n_train: int = 4000,
+    available: bool = True,
+    evidence: dict[str, Any] | None = None,
+    fail: bool = False,
+) -> int:
+    """A study submitted, leased and completed through the queue, with the payload a study job stores."""
+    study_id, _ = queue.submit_study(
+        db,
+        spec=spec,
+        function="study",
+        max_attempts=1,
+        token_id=None,
+        dataset_fingerprint=None,
+        idempotency=None,
+    )
+    lease = queue.claim(db, worker_id="test", lease_seconds=30)
+    assert lease is not None and lease.study_id == study_id
+    if fail:
+        queue.fail(db, lease=lease, error="boom", retryable=False, backoff=queue.Backoff())
+        return study_id
+    payload = {
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "confidence": {"score": 0.8, "label": "high"},
+        "lr_rule": {"kappa": 0.6},
+        "predicted_eval_loss": 1.5,
+        "evidence": evidence or {},
+    }
+    result = queue.JobResult(
+        runs=[run(spec, n_train=n_train)],
+        recommendation=payload if available else {"reason": "all diverged"},
+        recommendation_available=available,
+        batch_size=batch_size if available else None,
+        learning_rate=learning_rate if available else None,
+        dataset_examples=n_train,
+    )
+    queue.complete(db, lease=lease, result=result)
+    return study_id
+
+
+def context(spec: StudySpec, n_train: int = 4000, fingerprint: str | None = None) -> StudyContext:
+    return StudyContext.from_spec(spec, n_train=n_train, fingerprint=fingerprint)
+
+
+def test_similar_returns_comparable_finished_studies_only(db: Database, tmp_path: Path) -> None:
+    asked = spec(tmp_path)
+    finished_study(db, spec(tmp_path, rank=16, alpha=32))  # α/r = 2, not 1: another LR scale
+    finished_study(db, spec(tmp_path, model=str(tmp_path / "model-root" / "Qwen3-8B")))
+    finished_study(db, spec(tmp_path, method="dora"))  # another method: LRs do not compare
+    finished_study(db, spec(tmp_path, scaling="alpha_over_sqrt_r"))  # another α convention
+    finished_study(db, spec(tmp_path, model=str(tmp_path / "model-root" / "Llama-3-8B")))  # another family
+    finished_study(db, spec(tmp_path), n_train=10_000_000)  # far bigger dataset: 7 half-decades away
+    finished_study(db, spec(tmp_path), available=False)  # ran, but could not recommend
+    finished_study(db, spec(tmp_path), fail=True)  # never finished
+
+    known = DatabaseKnowledgeStore(db).similar(context(asked))
+
+    assert len(known) == 1, [k.context for k in known]
+    (result,) = known
+    assert (result.batch_size, result.learning_rate, result.confidence) == (16, 2e-3, 0.8)
+    assert result.kappa == 0.6 and result.predicted_eval_loss == 1.5
+    assert result.context.model.endswith("Qwen3-8B") and result.context.model_family == "qwen3"
+    assert result.context.dataset_size == 4000 and result.context.dataset_fingerprint == CONTENT
+
+
+def test_nearby_rank_and_size_buckets_count_and_warm_start_answers(db: Database, tmp_path: Path) -> None:
+    asked = spec(tmp_path)  # rank 8, α 8
+    finished_study(db, spec(tmp_path, rank=16, alpha=16), learning_rate=1e-3, n_train=9000)
+    finished_study(db, spec(tmp_path), learning_rate=2e-3, n_train=4000)
+
+    store = DatabaseKnowledgeStore(db)
+    known = store.similar(context(asked, fingerprint=CONTENT))
+    assert sorted(k.context.rank for k in known) == [8, 16]
+
+    provisional, beta = warm_start(store, context(asked, fingerprint=CONTENT))
+    assert provisional is not None and provisional.provisional
+    assert provisional.batch_size == 16 and 1e-3 < provisional.learning_rate < 3e-3
+    assert beta.outcomes_used == 0
+
+
+def test_outcomes_compare_the_best_full_run_with_the_recommendation(db: Database, tmp_path: Path) -> None:
+    asked = spec(tmp_path)
+    transfer = {"transfer": {"lambda_proxy": 10.0, "lambda_target": 40.0, "beta": 1.0}}
+    study_id = finished_study(db, spec(tmp_path), learning_rate=1e-3, evidence=transfer)
+    unlinked = finished_study(db, spec(tmp_path, method="dora"))
+    base = {"model": "Qwen3-0.6B", "method": "lora", "rank": 8, "alpha": 8.0, "batch_size": 16}
+    with db.transaction() as session:
+        for lr, loss, diverged in [(2e-3, 1.1, False), (4e-3, 0.9, False), (8e-3, None, True)]:
+            values = {**base, "study_id": study_id, "learning_rate": lr, "final_eval_loss": loss}
+            repo.add_outcome(session, values={**values, "diverged": diverged}, token_id=None)
+        repo.add_outcome(session, values={**base, "learning_rate": 1e-2}, token_id=None)  # no study
+        dora = {**base, "method": "dora", "study_id": unlinked, "learning_rate": 1e-2}
+        repo.add_outcome(session, values=dora, token_id=None)
+
+    outcomes = DatabaseKnowledgeStore(db).outcomes(context(asked))
+
+    assert len(outcomes) == 1
+    (outcome,) = outcomes
+    assert outcome.best_lr == 4e-3 and outcome.recommended_lr == 1e-3 and outcome.batch_size == 16
+    assert (outcome.lambda_proxy, outcome.lambda_target) == (10.0, 40.0)
+    assert outcome.proxy_lr == pytest.approx(4e-3)  # 1e-3 = proxy · (10/40)^1, undone
+    _, beta = warm_start(DatabaseKnowledgeStore(db), context(asked))
+    assert beta.outcomes_used == 1 and math.isfinite(beta.beta)
+
+
+def test_an_empty_database_knows_nothing(db: Database, tmp_path: Path) -> None:
+    store = DatabaseKnowledgeStore(db)
+    assert store.similar(context(spec(tmp_path))) == [] and store.outcomes(context(spec(tmp_path))) == []

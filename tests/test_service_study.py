@@ -1,0 +1,145 @@
+"""The real study end to end: through the service (POST /v1/studies → the `study` job function on a real
+worker → stored runs and recommendation → GET /v1/recommendations) and through `advisor recommend`, whose
+second run of the same spec starts from the first one's stored answer. A tiny Llama on CPU, with budgets in
+examples so the plan is the same on any machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from advisor.jobs.executors import wait_for
+from advisor.science.knowledge import StudyContext
+from advisor.specs import parse_spec
+from advisor.storage import repository as repo
+from advisor.storage.db import default_sqlite_url
+from advisor.storage.knowledge_store import DatabaseKnowledgeStore
+from api import testing
+from api.app import create_app
+from proxy_runs.synthetic import corpus_of, instruction_records, write_jsonl
+from proxy_runs.tiny import save_tiny_model
+
+BATCH_SIZES, LR_RANGE = [4, 8], [1e-4, 1.0]
+
+
+def tiny_spec(model: Path, data: Path) -> dict[str, Any]:
+    return {
+        "model": str(model),
+        "dataset": {"path": str(data)},
+        "rank": 4,
+        "training": {"max_seq_len": 32},
+        "batch_sizes": BATCH_SIZES,
+        "lr_range": LR_RANGE,
+        "budget": {"proxy_seconds": None, "proxy_examples": 600},  # the same plan on any machine
+    }
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model, dataset) inside the service's allowed roots (testing.make_roots' model-root, dataset-root)."""
+    root = tmp_path_factory.mktemp("service-study")
+    testing.make_roots(root)
+    records = instruction_records(160, seed=0)
+    data = write_jsonl(records, root / "dataset-root" / "instructions.jsonl")
+    model = save_tiny_model(
+        root / "model-root" / "tiny-llama-16", "llama", corpus_of(records), vocab_size=256, hidden=16
+    )
+    return model, data
+
+
+def test_a_real_study_through_the_service(
+    roots: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.set_num_threads(1)  # 2 shared cores: one thread is faster than two fighting
+    model, data = roots
+    url = default_sqlite_url(tmp_path / "db")
+    monkeypatch.setenv("LORA_ADVISOR_DATABASE_URL", url)  # the study job's warm start reads this database
+    db = testing.migrated(url)
+    settings = testing.make_settings(
+        model.parent.parent, database_url=url, job_function="study", job_options={}, lease_seconds=6.0
+    )
+    headers = testing.token(db)
+    with TestClient(create_app(settings, db=db, start_workers=False)) as client:
+        spec = tiny_spec(model, data)
+        response = client.post("/v1/studies", json=spec, headers=headers)
+        assert response.status_code == 202, response.text
+        study_url = response.json()["url"]
+
+        seen: list[float] = []
+        with testing.worker_thread(db, testing.worker_options(lease_seconds=6.0)):
+
+            def finished() -> bool:
+                body = client.get(study_url, headers=headers).json()
+                seen.append(body["progress"])
+                return body["state"] in ("succeeded", "failed", "canceled")
+
+            assert wait_for(finished, timeout=120, interval=0.2)
+        study = client.get(study_url, headers=headers).json()
+        assert study["state"] == "succeeded", study["error"]
+        assert all(0.0 <= p <= 1.0 for p in seen) and study["progress"] == 1.0  # done/total, clipped
+
+        recommendation = study["recommendation"]
+        assert recommendation["available"] and recommendation["batch_size"] in BATCH_SIZES
+        assert LR_RANGE[0] <= recommendation["learning_rate"] <= LR_RANGE[1]
+        assert recommendation["details"]["reasoning"]
+
+        runs = client.get(study["links"]["runs"], headers=headers).json()
+        statuses = [run["status"] for run in runs]
+        assert len(runs) > len(BATCH_SIZES) and "pruned" in statuses and "success" in statuses
+        assert {run["batch_size"] for run in runs} >= set(BATCH_SIZES)
+
+        query = {"model": study["model"], "method": "lora", "rank": 4}
+        answer = client.get("/v1/recommendations", params=query, headers=headers).json()
+        assert answer["status"] == "ready" and answer["source_study_id"] == study["id"]
+        assert answer["batch_size"] == recommendation["batch_size"]
+
+    # What the next study of this context warm-starts from: this one, read back by the knowledge store.
+    with db.transaction(write=False) as session:
+        row = repo.get_recommendation_for_study(session, study_id=study["id"])
+        assert row is not None and row.dataset_examples
+        n_train = row.dataset_examples
+    context = StudyContext.from_spec(parse_spec(spec), n_train=n_train)
+    known = DatabaseKnowledgeStore(db).similar(context)
+    assert [k.learning_rate for k in known] == [pytest.approx(recommendation["learning_rate"])]
+    db.dispose()
+
+
+def advisor_recommend(spec_file: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LORA_ADVISOR_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+    env.pop("LORA_ADVISOR_DATABASE_URL", None)
+    command = [sys.executable, "-m", "advisor.cli", "recommend", str(spec_file), "--json"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=180, check=False)
+
+
+def test_advisor_recommend_stores_its_study_and_warm_starts_the_next(
+    roots: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, data = roots
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(tiny_spec(model, data)))
+
+    first = advisor_recommend(spec_file, tmp_path / "data")
+    assert first.returncode == 0, first.stderr
+    answer = json.loads(first.stdout)
+    assert answer["batch_size"] in BATCH_SIZES and answer["learning_rate"] > 0
+    assert "warm_start" not in answer  # nothing stored yet
+    assert (tmp_path / "data" / "advisor.db").is_file()
+
+    second = advisor_recommend(spec_file, tmp_path / "data")
+    assert second.returncode == 0, second.stderr
+    again = json.loads(second.stdout)
+    assert "warm start: provisional: batch" in second.stderr
+    assert again["warm_start"]["batch_size"] == answer["batch_size"]
+    assert math.isclose(
+        math.log10(again["warm_start"]["learning_rate"]), math.log10(answer["learning_rate"]), abs_tol=0.01
+    )
+    assert again["batch_size"] in BATCH_SIZES and again["learning_rate"] > 0
