@@ -31,11 +31,12 @@ COPY advisor ./advisor
 COPY proxy_runs ./proxy_runs
 COPY api ./api
 COPY migrations ./migrations
-RUN pip install . "psycopg[binary]>=3.1" "pydantic-settings>=2.3" "prometheus-client>=0.20" \
+RUN pip install . \
     && mkdir -p /data \
     && chown advisor:advisor /data
 
-USER advisor
+# Numeric ids: resolvable by any host or orchestrator without the image's /etc/passwd.
+USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8000
 

@@ -13,6 +13,7 @@ import advisor
 from advisor.jobs.queue import Backoff
 from advisor.jobs.worker import WorkerOptions, start_worker_processes, stop_worker_processes
 from advisor.storage.db import Database
+from api.dashboard import router as dashboard_router
 from api.deps import Service
 from api.middleware import ServiceMiddleware
 from api.problems import install_problem_handlers
@@ -70,6 +71,7 @@ def create_app(
     install_problem_handlers(app)
     for module in (studies, runs, recommendations, datasets, outcomes, check, health, metrics):
         app.include_router(module.router)
+    app.include_router(dashboard_router)
     app.add_middleware(
         ServiceMiddleware,
         registry=registry,

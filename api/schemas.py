@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from advisor.check import Decision
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -110,3 +112,7 @@ class CheckOut(BaseModel):
     verdict: str  # ok | warn | unknown
     messages: list[str]
     recommendation: dict[str, Any]
+    # Added for `advisor check`: pass | fail | indeterminate, and the numbers behind it (advisor.check).
+    outcome: str | None = None
+    effective_batch_size: int | None = None
+    decision: Decision | None = None

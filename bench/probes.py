@@ -40,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from advisor.method_catalog import METHODS
 from advisor.specs import StudySpec, parse_spec
 from proxy_runs import synthetic, tiny
 from proxy_runs.engine import ProxySetup, setup_proxy
@@ -54,19 +55,7 @@ from proxy_runs.probes.sharpness import adam_preconditioned_sharpness
 TOL = 1e-3
 REFERENCE_TOL = 1e-8
 ESTIMATORS = ("lanczos", "power", "power_delta")
-ALL_METHODS = [
-    "lora",
-    "rslora",
-    "dora",
-    "pissa",
-    "olora",
-    "lora_plus",
-    "balora",
-    "reflora",
-    "reflora_s",
-    "prompt_tuning",
-    "full",
-]
+ALL_METHODS = list(METHODS)  # every catalogued method
 SMOLLM2_METHODS = ["lora", "rslora", "dora", "pissa", "olora"]
 
 

@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from peft import LoraConfig, PromptTuningConfig, TaskType, get_peft_model
 from peft.optimizers import create_loraplus_optimizer
 
+from advisor.method_catalog import METHODS as CATALOGUE
 from advisor.specs import StudySpec, parse_spec
 from proxy_runs import synthetic, tiny
 from proxy_runs.data import collate, prepare_data
@@ -35,19 +36,7 @@ from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
 from proxy_runs.meta import device_name
 from proxy_runs.models import load_model_and_tokenizer
 
-METHODS = [
-    "lora",
-    "rslora",
-    "dora",
-    "pissa",
-    "olora",
-    "lora_plus",
-    "balora",
-    "reflora",
-    "reflora_s",
-    "prompt_tuning",
-    "full",
-]
+METHODS = list(CATALOGUE)  # every catalogued method
 PEFT_OVERRIDES: dict[str, dict[str, object]] = {
     "rslora": {"use_rslora": True},
     "dora": {"use_dora": True},

@@ -1,8 +1,9 @@
 """Job functions by name: what a queued job runs. Names arrive from the database, never import paths.
 
 `study` runs the real thing (proxy_runs.study.run_study: torch, imported only here and only when run).
-`synthetic` answers a study from a closed-form loss surface with a fixed time per run: the same job
-shape with no training, used by the queue's fault tests and to demo the service on a machine without torch.
+`synthetic` exercises the queue, not the science: it answers from a closed-form loss surface with a fixed
+time per run, so the fault tests (kill -9, retries, stale writes) run in seconds. Its records say
+`"source": "synthetic"`, and it runs only when LORA_ADVISOR_JOB_FUNCTION names it.
 """
 
 from __future__ import annotations
@@ -63,12 +64,7 @@ def _spec(payload: dict[str, Any]) -> StudySpec:
 
 @register_job_function("study")
 def run_study_job(payload: dict[str, Any], control: JobControl) -> JobResult:
-    if importlib.util.find_spec("proxy_runs.study") is None:
-        raise PermanentJobError(
-            "proxy_runs.study is not available in this installation; "
-            "set LORA_ADVISOR_JOB_FUNCTION=synthetic to try the service without it"
-        )
-    study = importlib.import_module("proxy_runs.study")
+    study = importlib.import_module("proxy_runs.study")  # torch: imported by the worker, never by the API
     spec = _spec(payload)
     store, opened = knowledge_store(control)
     try:
