@@ -26,7 +26,9 @@ from pydantic import BaseModel, Field
 Outcome = Literal["pass", "fail", "indeterminate"]
 Level = Literal["error", "warning", "note"]
 
-LR_TOLERANCE = 2.0  # no stored band: within 2× of LR* passes; the loss basin is about that wide on a log scale
+LR_TOLERANCE = (
+    2.0  # no stored band: within 2× of LR* passes; the loss basin is about that wide on a log scale
+)
 BATCH_TOLERANCE = 2.0  # a one-batch band: one doubling either side stays within the LR rule's reach
 COPIED_LR_RTOL = 0.05  # an LR within 5% of LR* was copied from the recommendation (rounded to 2 digits)
 KAPPA_FALLBACK = 0.7  # advisor.science.transfer.KAPPA_PRIOR, for stored answers without an LR rule

@@ -250,8 +250,10 @@ def _hf_trainer(r: _Reader) -> Plan:
 def _torchtune(r: _Reader) -> Plan:
     component = str(r.get("model._component_") or "")
     if "lora" not in component.rsplit(".", 1)[-1]:
-        raise r.error("model._component_", f"must be a LoRA model builder such as ...lora_llama3_2_1b "
-                      f"(got {component!r})")
+        raise r.error(
+            "model._component_",
+            f"must be a LoRA model builder such as ...lora_llama3_2_1b (got {component!r})",
+        )
     return r.plan(
         "torchtune",
         model=r.get("checkpointer.checkpoint_dir"),

@@ -12,6 +12,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 
+from advisor.cli_check import add_check
 from advisor.cli_recommend import add_recommend
 from advisor.cli_service import add_db, add_serve, add_token, add_worker
 from advisor.errors import AdvisorError, SpecError
@@ -149,6 +150,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_train_proxy,
     add_probe,
     add_recommend,
+    add_check,
     add_methods,
     add_demo,
     add_serve,

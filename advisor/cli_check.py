@@ -35,11 +35,15 @@ RULES = {  # SARIF rule id per (finding key, level)
 
 
 def add_check(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("check", help="CI hook: is a training config's batch size and LR in the band?")
+    parser = commands.add_parser(
+        "check", help="CI hook: is a training config's batch size and LR in the band?"
+    )
     parser.add_argument("config", help="Axolotl, LLaMA-Factory, HF/TRL, torchtune YAML/JSON or a study spec")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--server", help=f"service URL (default: ${SERVER_ENV})")
-    where.add_argument("--offline", action="store_true", help="read the local database (LORA_ADVISOR_DATA_DIR)")
+    where.add_argument(
+        "--offline", action="store_true", help="read the local database (LORA_ADVISOR_DATA_DIR)"
+    )
     parser.add_argument("--token", help=f"API token (default: ${TOKEN_ENV})")
     parser.add_argument("--format", choices=["text", "json", "sarif", "github"], default="text")
     parser.add_argument("--on-indeterminate", choices=["pass", "fail"], default="fail")
@@ -61,8 +65,10 @@ def run_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_usage_error(args, exc)
         return EXIT_USAGE
-    decision = answer if isinstance(answer, Decision) else decide(
-        answer, batch_size=plan.effective_batch_size, learning_rate=plan.learning_rate or 0.0
+    decision = (
+        answer
+        if isinstance(answer, Decision)
+        else decide(answer, batch_size=plan.effective_batch_size, learning_rate=plan.learning_rate or 0.0)
     )
     code = _exit_code(decision, args.on_indeterminate)
     print(RENDERERS[args.format](plan, decision, code))
@@ -100,8 +106,12 @@ def _with_overrides(plan: Plan, args: argparse.Namespace) -> Plan:
         plan.keys[name] = f"--{flag.replace('_', '-')}"
     if args.devices is not None:
         plan.devices_source = "flag"
-    for name, flag in (("model", "--model"), ("rank", "--rank"), ("micro_batch_size", "--batch-size"),
-                       ("learning_rate", "--lr")):
+    for name, flag in (
+        ("model", "--model"),
+        ("rank", "--rank"),
+        ("micro_batch_size", "--batch-size"),
+        ("learning_rate", "--lr"),
+    ):
         if getattr(plan, name) is None:
             key = plan.keys.get(name, name)
             raise ConfigError(plan.path, key, f"missing; set it in the config or pass {flag}")
@@ -131,8 +141,11 @@ def _ask_local(plan: Plan) -> dict[str, Any]:
 
     folder = data_dir()
     if not (folder / "advisor.db").is_file():
-        return {"status": "none", "detail": f"no local database at {folder / 'advisor.db'}; "
-                "run `advisor recommend` there first, or check against a --server"}
+        return {
+            "status": "none",
+            "detail": f"no local database at {folder / 'advisor.db'}; "
+            "run `advisor recommend` there first, or check against a --server",
+        }
     db = open_database(folder)
     try:
         with db.transaction(write=False) as session:
@@ -152,8 +165,11 @@ def _ask_server(plan: Plan, server: str, token: str | None) -> Decision:
     try:
         response = httpx.post(url, json=body, headers=headers, timeout=TIMEOUT_SECONDS)
     except httpx.HTTPError as exc:  # an unreachable service knows nothing: indeterminate, fails closed
-        return decide({"status": "none", "detail": f"cannot reach {url}: {exc}"},
-                      batch_size=plan.effective_batch_size, learning_rate=plan.learning_rate or 0.0)
+        return decide(
+            {"status": "none", "detail": f"cannot reach {url}: {exc}"},
+            batch_size=plan.effective_batch_size,
+            learning_rate=plan.learning_rate or 0.0,
+        )
     if response.status_code != 200:
         detail = _problem_detail(response)
         raise ConfigError(plan.path, "--server", f"{url} answered {response.status_code}: {detail}")
@@ -183,9 +199,14 @@ def _findings(plan: Plan, decision: Decision) -> list[Finding]:
     """The decision's findings plus what the check assumed (a device count it could not read)."""
     found = list(decision.findings)
     if plan.devices_source == "default":
-        found.append(Finding(level="note", key="context",
-                             message="devices: 1 assumed (no num_processes / world_size in the config); "
-                             "pass --devices N for multi-device runs"))
+        found.append(
+            Finding(
+                level="note",
+                key="context",
+                message="devices: 1 assumed (no num_processes / world_size in the config); "
+                "pass --devices N for multi-device runs",
+            )
+        )
     return found
 
 
@@ -195,8 +216,10 @@ def _batch_text(plan: Plan) -> str:
         devices += f" ({plan.devices_source})"
     elif plan.devices_source == "default":
         devices += " (assumed)"
-    return (f"{plan.effective_batch_size} = {plan.micro_batch_size} micro × {plan.accumulation_steps} "
-            f"accumulation × {devices}")
+    return (
+        f"{plan.effective_batch_size} = {plan.micro_batch_size} micro × {plan.accumulation_steps} "
+        f"accumulation × {devices}"
+    )
 
 
 def render_text(plan: Plan, decision: Decision, code: int) -> str:
@@ -204,14 +227,15 @@ def render_text(plan: Plan, decision: Decision, code: int) -> str:
     lines = [
         f"advisor check: {d.outcome.upper()}  {plan.path} ({plan.format})",
         f"  context      {plan.model}, {plan.method} rank {plan.rank} alpha {plan.alpha:g}"
-        if plan.alpha else f"  context      {plan.model}, {plan.method} rank {plan.rank}",
+        if plan.alpha
+        else f"  context      {plan.model}, {plan.method} rank {plan.rank}",
         f"  plan         effective batch {_batch_text(plan)}, LR {plan.learning_rate:.3g}",
     ]
     if d.recommended_batch_size is not None:
         lines.append(
-            f"  recommended  batch {d.recommended_batch_size}, LR {d.recommended_learning_rate:.3g}; at batch "
-            f"{d.effective_batch_size}: LR {d.rescaled_learning_rate:.2g}, band {d.lr_low:.2g}…{d.lr_high:.2g}"
-            f" (batch sizes {d.batch_low}…{d.batch_high})"
+            f"  recommended  batch {d.recommended_batch_size}, LR {d.recommended_learning_rate:.3g}; "
+            f"at batch {d.effective_batch_size}: LR {d.rescaled_learning_rate:.2g}, "
+            f"band {d.lr_low:.2g}…{d.lr_high:.2g} (batch sizes {d.batch_low}…{d.batch_high})"
         )
     lines += [f"  {f.level}: {f.message}" for f in _findings(plan, decision)]
     return "\n".join(lines)
@@ -219,13 +243,16 @@ def render_text(plan: Plan, decision: Decision, code: int) -> str:
 
 def render_json(plan: Plan, decision: Decision, code: int) -> str:
     plan_fields = {k: v for k, v in asdict(plan).items() if k not in ("lines", "keys")}
-    return json.dumps({
-        "outcome": decision.outcome,
-        "exit_code": code,
-        "plan": {**plan_fields, "effective_batch_size": plan.effective_batch_size},
-        "decision": decision.model_dump(mode="json"),
-        "notes": [f.message for f in _findings(plan, decision) if f.level == "note"],
-    }, indent=2)
+    return json.dumps(
+        {
+            "outcome": decision.outcome,
+            "exit_code": code,
+            "plan": {**plan_fields, "effective_batch_size": plan.effective_batch_size},
+            "decision": decision.model_dump(mode="json"),
+            "notes": [f.message for f in _findings(plan, decision) if f.level == "note"],
+        },
+        indent=2,
+    )
 
 
 def render_github(plan: Plan, decision: Decision, code: int) -> str:
@@ -236,8 +263,10 @@ def render_github(plan: Plan, decision: Decision, code: int) -> str:
         if finding.key == "context" and finding.level == "error" and code == EXIT_PASS:
             level = "warning"  # indeterminate, let through by --on-indeterminate pass
         lines.append(_command(level, plan.path, _line(plan, finding), f"advisor check: {finding.message}"))
-    lines.append(f"advisor check: {decision.outcome} (effective batch {_batch_text(plan)}, "
-                 f"LR {plan.learning_rate:.3g})")
+    lines.append(
+        f"advisor check: {decision.outcome} (effective batch {_batch_text(plan)}, "
+        f"LR {plan.learning_rate:.3g})"
+    )
     return "\n".join(lines)
 
 
@@ -264,20 +293,25 @@ def render_sarif(plan: Plan, decision: Decision, code: int) -> str:
     used = sorted({RULES[(f.key, f.level)] for f in findings})
     results = [_sarif_result(plan, f) for f in findings]
     run = {
-        "tool": {"driver": {
-            "name": "lora-advisor",
-            "informationUri": "https://github.com/lora-advisor/lora-advisor/blob/main/docs/ci.md",
-            "version": _version(),
-            "rules": [{"id": rule, "shortDescription": {"text": text}} for rule, text in used],
-        }},
+        "tool": {
+            "driver": {
+                "name": "lora-advisor",
+                "informationUri": "https://github.com/lora-advisor/lora-advisor/blob/main/docs/ci.md",
+                "version": _version(),
+                "rules": [{"id": rule, "shortDescription": {"text": text}} for rule, text in used],
+            }
+        },
         "results": results,
         "properties": {"outcome": decision.outcome, "exitCode": code},
     }
-    return json.dumps({
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-        "version": "2.1.0",
-        "runs": [run],
-    }, indent=2)
+    return json.dumps(
+        {
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "version": "2.1.0",
+            "runs": [run],
+        },
+        indent=2,
+    )
 
 
 def _sarif_result(plan: Plan, finding: Finding) -> dict[str, Any]:
@@ -294,7 +328,7 @@ def _sarif_result(plan: Plan, finding: Finding) -> dict[str, Any]:
 
 
 def _uri(path: str) -> str:
-    """Relative paths stay relative (code scanning resolves them against the checkout); others are file URIs."""
+    """Relative paths stay relative (code scanning resolves them against the checkout); else file URIs."""
     from pathlib import Path
 
     return Path(path).as_uri() if Path(path).is_absolute() else Path(path).as_posix()

@@ -240,7 +240,9 @@ def rung_fits(
     by_rung: dict[int, list[Observation]], batch_candidates: Sequence[int]
 ) -> dict[int, SurfaceFit | NoRecommendation]:
     return {
-        examples: fit_surface(obs, batch_candidates=batch_candidates) for examples, obs in by_rung.items() if obs
+        examples: fit_surface(obs, batch_candidates=batch_candidates)
+        for examples, obs in by_rung.items()
+        if obs
     }
 
 

@@ -196,16 +196,59 @@ budget: {proxy_seconds: 60}
 """
 
 EXPECTED = {  # file → (format, model, method, rank, alpha, micro, accumulation, devices, devices from, LR)
-    "axolotl.yaml": (AXOLOTL, "axolotl", "NousResearch/Meta-Llama-3-8B", "lora", 16, 32, 2, 4, 1, "default", 2e-4),
-    "llamafactory.yaml": (
-        LLAMA_FACTORY, "llama-factory", "meta-llama/Meta-Llama-3-8B-Instruct", "dora", 8, 16, 1, 8, 1,
-        "default", 1e-4,
+    "axolotl.yaml": (
+        AXOLOTL,
+        "axolotl",
+        "NousResearch/Meta-Llama-3-8B",
+        "lora",
+        16,
+        32,
+        2,
+        4,
+        1,
+        "default",
+        2e-4,
     ),
-    "trainer.json": (HF_TRAINER_JSON, "hf-trainer", "Qwen/Qwen2.5-0.5B", "rslora", 32, 64, 4, 2, 2,
-                     "world_size", 3e-4),
+    "llamafactory.yaml": (
+        LLAMA_FACTORY,
+        "llama-factory",
+        "meta-llama/Meta-Llama-3-8B-Instruct",
+        "dora",
+        8,
+        16,
+        1,
+        8,
+        1,
+        "default",
+        1e-4,
+    ),
+    "trainer.json": (
+        HF_TRAINER_JSON,
+        "hf-trainer",
+        "Qwen/Qwen2.5-0.5B",
+        "rslora",
+        32,
+        64,
+        4,
+        2,
+        2,
+        "world_size",
+        3e-4,
+    ),
     "trl.yaml": (TRL_YAML, "hf-trainer", "Qwen/Qwen2.5-0.5B", "lora", 16, 32, 8, 1, 1, "default", 2e-4),
-    "torchtune.yaml": (TORCHTUNE, "torchtune", "/tmp/Llama-3.2-1B-Instruct/", "lora", 64, 128, 4, 8, 1,
-                       "default", 3e-4),
+    "torchtune.yaml": (
+        TORCHTUNE,
+        "torchtune",
+        "/tmp/Llama-3.2-1B-Instruct/",
+        "lora",
+        64,
+        128,
+        4,
+        8,
+        1,
+        "default",
+        3e-4,
+    ),
     "spec.yaml": (STUDY_SPEC, "study-spec", "tiny-llama", "lora", 8, 8, None, 1, 1, "default", None),
 }
 
@@ -215,8 +258,18 @@ def test_every_supported_format_is_detected_and_read(tmp_path: Path, name: str) 
     text, *expected = EXPECTED[name]
     (tmp_path / name).write_text(text)
     plan = load_plan(tmp_path / name)
-    got = [plan.format, plan.model, plan.method, plan.rank, plan.alpha, plan.micro_batch_size,
-           plan.accumulation_steps, plan.devices, plan.devices_source, plan.learning_rate]
+    got = [
+        plan.format,
+        plan.model,
+        plan.method,
+        plan.rank,
+        plan.alpha,
+        plan.micro_batch_size,
+        plan.accumulation_steps,
+        plan.devices,
+        plan.devices_source,
+        plan.learning_rate,
+    ]
     assert got == expected
 
 

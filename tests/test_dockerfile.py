@@ -28,5 +28,5 @@ def test_the_image_runs_as_non_root_migrates_first_and_checks_health() -> None:
     text = DOCKERFILE.read_text()
     assert "USER 10001:10001" in text
     assert "HEALTHCHECK" in text and "/healthz" in text
-    assert 'advisor db upgrade && exec advisor serve' in text
+    assert "advisor db upgrade && exec advisor serve" in text
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in text  # CPU torch unless asked otherwise

@@ -148,8 +148,9 @@ def fit_reasoning(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> li
         )
     for edge in (e for e in surface.edges if e.axis == "lr" and e.batch_size == surface.batch_size):
         sentences.append(
-            f"The best LR at B* is the {'highest' if edge.side == 'high' else 'lowest'} one tried: the optimum "
-            "may lie beyond it. Widen lr_range or raise the budget so the study can extend the grid there."
+            f"The best LR at B* is the {'highest' if edge.side == 'high' else 'lowest'} one tried: "
+            "the optimum may lie beyond it. Widen lr_range or raise the budget so the study can extend "
+            "the grid there."
         )
     for edge in (e for e in surface.edges if e.axis == "batch"):
         direction = "smaller" if edge.side == "low" else "larger"

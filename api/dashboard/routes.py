@@ -49,6 +49,7 @@ LAYOUT = string.Template(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>$title · lora-advisor</title>
 <base href="$base">
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="static/dashboard.css">
 <script src="static/plotly.min.js" defer></script>
 <script src="static/dashboard.js" defer></script>

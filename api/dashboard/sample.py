@@ -172,7 +172,7 @@ def recommendation(sample: SampleStudy, runs: list[RunRecord]) -> Recommendation
         ),
         evidence=_evidence(sample, runs),
         reasoning=[
-            f"{len(runs)} proxy runs over {len(sample.batch_sizes)} batch sizes; the best third went on at each rung.",
+            f"{len(runs)} proxy runs over {len(sample.batch_sizes)} batch sizes; the best third went on.",
             f"The lowest eval loss at the top rung was batch {batch} at LR {lr:.3g}.",
             "The optimal LR grew like √B across batch sizes (κ = 0.5), the square-root rule for Adam.",
         ],

@@ -149,6 +149,7 @@ def _answer(study: Study, row: RecommendationRow | None, runs: list[RunPoint]) -
         reason = payload.get("reason") or "the study could not recommend"
         if runs and statuses.get("diverged") == len(runs) and "diverged" not in reason:
             reason = f"every run diverged ({len(runs)} of {len(runs)}): {reason}"
+        reason = reason[:1].upper() + reason[1:]
         fix = f" <b>Fix:</b> {esc(payload['fix'])}" if payload.get("fix") else ""
         return f'<div class="notice" id="no-recommendation"><b>No recommendation.</b> {esc(reason)}.{fix}' + (
             f'<br><span class="muted">Runs: {esc(counts)}</span></div>' if runs else "</div>"
@@ -214,20 +215,23 @@ def known_answers(session: Session) -> list[KnownAnswer]:
     rows = session.scalars(
         select(RecommendationRow).where(RecommendationRow.available.is_(True)).order_by(RecommendationRow.id)
     ).all()
-    return [
-        KnownAnswer(
-            study_id=row.study_id,
-            model=row.model,
-            method=row.method,
-            rank=row.rank,
-            dataset_examples=row.dataset_examples,
-            batch_size=row.batch_size,
-            learning_rate=row.learning_rate,
-            predicted_eval_loss=finite((row.payload or {}).get("predicted_eval_loss")),
-        )
-        for row in rows
-        if row.batch_size and finite(row.learning_rate)
-    ]
+    answers = []
+    for row in rows:
+        lr = finite(row.learning_rate)
+        if row.batch_size and lr:
+            answers.append(
+                KnownAnswer(
+                    study_id=row.study_id,
+                    model=row.model,
+                    method=row.method,
+                    rank=row.rank,
+                    dataset_examples=row.dataset_examples,
+                    batch_size=row.batch_size,
+                    learning_rate=lr,
+                    predicted_eval_loss=finite((row.payload or {}).get("predicted_eval_loss")),
+                )
+            )
+    return answers
 
 
 def trends_page(session: Session) -> View:
