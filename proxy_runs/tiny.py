@@ -13,9 +13,15 @@ from typing import Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, LlamaConfig, PreTrainedModel, PreTrainedTokenizerFast, T5Config
-
-from proxy_runs.models import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+)
 
 TinyArch = Literal["llama", "gpt2", "t5"]
 # T5 convention: pad = 0 doubles as the decoder start token, eos = 1.

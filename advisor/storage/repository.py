@@ -219,6 +219,17 @@ def list_runs(session: Session, *, study_id: int) -> Sequence[ProxyRun]:
     ).all()
 
 
+def list_probes(session: Session, *, study_id: int) -> Sequence[Probe]:
+    return session.scalars(select(Probe).where(Probe.study_id == study_id).order_by(Probe.id)).all()
+
+
+def available_recommendations(session: Session) -> Sequence[RecommendationRow]:
+    """Every stored recommendation that answers (not a NoRecommendation), oldest first."""
+    return session.scalars(
+        select(RecommendationRow).where(RecommendationRow.available.is_(True)).order_by(RecommendationRow.id)
+    ).all()
+
+
 def get_run(session: Session, *, run_id: int) -> ProxyRun:
     run = session.get(ProxyRun, run_id)
     if run is None:

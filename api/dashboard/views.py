@@ -12,11 +12,10 @@ import json
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from advisor.storage import repository as repo
-from advisor.storage.models import Probe, ProxyRun, RecommendationRow, Study, StudyState
+from advisor.storage.models import ProxyRun, RecommendationRow, Study, StudyState
 from api.dashboard import figures
 from api.dashboard.figures import KnownAnswer, RunPoint, finite
 
@@ -101,7 +100,7 @@ def study_page(session: Session, study_id: int) -> View:
     study = repo.get_study(session, study_id=study_id)
     runs = [run_point(r) for r in repo.list_runs(session, study_id=study_id)]
     row = repo.get_recommendation_for_study(session, study_id=study_id)
-    stored_probes = session.scalars(select(Probe).where(Probe.study_id == study_id).order_by(Probe.id)).all()
+    stored_probes = repo.list_probes(session, study_id=study_id)
     payload = (row.payload or {}) if row is not None else {}
     rec = payload if row is not None and row.available and "learning_rate" in payload else None
     charts = {
@@ -212,11 +211,8 @@ def _charts(charts: dict[str, dict[str, Any] | None]) -> str:
 
 
 def known_answers(session: Session) -> list[KnownAnswer]:
-    rows = session.scalars(
-        select(RecommendationRow).where(RecommendationRow.available.is_(True)).order_by(RecommendationRow.id)
-    ).all()
     answers = []
-    for row in rows:
+    for row in repo.available_recommendations(session):
         lr = finite(row.learning_rate)
         if row.batch_size and lr:
             answers.append(
