@@ -3,7 +3,8 @@ to the best config of a dense grid, and at what compute?
 
 1. A base model is pretrained here: a tiny Llama trained in full on synthetic text (a small grammar), so
    fine-tuning starts from a model that knows the tokens, like a real base model.
-2. Each task (reverse, add, upper, repeat) is a LoRA fine-tune of that base on instruction records.
+2. Each task is a fine-tune of that base on instruction records (reverse, add, upper, repeat), and the
+   tasks differ in method (LoRA, rsLoRA, DoRA), rank (4 … 32) and dataset size (450 … 1800 examples).
 3. Ground truth: every (B, LR) of a dense grid (4 LRs per decade over the search range × candidate batch
    sizes) is trained for the full run; its final eval loss is the config's true loss. Seed noise: the
    grid's best config re-run with two more seeds.
@@ -55,20 +56,44 @@ EVAL_EXAMPLES = 96
 FRESH_SEEDS = (1, 2)  # regret is measured on these; every choice is made on seed 0
 
 
+@dataclass(frozen=True)
+class Task:
+    name: str  # the instruction task of proxy_runs.synthetic
+    method: str
+    rank: int
+    records: int  # 10% are held out for evaluation
+    lr_range: tuple[float, float]  # the search range every contender is given (2 decades: an 8-LR grid)
+
+
 @dataclass
 class BenchConfig:
-    tasks: list[str]
+    tasks: list[Task]
     batch_sizes: list[int]
-    lr_range: tuple[float, float]
-    train_records: int  # per task; 10% are held out for evaluation
     epochs: float
     pretrain_examples: int
     hidden: int = 32
     max_seq_len: int = 40
 
 
-FULL = BenchConfig(["reverse", "add", "upper", "repeat"], [4, 8, 16, 32], (3e-3, 3e-1), 1000, 1.0, 8000)
-QUICK = BenchConfig(["reverse", "upper"], [4, 8, 16], (3e-3, 2e-1), 400, 1.0, 3000)
+FULL = BenchConfig(
+    [
+        Task("reverse", "lora", 8, 1000, (3e-3, 3e-1)),
+        # rsLoRA scales the adapter by α/√r instead of α/r: √32 ≈ 5.7× LoRA's at α = r, so a lower range.
+        Task("add", "rslora", 32, 1000, (1e-3, 1e-1)),
+        # DoRA at rank 4 on 450 examples wants large steps: its optimum sat on 0.2, the top of 3e-3 … 3e-1.
+        Task("upper", "dora", 4, 500, (5e-3, 5e-1)),
+        Task("repeat", "lora", 16, 2000, (3e-3, 3e-1)),
+    ],
+    [4, 8, 16, 32],
+    1.0,
+    8000,
+)
+QUICK = BenchConfig(
+    [Task("reverse", "lora", 8, 400, (3e-3, 2e-1)), Task("upper", "dora", 4, 400, (3e-3, 2e-1))],
+    [4, 8, 16],
+    1.0,
+    3000,
+)
 
 
 # 1. Base model and tasks ------------------------------------------------------------------------------------
@@ -109,17 +134,18 @@ def build_base(folder: Path, cfg: BenchConfig) -> Path:
     return base
 
 
-def task_spec(base: Path, folder: Path, task: str, cfg: BenchConfig) -> StudySpec:
-    records = synthetic.instruction_records(cfg.train_records, seed=10, tasks=[task])
-    path = synthetic.write_jsonl(records, folder / f"{task}.jsonl")
+def task_spec(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> StudySpec:
+    records = synthetic.instruction_records(task.records, seed=10, tasks=[task.name])
+    path = synthetic.write_jsonl(records, folder / f"{task.name}.jsonl")
     return parse_spec(
         {
             "model": str(base),
             "dataset": {"path": str(path)},
-            "rank": 8,
+            "method": task.method,
+            "rank": task.rank,
             "training": {"max_seq_len": cfg.max_seq_len, "epochs": cfg.epochs},
             "batch_sizes": cfg.batch_sizes,
-            "lr_range": list(cfg.lr_range),
+            "lr_range": list(task.lr_range),
         }
     )
 
@@ -226,7 +252,7 @@ def random_search(
     trainer: Trainer, cfg: BenchConfig, budget: int, seed: int
 ) -> tuple[tuple[int, float], int]:
     rng = random.Random(seed)
-    low, high = (math.log10(v) for v in cfg.lr_range)
+    low, high = (math.log10(v) for v in trainer.spec.lr_range)
     return search(
         trainer, budget, lambda _: (rng.choice(cfg.batch_sizes), 10 ** rng.uniform(low, high)), lambda _: None
     )
@@ -243,7 +269,7 @@ def tpe_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> tu
         trials.append(study.ask())
         return (
             trials[-1].suggest_categorical("batch_size", cfg.batch_sizes),
-            trials[-1].suggest_float("learning_rate", *cfg.lr_range, log=True),
+            trials[-1].suggest_float("learning_rate", *trainer.spec.lr_range, log=True),
         )
 
     def tell(loss: float) -> None:
@@ -255,18 +281,15 @@ def tpe_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> tu
 # 4. One task, all contenders --------------------------------------------------------------------------------
 
 
-def run_task(base: Path, folder: Path, task: str, cfg: BenchConfig) -> dict[str, Any]:
+def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str, Any]:
     spec = task_spec(base, folder, task, cfg)
     loaded = load_model_and_tokenizer(spec.model)
     data = prepare_data(
         spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=spec.training.max_seq_len
     )
     trainer = Trainer(spec, data)
-    lrs = lr_grid(
-        math.sqrt(cfg.lr_range[0] * cfg.lr_range[1]),
-        half_width_decades=math.log10(cfg.lr_range[1] / cfg.lr_range[0]) / 2,
-        bounds=cfg.lr_range,
-    )
+    low, high = task.lr_range
+    lrs = lr_grid(math.sqrt(low * high), half_width_decades=math.log10(high / low) / 2, bounds=task.lr_range)
     grid = [(b, lr) for b in cfg.batch_sizes for lr in lrs]
     started = time.perf_counter()
     best, best_loss = grid_truth(trainer, grid)
@@ -291,7 +314,10 @@ def run_task(base: Path, folder: Path, task: str, cfg: BenchConfig) -> dict[str,
     rows["random_search"] = random_search(trainer, cfg, advisor_examples, seed=0)
     rows["tpe"] = tpe_search(trainer, cfg, advisor_examples, seed=0)
     return {
-        "task": task,
+        "task": task.name,
+        "method": task.method,
+        "rank": task.rank,
+        "train_examples": trainer.full_examples(),
         "grid_best": {
             "batch_size": best[0],
             "learning_rate": best[1],
@@ -333,19 +359,22 @@ def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
 def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     names = list(tasks[0]["contenders"])
     print(
-        f"{'task':<9}{'best (B, LR) → loss':<28}" + "".join(f"{n:>15}" for n in names) + f"{'seed noise':>12}"
+        f"{'task':<28}{'best (B, LR) → loss':<28}"
+        + "".join(f"{n:>15}" for n in names)
+        + f"{'seed noise':>12}"
     )
     for t in tasks:
         best = t["grid_best"]
         head = f"({best['batch_size']}, {best['learning_rate']:.3g}) → {best['eval_loss']:.4f}"
         cells = "".join(f"{t['contenders'][n]['regret']:>14.2%} " for n in names)
-        print(f"{t['task']:<9}{head:<28}{cells}{t['seed_noise_relative']:>11.2%}")
+        label = f"{t['task']} ({t['method']} r{t['rank']}, N={t['train_examples']})"
+        print(f"{label:<28}{head:<28}{cells}{t['seed_noise_relative']:>11.2%}")
     print(
-        f"{'median':<37}"
+        f"{'median':<56}"
         + "".join(f"{summary[n]['median_regret']:>14.2%} " for n in names)
         + f"{summary['median_seed_noise']:>11.2%}"
     )
-    print(f"{'compute':<37}" + "".join(f"{summary[n]['median_compute_share']:>14.1%} " for n in names))
+    print(f"{'compute':<56}" + "".join(f"{summary[n]['median_compute_share']:>14.1%} " for n in names))
 
 
 def main() -> None:
@@ -362,7 +391,7 @@ def main() -> None:
         tasks = []
         for task in cfg.tasks:
             tasks.append(run_task(base, folder, task, cfg))
-            print(f"{task}: done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            print(f"{task.name}: done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
     summary = summarise(tasks)
     print_table(tasks, summary)
     out = {

@@ -2,14 +2,19 @@
 
 Read top to bottom:
 1. Data is prepared once; the warm start answers provisionally from stored studies before any compute.
-2. A short calibration run measures throughput, so the plan's cost estimate is in real seconds.
+2. A short calibration run measures throughput, so the plan's cost estimate is in real seconds. For PiSSA
+   and OLoRA over a wide LR range, two curvature probes (the method and LoRA at the same rank) centre the
+   LR grid by their λ ratio.
 3. Successive halving (synchronous, η = 3): every config runs to rung 0; the grid is extended when the
    optimum lands on its edge; the best third (plus the leader's LR neighbours, so the top rung can fit a
    bowl) is re-run further. Runs follow the schedule of the top fidelity and stop at their rung via
-   `should_stop`, so configs are compared at equal examples seen; diverged runs stop at once.
+   `should_stop`, so configs are compared at equal examples seen; diverged runs stop at once. After the
+   top rung: a second seed of its two best configs (the noise level), and LR steps beyond a top-rung edge.
 4. Fits per rung; the recommendation comes from the top rung (B*, LR*, L*), κ from the deepest rung that
-   has it, uncertainty from a bootstrap; a dataset-size trend when two sizes were studied.
-5. A sibling proxy's LR moves to the target through the curvature ratio when probes are available, and
+   has it, uncertainty from a bootstrap.
+5. When the top rung fell short of the real run, a trend study at B* on a third of its examples measures
+   LR* ∝ N^γ, shrunk towards seed 001's prior by how well it was measured, and moves LR* to the real run.
+6. A sibling proxy's LR moves to the target through the curvature ratio when probes are available, and
    2–3 short target runs confirm it when the budget allows.
 """
 
@@ -30,10 +35,23 @@ from advisor.science.fits import (
     SurfaceFit,
     bootstrap_optimum,
     fit_surface,
+    lr_star_sd,
+    replicate_noise,
+    shrink_exponent,
     size_trend,
 )
 from advisor.science.knowledge import SIZE_EXPONENT, KnowledgeStore, StudyContext, warm_start
-from advisor.science.planner import PROXY_RANK, StudyPlan, extend_lr_grid, plan_study
+from advisor.science.planner import (
+    LATTICE_ANCHOR,
+    PROXY_RANK,
+    TREND_MIN_STEPS,
+    CurvaturePrior,
+    StudyPlan,
+    extend_lr_grid,
+    lattice_index,
+    lattice_lr,
+    plan_study,
+)
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.science.transfer import (
     BETA_DEFAULT,
@@ -185,10 +203,10 @@ def _grow(plan: StudyPlan, configs: list[Config]) -> None:
 
 
 def successive_halving(
-    spec: StudySpec, data: PreparedData, plan: StudyPlan, size: int, ledger: _Ledger
+    spec: StudySpec, data: PreparedData, plan: StudyPlan, ledger: _Ledger
 ) -> dict[int, list[Observation]]:
     """Observations per rung (examples seen → one per config that reached it)."""
-    rungs = plan.rungs_for(size)
+    rungs = plan.rungs
     top, first = rungs[-1].examples, rungs[0].examples
     by_rung: dict[int, list[Observation]] = {r.examples: [] for r in rungs}
     alive, done = list(plan.configs), set()
@@ -196,7 +214,7 @@ def successive_halving(
         for config in [c for c in alive if c not in done]:
             if by_rung[first] and not ledger.in_time():
                 break  # out of time: fit what rung 0 has measured rather than overrun the budget
-            _run_and_record(spec, data, config, top, first, first, size, by_rung, ledger)
+            _run_and_record(spec, data, config, top, first, first, by_rung, ledger)
             done.add(config)
         if extension == MAX_EXTENSIONS or time.perf_counter() > ledger.deadline:
             break  # out of extensions or budget: accept the edge (it lowers the confidence), never overrun
@@ -208,8 +226,43 @@ def successive_halving(
     for previous, rung in itertools.pairwise(rungs):
         for config in promote(by_rung[previous.examples], rung.configs, plan.learning_rates):
             if ledger.affords(rung.examples):  # best first: a cut budget drops the weakest promotions
-                _run_and_record(spec, data, config, top, rung.examples, first, size, by_rung, ledger)
+                _run_and_record(spec, data, config, top, rung.examples, first, by_rung, ledger)
+    top_extras(spec, data, plan, by_rung[top], ledger)
     return by_rung
+
+
+def top_extras(
+    spec: StudySpec, data: PreparedData, plan: StudyPlan, top_rung: list[Observation], ledger: _Ledger
+) -> None:
+    """Up to `plan.top_extras` runs of top-rung length after halving, appended to `top_rung`.
+
+    First, second seeds of the two best configs: they measure the seed-to-seed noise at the fidelity the
+    answer comes from and average it down where it matters. Then one LR step beyond the top rung's
+    optimum when it sits on the edge of the LRs promoted there (at most 2 steps: promotions come from a
+    shorter rung, whose optimum can be off by a step).
+    """
+    top, first = plan.top_examples, plan.rungs[0].examples
+    by_rung, left = {top: top_rung}, plan.top_extras
+    second_seed = spec.model_copy(
+        update={"training": spec.training.model_copy(update={"seed": spec.training.seed + 1})}
+    )
+    best = sorted((o for o in top_rung if not o.diverged), key=lambda o: float(o.loss or 0.0))
+    for obs in best[: min(2, left)]:
+        if ledger.affords(top):
+            config = (obs.batch_size, obs.learning_rate)
+            _run_and_record(second_seed, data, config, top, top, first, by_rung, ledger)
+            left -= 1
+    for _ in range(min(2, left)):
+        fit = fit_surface(top_rung, batch_candidates=spec.batch_sizes)
+        edge = fit.curves[fit.batch_size].edge if isinstance(fit, SurfaceFit) else None
+        if isinstance(fit, NoRecommendation) or edge is None or not ledger.affords(top):
+            break
+        tried = [lr for lr, _ in fit.curves[fit.batch_size].tested]
+        beyond = extend_lr_grid(tried, edge, steps=1, bounds=(spec.lr_range[0] / 10, spec.lr_range[1]))
+        if not beyond:
+            break
+        _grow(plan, [(fit.batch_size, beyond[0])])
+        _run_and_record(spec, data, (fit.batch_size, beyond[0]), top, top, first, by_rung, ledger)
 
 
 def _run_and_record(
@@ -219,13 +272,12 @@ def _run_and_record(
     top: int,
     stop_at: int,
     eval_examples: int,
-    size: int,
     by_rung: dict[int, list[Observation]],
     ledger: _Ledger,
 ) -> None:
-    """One run; its loss counts at every rung it reached (earlier rungs are recorded once, by rung 0 runs)."""
+    """One run; its loss counts at the rung it was run to (earlier rungs are recorded by their own runs)."""
     record = run_to_rung(spec, data, config, top_examples=top, stop_at=stop_at, eval_examples=eval_examples)
-    by_rung[stop_at].append(observation(record, stop_at, size))
+    by_rung[stop_at].append(observation(record, stop_at, top))
     ledger.add(
         record,
         f"B={config[0]} LR={config[1]:.3g} to {stop_at} examples: {record.status}"
@@ -263,7 +315,10 @@ def recommend_from_rungs(
         return NoRecommendation(reason="no runs finished", kind="no_runs")
     examples, top = usable[-1]
     top.kappa = next((f.kappa for _, f in reversed(usable) if f.kappa is not None), None)
-    top.noise_sd = max(f.noise_sd for _, f in usable)  # the top rung has too few points to measure noise
+    if replicate_noise(by_rung[examples]) is None:
+        # No second seed at the top: its 3–4 points leave no residual to speak of, so take the noise of the
+        # deepest rung that measured one (shallower rungs are noisier: short runs, far from quadratic).
+        top.noise_sd = next((f.noise_sd for _, f in reversed(usable) if f.noise_sd > 0), 0.0)
     top.epsilon = max(top.epsilon, 2.0 * top.noise_sd)
     summary = bootstrap_optimum(by_rung[examples], top, replicates=100)
     return build_recommendation(
@@ -370,6 +425,9 @@ def run_study(
     provisional, beta = _warm_start(spec, data, store, progress)
     per_example, overhead, calibration = calibrate(proxy, data)
     budget = budget_override if budget_override is not None else spec.budget.proxy_seconds
+    prior, prior_evidence = (
+        (None, {}) if provisional else curvature_prior(proxy, data, per_example, budget, beta)
+    )
     remaining = None if budget is None else max(budget - (time.perf_counter() - started), 0.0)
     plan = plan_study(
         spec,
@@ -377,7 +435,9 @@ def run_study(
         seconds_per_example=per_example,
         run_overhead_seconds=overhead,
         budget_seconds=remaining,
+        prior=prior,
         lr_centre=provisional.learning_rate if provisional else None,
+        spent_examples=calibration.examples_seen,
     )
     # Extensions may use the budget the plan leaves unspent, up to 70% of it; halving then completes.
     ledger = _Ledger(
@@ -390,14 +450,52 @@ def run_study(
     )
     if progress:
         progress(0, plan.estimated_runs, plan.describe())
-    fits_by_size, rungs_by_size = {}, {}
-    for size in plan.dataset_sizes:
-        by_rung = successive_halving(proxy, data, plan, size, ledger)
-        rungs_by_size[size], fits_by_size[size] = by_rung, rung_fits(by_rung, spec.batch_sizes)
-    result = _finish(spec, plan, ledger, rungs_by_size, fits_by_size, provisional, beta, data)
+    by_rung = successive_halving(proxy, data, plan, ledger)
+    fits = rung_fits(by_rung, spec.batch_sizes)
+    top = _top_fit(fits)
+    trend = trend_study(proxy, data, plan, top, ledger) if top is not None else None
+    result = _finish(spec, plan, ledger, by_rung, fits, trend, provisional, beta, data)
+    if prior_evidence and isinstance(result.recommendation, Recommendation):
+        result.recommendation.evidence["curvature_prior"] = prior_evidence
     if derive_methods and isinstance(result.recommendation, Recommendation):
         result.derived = derive_other_methods(proxy, data, result.recommendation, derive_methods, beta)
     return result
+
+
+# Probing λ costs about this many training examples' time per probe: ~6 representative modules × ~12
+# Lanczos steps × an HVP (≈ 3 training examples' work per sample) × 16 samples.
+PROBE_COST_EXAMPLES = 6 * 12 * 3 * 16
+PROBE_BUDGET_SHARE = 0.15  # the curvature prior may use at most this share of the study's seconds
+# Methods that keep LoRA's (A, B) parametrisation but start elsewhere, whose LR scale seed 001 ties to the
+# curvature at initialisation. Not BaLoRA (its scale comes from its training dynamics: λ at init equals
+# LoRA's), nor full fine-tuning or prompt tuning (another parametrisation, where Adam's step size and not
+# λ sets the scale): those keep the method's usual LR as the centre.
+CURVATURE_CENTRED_METHODS = frozenset({"pissa", "olora"})
+
+
+def curvature_prior(
+    proxy: StudySpec, data: PreparedData, seconds_per_example: float, budget: float | None, beta: float
+) -> tuple[CurvaturePrior | None, dict[str, Any]]:
+    """Centre the LR grid by curvature for PiSSA and OLoRA: LR ≈ 2e-4 × (λ_method / λ_LoRA)^−β, both λ_max
+    measured on the proxy at initialisation at the same rank and α (seed 001's λ-ratio rule). Other
+    methods, a user's range of at most 3 decades (covered whole), or a probe that would take more than 15%
+    of the budget: no prior, and the grid is centred on the method's usual LR.
+    """
+    low, high = proxy.lr_range
+    if proxy.method not in CURVATURE_CENTRED_METHODS or math.log10(high / low) <= 3.0:
+        return None, {}
+    estimated = 2 * PROBE_COST_EXAMPLES * seconds_per_example
+    if budget is not None and estimated > PROBE_BUDGET_SHARE * budget:
+        return None, {"skipped": f"two curvature probes (~{estimated:.0f} s) exceed 15% of the budget"}
+    lambda_method, method_probe = probe_lambda(proxy, data)
+    lambda_lora, lora_probe = probe_lambda(proxy.model_copy(update={"method": "lora"}), data)
+    evidence = {"method": method_probe, "lora": lora_probe, "beta": beta}
+    if lambda_method is None or lambda_lora is None or lambda_method <= 0 or lambda_lora <= 0:
+        return None, evidence | {"skipped": "λ_max could not be measured for both methods"}
+    prior = CurvaturePrior(
+        lambda_method, lambda_lora, LATTICE_ANCHOR, beta, source=f"λ ratio of {proxy.method} to LoRA"
+    )
+    return prior, evidence | {"lr_centre": prior.lr_centre(), "ratio": lambda_method / lambda_lora}
 
 
 def derive_other_methods(
@@ -440,60 +538,134 @@ def _finish(
     spec: StudySpec,
     plan: StudyPlan,
     ledger: _Ledger,
-    rungs_by_size: dict[int, dict[int, list[Observation]]],
-    fits_by_size: dict[int, dict[int, SurfaceFit | NoRecommendation]],
+    by_rung: dict[int, list[Observation]],
+    fits: dict[int, SurfaceFit | NoRecommendation],
+    trend: TrendResult | None,
     provisional: Recommendation | None,
     beta: float,
     data: PreparedData,
 ) -> StudyResult:
-    size = plan.dataset_sizes[-1]
     cost = Cost(
         proxy_seconds=round(sum(r.seconds for r in ledger.runs), 2),
         examples_seen=sum(r.examples_seen for r in ledger.runs),
         runs=len(ledger.runs),
     )
-    fits = {str(s): fits_evidence(f) for s, f in fits_by_size.items()}
+    fits_json = {str(plan.top_examples): fits_evidence(fits)}
     evidence: dict[str, Any] = {
         "runs": runs_summary(ledger.runs),
         "plan": plan.describe(),
         "probes": None,
         "beta": beta,
-        "fits": fits,
+        "fits": fits_json,
     }
-    rec = recommend_from_rungs(
-        fits_by_size[size], rungs_by_size[size], spec=spec, cost=cost, evidence=evidence
-    )
+    rec = recommend_from_rungs(fits, by_rung, spec=spec, cost=cost, evidence=evidence)
     if isinstance(rec, Recommendation):
-        rec = _apply_size_trend(rec, plan, fits_by_size)
+        rec = _apply_size_trend(rec, plan, _top_fit(fits), by_rung[plan.top_examples], trend)
         rec = _confirm_on_target(spec, plan, rec, data, ledger, beta)
         rec.reasoning.insert(
             0,
             f"Successive halving ran {cost.runs} proxy runs ({cost.examples_seen} "
             f"examples, {cost.proxy_seconds:.0f} s) comparing configs at equal examples seen.",
         )
-    return StudyResult(rec, ledger.runs, plan, provisional, fits)
+    return StudyResult(rec, ledger.runs, plan, provisional, fits_json)
+
+
+# 5. Dataset-size trend ------------------------------------------------------------------------------------
+
+
+SIZE_EXPONENT_SD = 0.3  # how far γ may stray from seed 001's −0.25 on another model or task (a judgement)
+
+
+@dataclass
+class TrendResult:
+    """LR* at B* measured on a third of the top rung's examples (complete runs), or why it was not."""
+
+    examples: int
+    batch_size: int
+    fit: SurfaceFit | None = None
+    observations: list[Observation] = field(default_factory=list)
+    skipped: str | None = None
+
+
+def trend_study(
+    spec: StudySpec, data: PreparedData, plan: StudyPlan, top: SurfaceFit, ledger: _Ledger
+) -> TrendResult | None:
+    """Complete runs of `plan.trend_examples` examples at B*, at LR*(top) one step below and two above (a
+    shorter run wants a higher LR), one step further when the optimum lands on an edge."""
+    small, batch = plan.trend_examples, top.batch_size
+    if small is None or not plan.trend_runs:
+        return None
+    if small < TREND_MIN_STEPS * batch:
+        reason = f"B* = {batch} takes fewer than {TREND_MIN_STEPS} steps on {small} examples"
+        return TrendResult(small, batch, skipped=reason)
+    centre = lattice_index(top.learning_rate)
+    lrs = [lattice_lr(centre + step) for step in (-1, 0, 1, 2)]
+    observations: list[Observation] = []
+    for _ in range(2):  # the planned LRs, then one step beyond an edge if the budget allows
+        for lr in lrs:
+            if ledger.affords(small):
+                record = run_to_rung(
+                    spec, data, (batch, lr), top_examples=small, stop_at=small, eval_examples=small
+                )
+                observations.append(observation(record, small, small))
+                ledger.add(record, f"size trend B={batch} LR={lr:.3g} on {small} examples: {record.status}")
+        fit = fit_surface(observations, batch_candidates=[batch])
+        edge = fit.curves[batch].edge if isinstance(fit, SurfaceFit) and batch in fit.curves else None
+        if edge is None:
+            break
+        tried = [lr for lr, _ in fit.curves[batch].tested]  # type: ignore[union-attr]
+        lrs = extend_lr_grid(tried, edge, steps=1, bounds=(spec.lr_range[0] / 10, spec.lr_range[1]))
+    if not isinstance(fit, SurfaceFit):
+        return TrendResult(small, batch, skipped=f"no trend run finished ({fit.reason})")
+    return TrendResult(small, batch, fit=fit, observations=observations)
 
 
 def _apply_size_trend(
-    rec: Recommendation, plan: StudyPlan, fits_by_size: dict[int, dict[int, SurfaceFit | NoRecommendation]]
+    rec: Recommendation,
+    plan: StudyPlan,
+    top: SurfaceFit | None,
+    top_observations: list[Observation],
+    trend: TrendResult | None,
 ) -> Recommendation:
-    """Move LR* from the top rung's length to the real run's: along the trend measured between two dataset
-    sizes when there is one, else along seed 001's LR* ∝ N^−0.25 (a prior, said as such)."""
-    tops = {s: f for s, fits in fits_by_size.items() if (f := _top_fit(fits)) is not None}
-    trend, reached, full = size_trend(tops), plan.dataset_sizes[-1], plan.full_examples
-    if trend is not None and full:
-        factor, exponent, source = trend.predict(full)[1] / trend.lr_stars[-1], trend.lr_exponent, "measured"
-    elif full > reached:
-        factor, exponent, source = (full / reached) ** SIZE_EXPONENT, SIZE_EXPONENT, "seed 001's prior"
-    else:
+    """Move LR* from the top rung's length to the real run's along LR* ∝ N^γ: γ measured between the trend
+    study and the top rung, shrunk towards seed 001's −0.25 by how well it was measured; the prior alone
+    when there is no trend study."""
+    reached, full = plan.top_examples, plan.full_examples
+    if full <= reached:
         return rec
+    evidence: dict[str, Any] = {"from_examples": reached, "to_examples": full}
+    exponent, source = SIZE_EXPONENT, "seed 001's prior"
+    if trend is not None and trend.fit is not None and top is not None:
+        measured = size_trend({trend.examples: trend.fit, reached: top})  # both LR* at the same B*
+        assert measured is not None
+        trend.fit.noise_sd = max(trend.fit.noise_sd, top.noise_sd)  # 4 single-seed points: at least as noisy
+        spread = [
+            lr_star_sd(bootstrap_optimum(obs, fit, replicates=100))
+            for obs, fit in ((trend.observations, trend.fit), (top_observations, top))
+        ]
+        measured_sd = math.hypot(*spread) / math.log10(reached / trend.examples)
+        exponent, weight = shrink_exponent(measured.lr_exponent, measured_sd, SIZE_EXPONENT, SIZE_EXPONENT_SD)
+        source = (
+            f"measured {measured.lr_exponent:.2f} ± {measured_sd:.2f} between {trend.examples} and "
+            f"{reached} examples, weighted {weight:.0%} against seed 001's prior "
+            f"{SIZE_EXPONENT:.2f} ± {SIZE_EXPONENT_SD}"
+        )
+        evidence |= {
+            "sizes": measured.sizes,
+            "lr_stars": measured.lr_stars,
+            "batch_size": top.batch_size,
+            "measured_exponent": measured.lr_exponent,
+            "measured_sd": measured_sd,
+            "weight": weight,
+        }
+    elif trend is not None and trend.skipped:
+        evidence["trend_skipped"] = trend.skipped
+    factor = (full / reached) ** exponent
     sentence = (
         f"The top rung trained on {reached} of the real run's {full} examples; LR* ∝ N^{exponent:.2f} "
         f"({source}) moves the LR by ×{factor:.2f} to the real run's length."
     )
-    evidence = {"lr_exponent": exponent, "source": source, "from_examples": reached, "to_examples": full}
-    if trend is not None:
-        evidence |= {"batch_exponent": trend.batch_exponent, "sizes": trend.sizes}
+    evidence |= {"lr_exponent": exponent, "source": source}
     return with_lr_scaled(rec, factor, sentence, evidence_key="size_trend", evidence=evidence)
 
 

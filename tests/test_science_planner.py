@@ -9,6 +9,8 @@ import pytest
 
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.planner import (
+    TOP_EXTRAS,
+    TREND_LRS,
     CurvaturePrior,
     extend_lr_grid,
     lr_grid,
@@ -86,8 +88,38 @@ def test_the_plan_fits_the_budget_and_states_its_cost_up_front() -> None:
 
 def test_a_short_budget_adds_a_subset_study_for_the_dataset_size_trend() -> None:
     plan = plan_study(spec(), n_train=50_000, seconds_per_example=0.01, budget_seconds=600)
-    assert len(plan.dataset_sizes) == 2 and plan.dataset_sizes[0] * 3 == plan.dataset_sizes[1]
-    assert plan.full_examples == 50_000
+    assert plan.dataset_sizes == [plan.top_examples // 3, plan.top_examples]
+    assert plan.trend_runs == TREND_LRS and plan.trend_examples == plan.top_examples // 3
+    assert plan.full_examples == 50_000 and plan.top_examples < 50_000 / 2
+    assert f"dataset-size trend of {TREND_LRS} runs" in plan.describe()
+
+
+def small_task(examples: int) -> StudySpec:
+    """The benchmark's shape: 900 training examples, 4 batch sizes, 2 decades of LR, a budget in examples."""
+    return spec(
+        batch_sizes=[4, 8, 16, 32],
+        lr_range=[3e-3, 3e-1],
+        budget={"proxy_examples": examples, "proxy_seconds": None},
+    )
+
+
+def test_every_plan_that_can_afford_it_reruns_the_top_configs_with_a_second_seed() -> None:
+    roomy = plan_study(small_task(9000), n_train=900)
+    assert roomy.top_extras == TOP_EXTRAS and roomy.trend_runs == 0  # the top rung reaches 576 of 900
+    assert roomy.estimated_examples <= 9000
+
+
+def test_the_second_seed_comes_before_the_trend_and_the_trend_before_edge_runs() -> None:
+    tight = plan_study(small_task(4000), n_train=900)  # 288 of 900 examples at the top: a trend is wanted
+    assert tight.top_extras == 2 and tight.trend_runs == 0  # room for the second seeds only
+    enough = plan_study(small_task(6000), n_train=900)
+    assert enough.top_extras == TOP_EXTRAS and enough.trend_runs == TREND_LRS
+    assert enough.estimated_examples <= 6000
+
+
+def test_the_calibration_run_counts_against_an_examples_budget() -> None:
+    spent = plan_study(small_task(4000), n_train=900, spent_examples=1000)
+    assert spent.budget_examples == 3000 and spent.estimated_examples <= 3000
 
 
 def test_a_sibling_proxy_trains_at_low_rank_and_is_confirmed_on_the_target() -> None:

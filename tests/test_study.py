@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,21 @@ import torch
 
 from advisor.cli_recommend import add_recommend, render
 from advisor.records import RunStatus
-from advisor.science.fits import Observation
-from advisor.science.recommendation import NoRecommendation, Recommendation
+from advisor.science.fits import Observation, SurfaceFit, fit_surface
+from advisor.science.knowledge import SIZE_EXPONENT
+from advisor.science.planner import Rung, lattice_index, lattice_lr, plan_study
+from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.specs import StudySpec, parse_spec
-from proxy_runs.study import StudyResult, loss_at, promote, run_study
+from proxy_runs.study import (
+    StudyResult,
+    TrendResult,
+    _apply_size_trend,
+    curvature_prior,
+    loss_at,
+    promote,
+    recommend_from_rungs,
+    run_study,
+)
 from proxy_runs.synthetic import corpus_of, instruction_records, write_jsonl
 from proxy_runs.tiny import save_tiny_model
 
@@ -149,3 +161,62 @@ def test_advisor_recommend_prints_json_with_a_progress_bar_on_stderr(
     out, err = capsys.readouterr()
     assert json.loads(out)["learning_rate"] == result.recommendation.learning_rate  # type: ignore[union-attr]
     assert "[" in err and "1/2" in err
+
+
+def test_the_best_top_rung_configs_are_rerun_with_a_second_seed(study: tuple[StudyResult, list]) -> None:
+    result, _ = study
+    top = result.plan.top_examples
+    seed = result.plan.seeds[0]
+    second = [r for r in result.runs if r.config.seed == seed + 1]
+    assert 1 <= len(second) <= 2 and all(r.examples_seen == top for r in second)
+    first_seed_top = {
+        (r.config.batch_size, r.config.learning_rate) for r in result.runs if r.examples_seen == top
+    }
+    assert {(r.config.batch_size, r.config.learning_rate) for r in second} <= first_seed_top
+
+
+def bowl_runs(lr_star: float, examples: int, seeds: int = 1) -> list[Observation]:
+    """Clean parabolas in log LR at B = 8, lowest at `lr_star`, on the 4-per-decade lattice."""
+    lrs = [lattice_lr(lattice_index(lr_star) + k) for k in range(-2, 3)]
+    return [
+        Observation(8, lr, 2.0 + 0.2 * math.log10(lr / lr_star) ** 2, seed, examples, examples)
+        for lr in lrs
+        for seed in range(seeds)
+    ]
+
+
+def test_a_measured_dataset_size_trend_moves_the_lr_shrunk_towards_the_prior(tiny_spec: StudySpec) -> None:
+    # LR* is 0.0356 on 100 examples and 0.0112 (half a decade lower) on 300: γ measured = −1.05.
+    top_runs, trend_runs = bowl_runs(0.0112, 300, seeds=2), bowl_runs(0.0356, 100)
+    top_fit, trend_fit = fit_surface(top_runs), fit_surface(trend_runs)
+    assert isinstance(top_fit, SurfaceFit) and isinstance(trend_fit, SurfaceFit)
+    plan = plan_study(tiny_spec, n_train=3000)  # the real run sees 3000 examples
+    plan.rungs[-1] = Rung(300, 3)
+    cost = Cost(proxy_seconds=0, examples_seen=0, runs=0)
+    rec = recommend_from_rungs({300: top_fit}, {300: top_runs}, spec=tiny_spec, cost=cost, evidence={})
+    assert isinstance(rec, Recommendation)
+    moved = _apply_size_trend(rec, plan, top_fit, top_runs, TrendResult(100, 8, trend_fit, trend_runs))
+    trend = moved.evidence["size_trend"]
+    assert trend["measured_exponent"] == pytest.approx(-1.05, abs=0.05)
+    assert -1.05 < trend["lr_exponent"] < SIZE_EXPONENT  # between the measurement and the prior
+    assert trend["weight"] > 0.5  # clean bowls: the measurement dominates
+    assert moved.learning_rate == pytest.approx(rec.learning_rate * 10 ** trend["lr_exponent"], rel=1e-6)
+
+
+def test_pissa_is_centred_by_its_curvature_ratio_to_lora_and_lora_is_not(tiny_spec: StudySpec) -> None:
+    from proxy_runs.data import prepare_data
+    from proxy_runs.models import load_model_and_tokenizer
+
+    loaded = load_model_and_tokenizer(tiny_spec.model)
+    data = prepare_data(tiny_spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=32)
+    wide = tiny_spec.model_copy(update={"method": "pissa", "lr_range": (1e-6, 1e-2)})
+    prior, evidence = curvature_prior(wide, data, seconds_per_example=1e-3, budget=None, beta=1.0)
+    assert prior is not None and prior.reference_lr == 2e-4
+    assert prior.lr_centre() == pytest.approx(2e-4 / evidence["ratio"], rel=1e-6)
+    assert evidence["method"]["median_lambda_max"] > 0 and evidence["lora"]["median_lambda_max"] > 0
+    lora = wide.model_copy(update={"method": "lora"})
+    assert curvature_prior(lora, data, seconds_per_example=1e-3, budget=None, beta=1.0) == (None, {})
+    narrow = wide.model_copy(update={"lr_range": (1e-4, 1e-2)})  # 2 decades: the range is searched whole
+    assert curvature_prior(narrow, data, seconds_per_example=1e-3, budget=None, beta=1.0)[0] is None
+    slow = curvature_prior(wide, data, seconds_per_example=1.0, budget=60.0, beta=1.0)
+    assert slow[0] is None and "exceed 15% of the budget" in slow[1]["skipped"]

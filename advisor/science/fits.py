@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 from scipy.optimize import least_squares
+from scipy.stats import norm
 
 from advisor.science.recommendation import NoRecommendation
 
@@ -460,3 +461,25 @@ def size_trend(fits: dict[int, SurfaceFit]) -> SizeTrend | None:
     lr_slope = float(np.polyfit(logn, np.log10(lr_stars), 1)[0])
     batch_slope = float(np.polyfit(logn, np.log10(batch_stars), 1)[0])
     return SizeTrend(sizes, batch_stars, lr_stars, lr_slope, batch_slope)
+
+
+LR_QUANTISATION_SD = GRID_STEP / math.sqrt(12)  # decades: an optimum known only to the nearest grid point
+
+
+def lr_star_sd(bootstrap: BootstrapSummary) -> float:
+    """Standard deviation of log10 LR* from a bootstrap's interval (a 90% normal interval is ±1.645σ),
+    never below the grid's own resolution."""
+    if not bootstrap.replicates or not math.isfinite(bootstrap.lr_width_decades):
+        return 1.0  # no resample fitted: as good as unknown
+    z = 2 * float(norm.ppf(0.5 + bootstrap.level / 2))
+    return max(bootstrap.lr_width_decades / z, LR_QUANTISATION_SD)
+
+
+def shrink_exponent(
+    measured: float, measured_sd: float, prior: float, prior_sd: float
+) -> tuple[float, float]:
+    """(exponent, weight of the measurement): the precision-weighted mean of a measured exponent and its
+    prior. Two noisy LR* a factor 3 apart in N measure γ to ±0.7 at best on a tiny task; the prior keeps
+    such a measurement from moving the answer further than its evidence warrants."""
+    weight = prior_sd**2 / (prior_sd**2 + measured_sd**2)
+    return weight * measured + (1 - weight) * prior, weight

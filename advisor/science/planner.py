@@ -9,8 +9,16 @@ Numbers a plan is made of:
   re-run to 3× further, and so on. Runs at every rung follow the LR schedule of the top fidelity, so a run
   stopped at rung r is exactly the first part of the full run, and configs are compared at equal examples
   seen (not equal steps: a batch of 64 takes a quarter of the steps of a batch of 16 for the same data).
+- After the top rung ("top extras", each a run of top-rung length): a second seed of the top two configs,
+  which measures the seed-to-seed noise that sets ε, the bootstrap's spread and the trend's weight
+  (without it the noise is guessed from fit residuals, which can be off by 10× either way), then up to 2
+  more LRs at B* when the top rung's optimum sits on the edge of the LRs promoted to it.
+- Dataset-size trend: when the top rung sees less than half of the real run, 4 LRs at B* are trained as
+  complete runs on a third of the top rung's examples; LR* at the two sizes gives LR* ∝ N^γ, which moves
+  the answer to the real run's length (a measured γ instead of seed 001's prior −0.25).
 - Cost: a promoted config restarts from scratch (train_proxy cannot resume), so rung r costs
-  configs_r × examples_r; the study's total is the sum over rungs, dataset sizes and seeds.
+  configs_r × examples_r; the study's total is the rungs, the top extras, the trend runs and the target's
+  confirmation runs.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ MIN_TOP_CONFIGS = 3  # the top rung keeps ≥ 3 configs: the winner and its LR n
 LR_BOUNDS = (1e-8, 1.0)  # no extension goes beyond these, whatever the edge says
 EXTENSION_STEPS = 2  # an edge extends the grid by half a decade
 MIN_LRS = 5  # a tight budget narrows the LR grid to no fewer points than this (±half a decade)
+TOP_EXTRAS = 4  # runs of top-rung length reserved for an edge at the top rung and second-seed replicates
+TREND_LRS = 4  # LRs at B* in the trend study: LR*(top) and 1 step below, 2 above (LR* falls with N)
+TREND_MIN_STEPS = 6  # a trend run needs this many optimizer steps at B* to say anything about LR*
 PROXY_RANK = 8  # seed 000: B* is roughly rank-invariant, so a sibling proxy trains at a low rank
 DEFAULT_SECONDS_PER_EXAMPLE = 0.02  # before calibration; the study measures the real throughput
 # The method's usual LR when nothing better is known (seed 001 LoRA 2e-4; seed 002 BaLoRA ≈ 3e-6…8e-6).
@@ -65,12 +76,14 @@ class StudyPlan:
     batch_sizes: list[int]
     learning_rates: list[float]
     rungs: list[Rung]
-    dataset_sizes: list[int]  # top-fidelity examples per halving study; ≥ 2 sizes give the dataset-size trend
+    dataset_sizes: list[int]  # [top rung] or [trend size, top rung]: two sizes give the dataset-size trend
     seeds: list[int]
     full_examples: int = (
         0  # examples the real run sees (epochs × training split): where trends extrapolate to
     )
     confirm_lrs: int = 0  # short runs of this many LRs on the target, when the budget allows
+    top_extras: int = 0  # runs of top-rung length after halving: an edge at the top, second seeds
+    trend_runs: int = 0  # complete runs on dataset_sizes[0] examples at B*, for the dataset-size trend
     seconds_per_example: float = DEFAULT_SECONDS_PER_EXAMPLE
     run_overhead_seconds: float = 0.0  # model setup and evaluations, per run
     eta: int = ETA
@@ -81,21 +94,25 @@ class StudyPlan:
     def configs(self) -> list[tuple[int, float]]:
         return [(b, lr) for b in self.batch_sizes for lr in self.learning_rates]
 
-    def rungs_for(self, size: int) -> list[Rung]:
-        """The halving schedule of the study whose top fidelity is `size` examples."""
-        if size == self.rungs[-1].examples:
-            return self.rungs
-        return rung_schedule(len(self.configs), size, eta=self.eta, granularity=max(self.batch_sizes))
+    @property
+    def top_examples(self) -> int:
+        return self.rungs[-1].examples
+
+    @property
+    def trend_examples(self) -> int | None:
+        """Examples of each trend run (a complete run on a subset); None without a trend study."""
+        return self.dataset_sizes[0] if len(self.dataset_sizes) > 1 else None
 
     @property
     def estimated_runs(self) -> int:
-        runs = sum(r.configs for size in self.dataset_sizes for r in self.rungs_for(size))
-        return runs * len(self.seeds) + self.confirm_lrs
+        halving = sum(r.configs for r in self.rungs)
+        return halving + self.top_extras + self.trend_runs + self.confirm_lrs
 
     @property
     def estimated_examples(self) -> int:
-        per_seed = sum(r.configs * r.examples for size in self.dataset_sizes for r in self.rungs_for(size))
-        return per_seed * len(self.seeds) + self.confirm_lrs * self.rungs[0].examples
+        halving = sum(r.configs * r.examples for r in self.rungs)
+        extras = self.top_extras * self.top_examples + self.trend_runs * (self.trend_examples or 0)
+        return halving + extras + self.confirm_lrs * self.rungs[0].examples
 
     @property
     def estimated_seconds(self) -> float:
@@ -109,6 +126,12 @@ class StudyPlan:
         """What the full grid of full-length runs would cost: the yardstick for the study's savings."""
         return len(self.configs) * (self.full_examples or self.rungs[-1].examples)
 
+    def _extras_text(self) -> str:
+        parts = [f"{self.top_extras} top-rung runs (edge, second seed)"] if self.top_extras else []
+        if self.trend_runs:
+            parts.append(f"a dataset-size trend of {self.trend_runs} runs × {self.trend_examples} examples")
+        return f", then {' and '.join(parts)}" if parts else ""
+
     def describe(self) -> str:
         """The plan and its cost, said up front."""
         proxy = "the target model itself" if self.proxy_is_target else f"proxy {self.proxy_model}"
@@ -117,7 +140,7 @@ class StudyPlan:
         return (
             f"Study on {proxy} (rank {self.proxy_rank}): batch sizes {self.batch_sizes}, "
             f"{len(self.learning_rates)} LRs {lrs} (4 per decade); successive halving η={self.eta} over "
-            f"rungs configs×examples [{rungs}], dataset sizes {self.dataset_sizes}. Estimated cost: "
+            f"rungs configs×examples [{rungs}]{self._extras_text()}" + f". Estimated cost: "
             f"{self.estimated_runs} runs, {self.estimated_examples} examples, "
             f"~{self.estimated_seconds:.0f} s "
             f"({self.estimated_examples / max(self.grid_examples, 1):.0%} of the full grid)."
@@ -218,6 +241,7 @@ def plan_study(
     prior: CurvaturePrior | None = None,
     lr_centre: float | None = None,
     size_trend: bool | None = None,
+    spent_examples: int = 0,
 ) -> StudyPlan:
     """Plan a study that fits the budget; `n_train` is the proxy's training split size.
 
@@ -229,7 +253,11 @@ def plan_study(
     lrs = lr_grid(centre, half_width_decades=half_width, bounds=spec.lr_range)
     batches = [b for b in spec.batch_sizes if b <= n_train] or [min(spec.batch_sizes)]
     budget_examples = _budget_examples(
-        spec, budget_seconds, seconds_per_example, run_overhead_seconds, len(batches) * len(lrs)
+        spec,
+        budget_seconds,
+        (seconds_per_example, run_overhead_seconds),
+        len(batches) * len(lrs),
+        spent_examples,
     )
     full = max(1, int(spec.training.epochs * n_train))
     costs = (seconds_per_example, run_overhead_seconds)
@@ -252,18 +280,16 @@ def _plan_for(
     size_trend: bool | None,
     costs: tuple[float, float],
 ) -> StudyPlan:
-    """The plan for one grid: the longest rungs that fit, with a subset study when a trend is needed."""
+    """The plan for one grid: the longest rungs that leave room for the top extras and, when the top rung
+    falls short of the real run, the dataset-size trend study."""
     n_configs = len(batches) * len(lrs)
-    rungs = _fit_budget(n_configs, full, budget_examples, max(batches))
-    trend = size_trend if size_trend is not None else rungs[-1].examples < 0.5 * full
-    share = 0.75 if trend else 1.0  # a subset study costs about a third of the main one
+    share = 1.0
     while True:
         rungs = _fit_budget(n_configs, full, share * budget_examples, max(batches))
-        rank = spec.rank if spec.proxy_model is None else min(spec.rank, PROXY_RANK)
         plan = StudyPlan(
             spec.proxy_model or spec.model,
             spec.proxy_model is None,
-            rank,
+            spec.rank if spec.proxy_model is None else min(spec.rank, PROXY_RANK),
             batches,
             list(lrs),
             rungs,
@@ -273,21 +299,50 @@ def _plan_for(
             seconds_per_example=costs[0],
             run_overhead_seconds=costs[1],
         )
-        if trend:
-            _add_size_trend(plan)
-        if plan.estimated_examples <= budget_examples or share < 0.2 or len(plan.dataset_sizes) == 1:
+        wants_trend = size_trend if size_trend is not None else rungs[-1].examples < 0.5 * full
+        _add_extras(plan, budget_examples, wants_trend and _trend_possible(plan))
+        # Enough: the trend when the real run is out of reach, else an edge run and a second seed at the top.
+        settled = plan.top_extras >= 2 and (
+            plan.trend_runs > 0 or not (wants_trend and _trend_possible(plan))
+        )
+        if settled or share < 0.3:
             return plan
-        share *= 0.8
+        share *= 0.85  # shorten the halving a little to make room for what follows it
+
+
+def _trend_possible(plan: StudyPlan) -> bool:
+    return plan.top_examples // 3 >= TREND_MIN_STEPS * min(plan.batch_sizes)
+
+
+def _add_extras(plan: StudyPlan, budget_examples: float, trend: bool) -> None:
+    """In order of what they are worth: second seeds of the top two configs (without a measured noise level
+    neither ε, nor the bootstrap, nor the trend's weight mean much), then the trend study when asked for,
+    then up to 2 edge runs at the top."""
+    spare = budget_examples - plan.estimated_examples
+    replicates = int(min(2, max(spare, 0) // plan.top_examples))
+    spare -= replicates * plan.top_examples
+    small = plan.top_examples // 3
+    if trend and spare >= TREND_LRS * small:
+        plan.dataset_sizes = [small, plan.top_examples]
+        plan.trend_runs = TREND_LRS
+        spare -= TREND_LRS * small
+        plan.notes.append(
+            f"the budget reaches {plan.top_examples} of the real run's {plan.full_examples} examples, so "
+            f"{TREND_LRS} runs of {small} examples at B* measure how LR* moves with dataset size"
+        )
+    plan.top_extras = replicates + int(min(TOP_EXTRAS - replicates, max(spare, 0) // plan.top_examples))
 
 
 def _budget_examples(
     spec: StudySpec,
     budget_seconds: float | None,
-    seconds_per_example: float,
-    run_overhead_seconds: float,
+    costs: tuple[float, float],
     n_configs: int,
+    spent_examples: int,
 ) -> float:
-    """The budget in examples: the tighter of the spec's example bound and its (or the override's) seconds."""
+    """The budget in examples: the tighter of the spec's example bound (less what the calibration already
+    spent) and its (or the override's) seconds, which the caller gives net of the time already spent."""
+    seconds_per_example, run_overhead_seconds = costs
     seconds = budget_seconds if budget_seconds is not None else spec.budget.proxy_seconds
     by_time = math.inf
     if seconds is not None:
@@ -295,21 +350,8 @@ def _budget_examples(
             run_overhead_seconds * n_configs * 1.5
         )  # rung 0 runs every config, later rungs half as many
         by_time = max(0.0, seconds - overhead) / seconds_per_example
-    by_examples = spec.budget.proxy_examples or math.inf
+    by_examples = spec.budget.proxy_examples - spent_examples if spec.budget.proxy_examples else math.inf
     return min(by_time, by_examples)
-
-
-def _add_size_trend(plan: StudyPlan) -> None:
-    """When the budget cannot reach the real run's length, a second halving study at a third of the top
-    fidelity gives the trend of B* and LR* with dataset size, extrapolated to the real run. A run whose
-    schedule is planned for its own `size` examples is a one-epoch run on a `size`-example subset."""
-    top, smallest = plan.rungs[-1].examples, max(plan.batch_sizes) * plan.eta**2  # ≥ 9 steps at the top
-    if top // 3 >= smallest:
-        plan.dataset_sizes = [top // 3, top]
-        plan.notes.append(
-            f"the budget reaches {top} of the real run's {plan.full_examples} examples, so a "
-            f"{top // 3}-example study is added and B*, LR* follow the dataset-size trend"
-        )
 
 
 def _add_confirmation(plan: StudyPlan, budget_examples: float) -> None:
@@ -327,7 +369,7 @@ def _explain(plan: StudyPlan, prior: CurvaturePrior | None, full: int) -> None:
             f"LR grid centred at {prior.lr_centre():.2g} by the curvature prior "
             f"(λ_max {prior.lambda_max:.3g}, β {prior.beta:g}, from {prior.source})"
         )
-    if plan.rungs[-1].examples < full and len(plan.dataset_sizes) == 1:
+    if plan.top_examples < full and not plan.trend_runs:
         plan.notes.append(
             f"the top rung sees {plan.rungs[-1].examples} of the {full} examples of the real run"
         )
