@@ -43,7 +43,7 @@ lint: $(STAMP)
 	$(VENV)/bin/hadolint Dockerfile
 
 bench: $(STAMP)
-	$(PIP) install -q 'optuna>=4'  # the quality benchmark's TPE contender; not needed to run or test
+	$(PIP) install -q -e '.[bench]'  # Optuna, the quality benchmark's TPE contender; not needed to run or test
 	HF_HUB_OFFLINE=1 $(PY) bench/proxy_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) bench/probes.py
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/quality.py

@@ -31,6 +31,7 @@ from advisor.errors import AdvisorError, SpecError
 from advisor.method_catalog import METHODS
 from advisor.records import RunRecord, RunStatus
 from advisor.science.fits import (
+    CurveFit,
     Observation,
     SurfaceFit,
     bootstrap_optimum,
@@ -254,15 +255,23 @@ def top_extras(
             left -= 1
     for _ in range(min(2, left)):
         fit = fit_surface(top_rung, batch_candidates=spec.batch_sizes)
-        edge = fit.curves[fit.batch_size].edge if isinstance(fit, SurfaceFit) else None
-        if isinstance(fit, NoRecommendation) or edge is None or not ledger.affords(top):
+        curve = fit.curves[fit.batch_size] if isinstance(fit, SurfaceFit) else None
+        if curve is None or curve.edge is None or not ledger.affords(top):
             break
-        tried = [lr for lr, _ in fit.curves[fit.batch_size].tested]
-        beyond = extend_lr_grid(tried, edge, steps=1, bounds=(spec.lr_range[0] / 10, spec.lr_range[1]))
+        beyond = _beyond_edge(spec, curve)
         if not beyond:
             break
-        _grow(plan, [(fit.batch_size, beyond[0])])
-        _run_and_record(spec, data, (fit.batch_size, beyond[0]), top, top, first, by_rung, ledger)
+        _grow(plan, [(curve.batch_size, beyond[0])])
+        _run_and_record(spec, data, (curve.batch_size, beyond[0]), top, top, first, by_rung, ledger)
+
+
+def _beyond_edge(spec: StudySpec, curve: CurveFit) -> list[float]:
+    """One lattice LR past the edge a curve's optimum sits on; [] when there is none or it is out of range
+    (the lower bound allows a decade below the user's range, as rung-0 extensions do)."""
+    if curve.edge is None:
+        return []
+    tried = [lr for lr, _ in curve.tested]
+    return extend_lr_grid(tried, curve.edge, steps=1, bounds=(spec.lr_range[0] / 10, spec.lr_range[1]))
 
 
 def _run_and_record(
@@ -610,11 +619,10 @@ def trend_study(
                 observations.append(observation(record, small, small))
                 ledger.add(record, f"size trend B={batch} LR={lr:.3g} on {small} examples: {record.status}")
         fit = fit_surface(observations, batch_candidates=[batch])
-        edge = fit.curves[batch].edge if isinstance(fit, SurfaceFit) and batch in fit.curves else None
-        if edge is None:
+        curve = fit.curves.get(batch) if isinstance(fit, SurfaceFit) else None
+        lrs = _beyond_edge(spec, curve) if curve is not None else []
+        if not lrs:
             break
-        tried = [lr for lr, _ in fit.curves[batch].tested]  # type: ignore[union-attr]
-        lrs = extend_lr_grid(tried, edge, steps=1, bounds=(spec.lr_range[0] / 10, spec.lr_range[1]))
     if not isinstance(fit, SurfaceFit):
         return TrendResult(small, batch, skipped=f"no trend run finished ({fit.reason})")
     return TrendResult(small, batch, fit=fit, observations=observations)

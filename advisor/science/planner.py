@@ -140,7 +140,7 @@ class StudyPlan:
         return (
             f"Study on {proxy} (rank {self.proxy_rank}): batch sizes {self.batch_sizes}, "
             f"{len(self.learning_rates)} LRs {lrs} (4 per decade); successive halving η={self.eta} over "
-            f"rungs configs×examples [{rungs}]{self._extras_text()}" + f". Estimated cost: "
+            f"rungs configs×examples [{rungs}]{self._extras_text()}. Estimated cost: "
             f"{self.estimated_runs} runs, {self.estimated_examples} examples, "
             f"~{self.estimated_seconds:.0f} s "
             f"({self.estimated_examples / max(self.grid_examples, 1):.0%} of the full grid)."
@@ -252,15 +252,9 @@ def plan_study(
     centre, half_width = grid_span(spec, prior, lr_centre)
     lrs = lr_grid(centre, half_width_decades=half_width, bounds=spec.lr_range)
     batches = [b for b in spec.batch_sizes if b <= n_train] or [min(spec.batch_sizes)]
-    budget_examples = _budget_examples(
-        spec,
-        budget_seconds,
-        (seconds_per_example, run_overhead_seconds),
-        len(batches) * len(lrs),
-        spent_examples,
-    )
-    full = max(1, int(spec.training.epochs * n_train))
     costs = (seconds_per_example, run_overhead_seconds)
+    budget_examples = _budget_examples(spec, budget_seconds, costs, len(batches) * len(lrs), spent_examples)
+    full = max(1, int(spec.training.epochs * n_train))
     plan = _plan_for(spec, batches, lrs, full, budget_examples, size_trend, costs)
     while plan.estimated_examples > budget_examples and len(plan.learning_rates) - 2 >= MIN_LRS:
         plan = _plan_for(spec, batches, plan.learning_rates[1:-1], full, budget_examples, size_trend, costs)
@@ -300,11 +294,10 @@ def _plan_for(
             run_overhead_seconds=costs[1],
         )
         wants_trend = size_trend if size_trend is not None else rungs[-1].examples < 0.5 * full
-        _add_extras(plan, budget_examples, wants_trend and _trend_possible(plan))
-        # Enough: the trend when the real run is out of reach, else an edge run and a second seed at the top.
-        settled = plan.top_extras >= 2 and (
-            plan.trend_runs > 0 or not (wants_trend and _trend_possible(plan))
-        )
+        trend = wants_trend and _trend_possible(plan)
+        _add_extras(plan, budget_examples, trend)
+        # Enough: the trend when the real run is out of reach, and second seeds of the top two configs.
+        settled = plan.top_extras >= 2 and (plan.trend_runs > 0 or not trend)
         if settled or share < 0.3:
             return plan
         share *= 0.85  # shorten the halving a little to make room for what follows it
