@@ -12,6 +12,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# What a study ran each proxy run for, stored in the run's meta as "role": the halving's runs, and the runs
+# a study makes besides it (each of these is short or long by design, neither pruned nor promoted).
+HALVING_ROLE = "halving"
+EXTRA_RUN_ROLES = ("calibration", "second seed", "edge", "trend", "horizon", "target confirmation")
+
 
 class RunStatus(enum.StrEnum):
     SUCCESS = "success"  # ran to the end of its budget or plan

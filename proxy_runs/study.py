@@ -12,8 +12,9 @@ Read top to bottom:
    top rung: a second seed of its two best configs (the noise level), and LR steps beyond a top-rung edge.
 4. Fits per rung; the recommendation comes from the top rung (B*, LR*, L*), κ from the deepest rung that
    has it, uncertainty from a bootstrap.
-5. When the top rung fell short of the real run, a trend study at B* on a third of its examples measures
-   LR* ∝ N^γ, shrunk towards seed 001's prior by how well it was measured, and moves LR* to the real run.
+5. When the top rung fell short of the real run, LR* moves to the real run's length along LR* ∝ N^γ: 2
+   horizon runs at B* (complete, at least twice the top rung's length) or else a trend study on a third of
+   its examples measure where LR* went, and a Bayesian line through them and seed 001's prior γ extends it.
 6. A sibling proxy's LR moves to the target through the curvature ratio when probes are available, and
    2–3 short target runs confirm it when the budget allows.
 """
@@ -29,26 +30,30 @@ from typing import Any
 
 from advisor.errors import AdvisorError, SpecError
 from advisor.method_catalog import METHODS
-from advisor.records import RunRecord, RunStatus
+from advisor.records import HALVING_ROLE, RunRecord, RunStatus
 from advisor.science.fits import (
     CurveFit,
+    LrMeasurement,
     Observation,
     SurfaceFit,
     bootstrap_optimum,
+    bowl_coefficient,
     fit_surface,
+    lr_path,
     lr_star_sd,
     replicate_noise,
-    shrink_exponent,
-    size_trend,
+    vertex_of_pair,
 )
 from advisor.science.knowledge import SIZE_EXPONENT, KnowledgeStore, StudyContext, warm_start
 from advisor.science.planner import (
+    HORIZON_RUNS,
     LATTICE_ANCHOR,
     PROXY_RANK,
     TREND_MIN_STEPS,
     CurvaturePrior,
     StudyPlan,
     extend_lr_grid,
+    horizon_length,
     lattice_index,
     lattice_lr,
     plan_study,
@@ -107,7 +112,11 @@ class _Ledger:
     def in_time(self) -> bool:
         return time.perf_counter() < self.hard_deadline
 
-    def add(self, record: RunRecord, message: str) -> None:
+    def add(self, record: RunRecord, message: str, role: str) -> None:
+        """Count a run. Its `role` (HALVING_ROLE or one of advisor.records.EXTRA_RUN_ROLES) is stored with
+        it, so the dashboard can tell a pruned halving run from a trend or horizon run meant to be short or
+        long."""
+        record.meta["role"] = role
         self.runs.append(record)
         if self.progress:
             self.progress(len(self.runs), max(self.plan_runs, len(self.runs)), message)
@@ -251,18 +260,21 @@ def top_extras(
     for obs in best[: min(2, left)]:
         if ledger.affords(top):
             config = (obs.batch_size, obs.learning_rate)
-            _run_and_record(second_seed, data, config, top, top, first, by_rung, ledger)
+            _run_and_record(second_seed, data, config, top, top, first, by_rung, ledger, "second seed")
             left -= 1
+    # Edge runs leave the trend study or horizon runs planned after them their share of the budget.
+    reserve = plan.trend_runs * (plan.trend_examples or 0) + plan.horizon_runs * (plan.horizon_examples or 0)
     for _ in range(min(2, left)):
         fit = fit_surface(top_rung, batch_candidates=spec.batch_sizes)
         curve = fit.curves[fit.batch_size] if isinstance(fit, SurfaceFit) else None
-        if curve is None or curve.edge is None or not ledger.affords(top):
+        if curve is None or curve.edge is None or not ledger.affords(top + reserve):
             break
         beyond = _beyond_edge(spec, curve)
         if not beyond:
             break
         _grow(plan, [(curve.batch_size, beyond[0])])
-        _run_and_record(spec, data, (curve.batch_size, beyond[0]), top, top, first, by_rung, ledger)
+        edge = (curve.batch_size, beyond[0])
+        _run_and_record(spec, data, edge, top, top, first, by_rung, ledger, "edge")
 
 
 def _beyond_edge(spec: StudySpec, curve: CurveFit) -> list[float]:
@@ -283,6 +295,7 @@ def _run_and_record(
     eval_examples: int,
     by_rung: dict[int, list[Observation]],
     ledger: _Ledger,
+    role: str = HALVING_ROLE,
 ) -> None:
     """One run; its loss counts at the rung it was run to (earlier rungs are recorded by their own runs)."""
     record = run_to_rung(spec, data, config, top_examples=top, stop_at=stop_at, eval_examples=eval_examples)
@@ -291,6 +304,7 @@ def _run_and_record(
         record,
         f"B={config[0]} LR={config[1]:.3g} to {stop_at} examples: {record.status}"
         + (f", loss {record.eval_loss:.4f}" if record.eval_loss is not None else ""),
+        role,
     )
 
 
@@ -395,6 +409,7 @@ def calibrate(spec: StudySpec, data: PreparedData) -> tuple[float, float, RunRec
     steps = record.metrics.get("steps", [])
     train_seconds = steps[-1]["seconds"] if steps else total  # the steps only: taken before the evaluation
     per_example = max(train_seconds, 1e-3) / max(record.examples_seen, 1)
+    record.meta["role"] = "calibration"
     return per_example, max(0.0, total - train_seconds), record
 
 
@@ -463,7 +478,8 @@ def run_study(
     fits = rung_fits(by_rung, spec.batch_sizes)
     top = _top_fit(fits)
     trend = trend_study(proxy, data, plan, top, ledger) if top is not None else None
-    result = _finish(spec, plan, ledger, by_rung, fits, trend, provisional, beta, data)
+    horizon = horizon_study(proxy, data, plan, top, ledger) if top is not None else None
+    result = _finish(spec, plan, ledger, by_rung, fits, (trend, horizon), provisional, beta, data)
     if prior_evidence and isinstance(result.recommendation, Recommendation):
         result.recommendation.evidence["curvature_prior"] = prior_evidence
     if derive_methods and isinstance(result.recommendation, Recommendation):
@@ -549,7 +565,7 @@ def _finish(
     ledger: _Ledger,
     by_rung: dict[int, list[Observation]],
     fits: dict[int, SurfaceFit | NoRecommendation],
-    trend: TrendResult | None,
+    length_runs: tuple[TrendResult | None, TrendResult | None],
     provisional: Recommendation | None,
     beta: float,
     data: PreparedData,
@@ -569,7 +585,9 @@ def _finish(
     }
     rec = recommend_from_rungs(fits, by_rung, spec=spec, cost=cost, evidence=evidence)
     if isinstance(rec, Recommendation):
-        rec = _apply_size_trend(rec, plan, _top_fit(fits), by_rung[plan.top_examples], trend)
+        top = _top_fit(fits)
+        bowl = deepest_bowl(fits, top.batch_size) if top is not None else None
+        rec = _apply_size_trend(rec, plan, top, by_rung[plan.top_examples], *length_runs, bowl)
         rec = _confirm_on_target(spec, plan, rec, data, ledger, beta)
         rec.reasoning.insert(
             0,
@@ -583,11 +601,14 @@ def _finish(
 
 
 SIZE_EXPONENT_SD = 0.3  # how far γ may stray from seed 001's −0.25 on another model or task (a judgement)
+HORIZON_SPACING = 2  # lattice steps between the two horizon LRs: half a decade, a clear loss difference
+NOISE_FLOOR = 0.0025  # relative: below a quarter percent of the loss, seed noise is not believed to be zero
 
 
 @dataclass
 class TrendResult:
-    """LR* at B* measured on a third of the top rung's examples (complete runs), or why it was not."""
+    """Complete runs at B* of another length than the top rung's (a trend study on a third of its examples,
+    or horizon runs towards the real run's length), or why there were none."""
 
     examples: int
     batch_size: int
@@ -617,7 +638,8 @@ def trend_study(
                     spec, data, (batch, lr), top_examples=small, stop_at=small, eval_examples=small
                 )
                 observations.append(observation(record, small, small))
-                ledger.add(record, f"size trend B={batch} LR={lr:.3g} on {small} examples: {record.status}")
+                message = f"size trend B={batch} LR={lr:.3g} on {small} examples: {record.status}"
+                ledger.add(record, message, "trend")
         fit = fit_surface(observations, batch_candidates=[batch])
         curve = fit.curves.get(batch) if isinstance(fit, SurfaceFit) else None
         lrs = _beyond_edge(spec, curve) if curve is not None else []
@@ -628,52 +650,145 @@ def trend_study(
     return TrendResult(small, batch, fit=fit, observations=observations)
 
 
+def horizon_lrs(spec: StudySpec, top_lr: float, top_examples: int, length: int) -> list[float]:
+    """Two lattice LRs half a decade apart around where seed 001's γ moves LR*(top) at `length` examples,
+    shifted down as a pair when the higher one would leave the user's range."""
+    predicted = top_lr * (length / top_examples) ** SIZE_EXPONENT
+    low = lattice_index(predicted) - HORIZON_SPACING // 2
+    while low > lattice_index(spec.lr_range[0]) and lattice_lr(low + HORIZON_SPACING) > spec.lr_range[1]:
+        low -= 1
+    return [lattice_lr(low), lattice_lr(low + HORIZON_SPACING)]
+
+
+def horizon_study(
+    spec: StudySpec, data: PreparedData, plan: StudyPlan, top: SurfaceFit, ledger: _Ledger
+) -> TrendResult | None:
+    """`HORIZON_RUNS` complete runs at B*, as long as the budget left affords (≥ 2× the top rung, ≤ the real
+    run): where LR* has moved at a length near the real run's is measured, not extrapolated."""
+    if not plan.horizon_runs:
+        return None
+    length = horizon_length(plan, ledger.budget_examples - ledger.examples)
+    if length is None:
+        reason = "the runs before it left too little budget for 2 runs at twice the top rung's length"
+        return TrendResult(plan.horizon_examples or 0, top.batch_size, skipped=reason)
+    plan.dataset_sizes[-1] = length  # the plan now says what ran
+    observations: list[Observation] = []
+    for lr in horizon_lrs(spec, top.learning_rate, plan.top_examples, length):
+        if ledger.affords(length):
+            batch = top.batch_size
+            record = run_to_rung(
+                spec, data, (batch, lr), top_examples=length, stop_at=length, eval_examples=length
+            )
+            observations.append(observation(record, length, length))
+            ledger.add(
+                record, f"horizon B={batch} LR={lr:.3g} on {length} examples: {record.status}", "horizon"
+            )
+    return TrendResult(length, top.batch_size, observations=observations)
+
+
+Bowl = tuple[float, float]  # (c, L*): loss ≈ L* + c·(log10 lr − log10 LR*)² on one rung, at B*
+
+
+def deepest_bowl(fits: dict[int, SurfaceFit | NoRecommendation], batch: int) -> Bowl | None:
+    """The bowl at `batch` of the deepest rung that shows one: the top rung's optimum can sit on the edge of
+    the few LRs promoted to it, where a shallower rung's wider spread of LRs still shows the bowl's width."""
+    for _, fit in sorted(fits.items(), reverse=True):
+        curve = fit.curves.get(batch) if isinstance(fit, SurfaceFit) else None
+        coefficient = bowl_coefficient(curve) if curve is not None else None
+        if curve is not None and coefficient is not None:
+            return coefficient, curve.loss_star
+    return None
+
+
+def _horizon_measurement(top: SurfaceFit, horizon: TrendResult, bowl: Bowl | None) -> LrMeasurement | str:
+    """LR* at the horizon from its two runs and a rung's bowl, scaled to the horizon's loss level (a longer
+    run has a lower loss; the bowl's depth and the seed noise are taken to shrink in proportion)."""
+    finite = sorted((o.learning_rate, float(o.loss or 0.0)) for o in horizon.observations if not o.diverged)
+    if len(finite) < HORIZON_RUNS:
+        diverged = [o.learning_rate for o in horizon.observations if o.diverged]
+        if len(finite) == 1 and diverged and diverged[0] > finite[0][0]:
+            # The higher LR diverged: LR* is at or below the lower one, known to about one spacing.
+            return LrMeasurement(horizon.examples, math.log10(finite[0][0]), HORIZON_SPACING / 4)
+        return f"{len(finite)} of the {HORIZON_RUNS} horizon runs finished"
+    if bowl is None:
+        return "no rung shows a bowl at B* to read the horizon pair by"
+    coefficient, bowl_level = bowl
+    level = (finite[0][1] + finite[1][1]) / 2
+    noise = max(top.noise_sd, NOISE_FLOOR * top.loss) * level / top.loss
+    return vertex_of_pair(finite[0], finite[1], coefficient * level / bowl_level, noise, horizon.examples)
+
+
+def _trend_measurement(top: SurfaceFit, trend: TrendResult) -> LrMeasurement | str:
+    """LR* on the trend study's shorter runs, with its bootstrap spread (single seeds: at least as noisy as
+    the top rung)."""
+    if trend.fit is None:
+        return trend.skipped or "no trend run finished"
+    trend.fit.noise_sd = max(trend.fit.noise_sd, top.noise_sd)
+    spread = lr_star_sd(bootstrap_optimum(trend.observations, trend.fit, replicates=100))
+    return LrMeasurement(trend.examples, math.log10(trend.fit.learning_rate), spread)
+
+
 def _apply_size_trend(
     rec: Recommendation,
     plan: StudyPlan,
     top: SurfaceFit | None,
     top_observations: list[Observation],
     trend: TrendResult | None,
+    horizon: TrendResult | None = None,
+    bowl: Bowl | None = None,
 ) -> Recommendation:
-    """Move LR* from the top rung's length to the real run's along LR* ∝ N^γ: γ measured between the trend
-    study and the top rung, shrunk towards seed 001's −0.25 by how well it was measured; the prior alone
-    when there is no trend study."""
+    """Move LR* from the top rung's length to the real run's along LR* ∝ N^γ: a straight line in log-log
+    through the top rung's LR*, whatever the trend study or the horizon runs measured, and seed 001's prior
+    γ = −0.25 ± 0.3 (`fits.lr_path`); the prior alone when nothing else was measured."""
     reached, full = plan.top_examples, plan.full_examples
     if full <= reached:
         return rec
     evidence: dict[str, Any] = {"from_examples": reached, "to_examples": full}
-    exponent, source = SIZE_EXPONENT, "seed 001's prior"
-    if trend is not None and trend.fit is not None and top is not None:
-        measured = size_trend({trend.examples: trend.fit, reached: top})  # both LR* at the same B*
-        assert measured is not None
-        trend.fit.noise_sd = max(trend.fit.noise_sd, top.noise_sd)  # 4 single-seed points: at least as noisy
-        spread = [
-            lr_star_sd(bootstrap_optimum(obs, fit, replicates=100))
-            for obs, fit in ((trend.observations, trend.fit), (top_observations, top))
-        ]
-        measured_sd = math.hypot(*spread) / math.log10(reached / trend.examples)
-        exponent, weight = shrink_exponent(measured.lr_exponent, measured_sd, SIZE_EXPONENT, SIZE_EXPONENT_SD)
+    measurements: list[LrMeasurement] = []
+    if top is not None:
+        if bowl is None:
+            bowl = deepest_bowl({reached: top}, top.batch_size)
+        for kind, runs in (("trend", trend), ("horizon", horizon)):
+            if runs is None:
+                continue
+            measured = (
+                _trend_measurement(top, runs) if kind == "trend" else _horizon_measurement(top, runs, bowl)
+            )
+            evidence[kind] = {
+                "examples": runs.examples,
+                "runs": [{"learning_rate": o.learning_rate, "loss": o.loss} for o in runs.observations],
+            }
+            if isinstance(measured, str):
+                evidence[kind]["skipped"] = runs.skipped or measured
+                continue
+            measurements.append(measured)
+            evidence[kind] |= {"lr_star": 10**measured.log_lr, "sd_decades": measured.sd}
+    if not measurements or top is None:
+        exponent, factor = SIZE_EXPONENT, (full / reached) ** SIZE_EXPONENT
+        source, spread = "seed 001's prior", SIZE_EXPONENT_SD * math.log10(full / reached)
+    else:
+        anchor_sd = lr_star_sd(bootstrap_optimum(top_observations, top, replicates=100))
+        anchor = LrMeasurement(reached, math.log10(top.learning_rate), anchor_sd)
+        path = lr_path(anchor, measurements, SIZE_EXPONENT, SIZE_EXPONENT_SD)
+        at_full, spread = path.log_lr_at(full)
+        exponent, factor = path.exponent, 10 ** (at_full - anchor.log_lr)
+        said = "; ".join(f"LR* {10**m.log_lr:.3g} ± {m.sd:.2f} decades on {m.examples}" for m in measurements)
         source = (
-            f"measured {measured.lr_exponent:.2f} ± {measured_sd:.2f} between {trend.examples} and "
-            f"{reached} examples, weighted {weight:.0%} against seed 001's prior "
-            f"{SIZE_EXPONENT:.2f} ± {SIZE_EXPONENT_SD}"
+            f"a line through the top rung's LR* ({top.learning_rate:.3g} ± {anchor_sd:.2f} decades), {said} "
+            f"examples at B* = {top.batch_size}, and seed 001's prior {SIZE_EXPONENT:.2f} ± "
+            f"{SIZE_EXPONENT_SD}"
         )
-        evidence |= {
-            "sizes": measured.sizes,
-            "lr_stars": measured.lr_stars,
-            "batch_size": top.batch_size,
-            "measured_exponent": measured.lr_exponent,
-            "measured_sd": measured_sd,
-            "weight": weight,
-        }
-    elif trend is not None and trend.skipped:
-        evidence["trend_skipped"] = trend.skipped
-    factor = (full / reached) ** exponent
+    skipped = [
+        f" (the {kind} runs told nothing: {e['skipped']})"
+        for kind, e in evidence.items()
+        if isinstance(e, dict) and "skipped" in e
+    ]
     sentence = (
         f"The top rung trained on {reached} of the real run's {full} examples; LR* ∝ N^{exponent:.2f} "
-        f"({source}) moves the LR by ×{factor:.2f} to the real run's length."
+        f"({source}) moves the LR by ×{factor:.2f} to the real run's length (±{spread:.2f} decades)"
+        f"{''.join(skipped)}."
     )
-    evidence |= {"lr_exponent": exponent, "source": source}
+    evidence |= {"lr_exponent": exponent, "source": source, "factor": factor, "sd_decades_at_full": spread}
     return with_lr_scaled(rec, factor, sentence, evidence_key="size_trend", evidence=evidence)
 
 
@@ -738,7 +853,7 @@ def _confirm_on_target(
             stop_at=examples,
             eval_examples=examples,
         )
-        ledger.add(record, f"target confirmation LR={lr:.3g}: {record.status}")
+        ledger.add(record, f"target confirmation LR={lr:.3g}: {record.status}", "target confirmation")
         confirmations.append((lr, loss_at(record, examples)))
     moved = transfer_to_target(
         rec,

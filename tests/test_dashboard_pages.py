@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from advisor.storage.db import Database
 from api import testing
 from api.app import create_app
-from api.dashboard import sample
+from api.dashboard import figures, sample
 
 HTML = "text/html; charset=utf-8"
 
@@ -146,3 +146,21 @@ def test_embedded_json_cannot_close_the_script(tmp_path: Path) -> None:
 
     text = embed_json({"message": "</script><script>alert(1)</script>"})
     assert "<" not in text and json.loads(text)["message"].startswith("</script>")
+
+
+def test_the_timeline_tells_horizon_and_second_seed_runs_from_pruned_ones() -> None:
+    def run(index: int, lr: float, examples: int, status: str, role: str | None) -> figures.RunPoint:
+        return figures.RunPoint(index, index, status, None, 4, lr, 3.0, examples, (), role)
+
+    runs = [
+        run(1, 0.01, 32, "pruned", "halving"),
+        run(2, 0.02, 32, "pruned", "halving"),
+        run(3, 0.01, 96, "success", "halving"),
+        run(4, 0.01, 96, "success", "second seed"),
+        run(5, 0.01, 600, "success", "horizon"),
+        run(6, 0.03, 40, "success", None),  # stored before roles: judged by the halving's runs alone
+    ]
+    timeline = figures.timeline(runs)
+    assert timeline is not None
+    named = {trace["name"]: trace["x"] for trace in timeline["data"]}
+    assert named == {"promoted": [1], "pruned": [2, 6], "top rung": [3], "second seed": [4], "horizon": [5]}

@@ -11,14 +11,17 @@ from advisor.science.fits import (
     GRID_STEP,
     BootstrapSummary,
     GridEdge,
+    LrMeasurement,
     Observation,
     SurfaceFit,
     bootstrap_optimum,
+    bowl_coefficient,
     confidence_score,
+    fit_curve,
     fit_surface,
+    lr_path,
     lr_star_sd,
-    shrink_exponent,
-    size_trend,
+    vertex_of_pair,
 )
 from advisor.science.planner import lr_grid
 from advisor.science.recommendation import NoRecommendation
@@ -138,24 +141,52 @@ def test_no_runs_is_a_no_recommendation() -> None:
     assert isinstance(fit_surface([]), NoRecommendation)
 
 
-def test_dataset_size_trend_recovers_power_law_slopes() -> None:
-    fits = {}
-    for size in (1_000, 3_000, 9_000):
-        lr_at_16 = 1e-3 * (size / 1_000) ** -0.25
-        fits[size] = fitted(surface(lr_grid(lr_at_16), lr_at_16=lr_at_16))
-    trend = size_trend(fits)
-    assert trend is not None
-    assert trend.lr_exponent == pytest.approx(-0.25, abs=0.05)
-    assert trend.batch_exponent == pytest.approx(0.0, abs=1e-9)
-    batch, lr = trend.predict(27_000)
-    assert batch == pytest.approx(32) and decades_between(lr, true_lr_star(32, 1e-3 * 27**-0.25)) < GRID_STEP
+def test_a_precise_measurement_at_a_longer_run_pins_the_lr_path_and_a_noisy_one_barely_moves_it() -> None:
+    # LR* is 0.1 at 300 examples (±0.1 decade) and truly falls as N^-0.8; the real run sees 3000.
+    anchor = LrMeasurement(300, -1.0, 0.1)
+    at_900 = -1.0 - 0.8 * math.log10(3)
+    precise = lr_path(anchor, [LrMeasurement(900, at_900, 0.05)], prior_exponent=-0.25, prior_sd=0.3)
+    noisy = lr_path(anchor, [LrMeasurement(900, at_900, 1.0)], prior_exponent=-0.25, prior_sd=0.3)
+    prior_only = lr_path(anchor, [], prior_exponent=-0.25, prior_sd=0.3)
+    assert prior_only.exponent == pytest.approx(-0.25) and prior_only.log_lr_at(300) == pytest.approx(
+        (-1.0, 0.1)
+    )
+    assert precise.exponent < -0.5 < noisy.exponent < -0.25
+    truth = -1.0 - 0.8
+    (precise_mean, precise_sd), (noisy_mean, _) = precise.log_lr_at(3000), noisy.log_lr_at(3000)
+    assert abs(precise_mean - truth) < abs(noisy_mean - truth) and abs(precise_mean - truth) < 2 * precise_sd
+    assert precise_sd < prior_only.log_lr_at(3000)[1]  # measuring narrows the answer at the real run
 
 
-def test_a_precisely_measured_exponent_outweighs_its_prior_and_a_noisy_one_does_not() -> None:
-    precise, weight = shrink_exponent(-1.0, 0.1, prior=-0.25, prior_sd=0.3)
-    assert weight == pytest.approx(0.9) and precise == pytest.approx(-0.925)
-    noisy, weight = shrink_exponent(-1.0, 0.9, prior=-0.25, prior_sd=0.3)
-    assert weight == pytest.approx(0.1) and noisy == pytest.approx(-0.325)
+def test_a_measurement_at_the_anchor_length_sharpens_the_anchor_not_the_exponent() -> None:
+    path = lr_path(LrMeasurement(300, -1.0, 0.2), [LrMeasurement(300, -1.2, 0.2)], -0.25, 0.3)
+    assert path.intercept == pytest.approx(-1.1) and path.exponent == pytest.approx(-0.25)
+    assert path.log_lr_at(300)[1] == pytest.approx(0.2 / math.sqrt(2))
+
+
+def test_two_runs_and_a_known_bowl_width_locate_the_vertex() -> None:
+    def loss(lr: float) -> float:
+        return 2.0 + 0.3 * (math.log10(lr) + 1.4) ** 2  # LR* = 10^-1.4 ≈ 0.04
+
+    pair = [(lr, loss(lr)) for lr in (0.0356, 0.112)]
+    found = vertex_of_pair(pair[0], pair[1], bowl=0.3, noise_sd=0.01, examples=900)
+    assert found.log_lr == pytest.approx(-1.4) and found.examples == 900
+    assert found.sd == pytest.approx(
+        max(0.01 * math.sqrt(2) / (2 * 0.3 * 0.5), GRID_STEP / math.sqrt(12)), rel=0.01
+    )
+    far = vertex_of_pair(pair[0], (0.112, loss(0.112) + 1.0), bowl=0.3, noise_sd=0.01, examples=900)
+    assert far.log_lr == pytest.approx(math.log10(0.0356) - 0.25, abs=0.01)  # at most half a spacing out
+    assert far.sd >= math.log10(0.112 / 0.0356) / 2  # a clamped vertex is known only to half a spacing
+
+
+def test_the_bowl_width_comes_from_the_quadratic_or_from_three_points_around_the_best() -> None:
+    grid = [1e-3 * 10 ** (k / 4) for k in range(-2, 3)]
+    quadratic = fit_curve(16, [(lr, 2.0 + 0.2 * math.log10(lr / 1e-3) ** 2) for lr in grid])
+    assert quadratic is not None and bowl_coefficient(quadratic) == pytest.approx(0.2)
+    three = fit_curve(16, [(1e-3, 2.1), (1.78e-3, 2.0), (3.16e-3, 2.1)], noise_sd=None)
+    assert three is not None and bowl_coefficient(three) == pytest.approx(0.1 / 0.25**2, rel=0.02)
+    edge = fit_curve(16, [(1e-3, 2.0), (1.78e-3, 2.1), (3.16e-3, 2.15)])  # concave, best at an end
+    assert edge is not None and bowl_coefficient(edge) is None  # the best is the lowest LR: no bowl seen
 
 
 def test_lr_star_spread_comes_from_the_bootstrap_interval_but_never_beats_the_grid_resolution() -> None:

@@ -9,6 +9,8 @@ import pytest
 
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.planner import (
+    HORIZON_MIN_RATIO,
+    HORIZON_RUNS,
     TOP_EXTRAS,
     TREND_LRS,
     CurvaturePrior,
@@ -86,12 +88,13 @@ def test_the_plan_fits_the_budget_and_states_its_cost_up_front() -> None:
     assert "Estimated cost" in text and f"{tight.estimated_runs} runs" in text
 
 
-def test_a_short_budget_adds_a_subset_study_for_the_dataset_size_trend() -> None:
+def test_a_short_budget_adds_horizon_runs_towards_the_real_runs_length() -> None:
     plan = plan_study(spec(), n_train=50_000, seconds_per_example=0.01, budget_seconds=600)
-    assert plan.dataset_sizes == [plan.top_examples // 3, plan.top_examples]
-    assert plan.trend_runs == TREND_LRS and plan.trend_examples == plan.top_examples // 3
     assert plan.full_examples == 50_000 and plan.top_examples < 50_000 / 2
-    assert f"dataset-size trend of {TREND_LRS} runs" in plan.describe()
+    assert plan.horizon_runs == HORIZON_RUNS and plan.horizon_examples is not None
+    assert HORIZON_MIN_RATIO * plan.top_examples <= plan.horizon_examples <= plan.full_examples
+    assert plan.dataset_sizes == [plan.top_examples, plan.horizon_examples]
+    assert f"{HORIZON_RUNS} horizon runs × {plan.horizon_examples} examples" in plan.describe()
 
 
 def small_task(examples: int) -> StudySpec:
@@ -109,12 +112,20 @@ def test_every_plan_that_can_afford_it_reruns_the_top_configs_with_a_second_seed
     assert roomy.estimated_examples <= 9000
 
 
-def test_the_second_seed_comes_before_the_trend_and_the_trend_before_edge_runs() -> None:
-    tight = plan_study(small_task(4000), n_train=900)  # 288 of 900 examples at the top: a trend is wanted
-    assert tight.top_extras == 2 and tight.trend_runs == 0  # room for the second seeds only
+def test_second_seeds_come_first_then_horizon_runs_or_a_cheaper_trend_study_then_edge_runs() -> None:
+    # 288 of 900 examples at the top rung: LR* has to be moved to the real run's length.
+    tight = plan_study(small_task(4000), n_train=900)
+    assert tight.top_extras == 2 and not tight.trend_runs and not tight.horizon_runs  # second seeds only
+    middling = plan_study(small_task(4400), n_train=900)  # no room for 2 runs of 576: the subset study
+    assert middling.trend_runs == TREND_LRS and middling.trend_examples == middling.top_examples // 3
+    assert f"dataset-size trend of {TREND_LRS} runs" in middling.describe()
     enough = plan_study(small_task(6000), n_train=900)
-    assert enough.top_extras == TOP_EXTRAS and enough.trend_runs == TREND_LRS
-    assert enough.estimated_examples <= 6000
+    assert enough.horizon_runs == HORIZON_RUNS and enough.horizon_examples == 900  # the real run's length
+    roomy = plan_study(small_task(7000), n_train=900)
+    assert roomy.horizon_runs == HORIZON_RUNS and roomy.top_extras == TOP_EXTRAS  # and edge runs at the top
+    assert all(
+        p.estimated_examples <= b for p, b in ((tight, 4000), (middling, 4400), (enough, 6000), (roomy, 7000))
+    )
 
 
 def test_the_calibration_run_counts_against_an_examples_budget() -> None:

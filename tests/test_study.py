@@ -14,7 +14,7 @@ from advisor.cli_recommend import add_recommend, render
 from advisor.records import RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.knowledge import SIZE_EXPONENT
-from advisor.science.planner import Rung, lattice_index, lattice_lr, plan_study
+from advisor.science.planner import Rung, StudyPlan, lattice_index, lattice_lr, plan_study
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.specs import StudySpec, parse_spec
 from proxy_runs.study import (
@@ -22,6 +22,8 @@ from proxy_runs.study import (
     TrendResult,
     _apply_size_trend,
     curvature_prior,
+    deepest_bowl,
+    horizon_lrs,
     loss_at,
     promote,
     recommend_from_rungs,
@@ -169,6 +171,8 @@ def test_the_best_top_rung_configs_are_rerun_with_a_second_seed(study: tuple[Stu
     seed = result.plan.seeds[0]
     second = [r for r in result.runs if r.config.seed == seed + 1]
     assert 1 <= len(second) <= 2 and all(r.examples_seen == top for r in second)
+    assert all(r.meta["role"] == "second seed" for r in second)  # the dashboard tells them from the halving
+    assert result.runs[0].meta["role"] == "calibration"
     first_seed_top = {
         (r.config.batch_size, r.config.learning_rate) for r in result.runs if r.examples_seen == top
     }
@@ -185,22 +189,73 @@ def bowl_runs(lr_star: float, examples: int, seeds: int = 1) -> list[Observation
     ]
 
 
-def test_a_measured_dataset_size_trend_moves_the_lr_shrunk_towards_the_prior(tiny_spec: StudySpec) -> None:
-    # LR* is 0.0356 on 100 examples and 0.0112 (half a decade lower) on 300: γ measured = −1.05.
-    top_runs, trend_runs = bowl_runs(0.0112, 300, seeds=2), bowl_runs(0.0356, 100)
-    top_fit, trend_fit = fit_surface(top_runs), fit_surface(trend_runs)
-    assert isinstance(top_fit, SurfaceFit) and isinstance(trend_fit, SurfaceFit)
-    plan = plan_study(tiny_spec, n_train=3000)  # the real run sees 3000 examples
+def short_top_rung(
+    spec: StudySpec, top_runs: list[Observation]
+) -> tuple[StudyPlan, SurfaceFit, Recommendation]:
+    """A plan whose top rung saw 300 of the real run's 3000 examples, and the top rung's answer."""
+    top_fit = fit_surface(top_runs)
+    assert isinstance(top_fit, SurfaceFit)
+    plan = plan_study(spec, n_train=3000)
     plan.rungs[-1] = Rung(300, 3)
     cost = Cost(proxy_seconds=0, examples_seen=0, runs=0)
-    rec = recommend_from_rungs({300: top_fit}, {300: top_runs}, spec=tiny_spec, cost=cost, evidence={})
+    rec = recommend_from_rungs({300: top_fit}, {300: top_runs}, spec=spec, cost=cost, evidence={})
     assert isinstance(rec, Recommendation)
+    return plan, top_fit, rec
+
+
+def test_a_measured_dataset_size_trend_moves_the_lr_between_the_measurement_and_the_prior(
+    tiny_spec: StudySpec,
+) -> None:
+    # LR* is 0.0356 on 100 examples and 0.0112 (half a decade lower) on 300: γ measured = −1.05.
+    top_runs, trend_runs = bowl_runs(0.0112, 300, seeds=2), bowl_runs(0.0356, 100)
+    plan, top_fit, rec = short_top_rung(tiny_spec, top_runs)
+    trend_fit = fit_surface(trend_runs)
+    assert isinstance(trend_fit, SurfaceFit)
     moved = _apply_size_trend(rec, plan, top_fit, top_runs, TrendResult(100, 8, trend_fit, trend_runs))
     trend = moved.evidence["size_trend"]
-    assert trend["measured_exponent"] == pytest.approx(-1.05, abs=0.05)
-    assert -1.05 < trend["lr_exponent"] < SIZE_EXPONENT  # between the measurement and the prior
-    assert trend["weight"] > 0.5  # clean bowls: the measurement dominates
-    assert moved.learning_rate == pytest.approx(rec.learning_rate * 10 ** trend["lr_exponent"], rel=1e-6)
+    assert trend["trend"]["lr_star"] == pytest.approx(0.0356, rel=0.05)
+    assert -1.05 < trend["lr_exponent"] < SIZE_EXPONENT - 0.1  # pulled well away from the prior
+    assert moved.learning_rate == pytest.approx(rec.learning_rate * trend["factor"], rel=1e-6)
+    assert "a line through the top rung's LR*" in moved.reasoning[-1]
+
+
+def test_horizon_runs_near_the_real_run_carry_the_lr_where_they_found_it(tiny_spec: StudySpec) -> None:
+    # LR* is 0.0356 after 300 examples and 0.0112 after the real run's 3000 (γ = −0.5, twice the prior's).
+    top_runs = bowl_runs(0.0356, 300, seeds=2)
+    plan, top_fit, rec = short_top_rung(tiny_spec, top_runs)
+    lrs = horizon_lrs(tiny_spec, top_fit.learning_rate, 300, 3000)
+    assert len(lrs) == 2 and math.log10(lrs[1] / lrs[0]) == pytest.approx(0.5, abs=0.01)
+    horizon_runs = [  # the longer run has a lower loss; its bowl keeps its shape relative to that level
+        Observation(8, lr, 0.8 * (2.0 + 0.2 * math.log10(lr / 0.0112) ** 2), 0, 3000, 3000) for lr in lrs
+    ]
+    moved = _apply_size_trend(rec, plan, top_fit, top_runs, None, TrendResult(3000, 8, None, horizon_runs))
+    evidence = moved.evidence["size_trend"]
+    assert evidence["horizon"]["examples"] == 3000 and len(evidence["horizon"]["runs"]) == 2
+    assert abs(math.log10(moved.learning_rate / 0.0112)) < 0.1  # the prior alone would say 0.02
+    prior_only = _apply_size_trend(rec, plan, top_fit, top_runs, None, None)
+    assert prior_only.learning_rate == pytest.approx(rec.learning_rate * 10**SIZE_EXPONENT, rel=1e-6)
+
+
+def test_a_diverged_horizon_run_is_said_and_the_lr_falls_back_on_the_prior(tiny_spec: StudySpec) -> None:
+    top_runs = bowl_runs(0.0356, 300, seeds=2)
+    plan, top_fit, rec = short_top_rung(tiny_spec, top_runs)
+    lows = [Observation(8, lr, None, 0, 3000, 3000) for lr in (0.0112, 0.0356)]  # both diverged
+    moved = _apply_size_trend(rec, plan, top_fit, top_runs, None, TrendResult(3000, 8, None, lows))
+    assert "0 of the 2 horizon runs finished" in moved.evidence["size_trend"]["horizon"]["skipped"]
+    assert "the horizon runs told nothing" in moved.reasoning[-1]
+    assert moved.learning_rate == pytest.approx(rec.learning_rate * 10**SIZE_EXPONENT, rel=1e-6)
+
+
+def test_a_top_rung_without_a_bowl_borrows_the_bowl_width_of_a_shallower_rung() -> None:
+    shallow = fit_surface(bowl_runs(0.02, 96))  # 5 LRs around 0.02: a clean bowl, c = 0.2
+    edge_only = [  # the best is the lowest LR promoted, and the rest is concave: no bowl at the top
+        Observation(8, lr, loss, 0, 300, 300) for lr, loss in ((0.02, 2.0), (0.0356, 2.15), (0.0632, 2.2))
+    ]
+    top = fit_surface(edge_only)
+    assert isinstance(shallow, SurfaceFit) and isinstance(top, SurfaceFit)
+    assert deepest_bowl({300: top}, 8) is None
+    coefficient, level = deepest_bowl({96: shallow, 300: top}, 8) or (0.0, 0.0)
+    assert coefficient == pytest.approx(0.2) and level == pytest.approx(2.0)
 
 
 def test_pissa_is_centred_by_its_curvature_ratio_to_lora_and_lora_is_not(tiny_spec: StudySpec) -> None:

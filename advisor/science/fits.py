@@ -434,35 +434,6 @@ def confidence_score(surface: SurfaceFit, bootstrap: BootstrapSummary | None) ->
 # 4. Dataset-size trend --------------------------------------------------------------------------------------
 
 
-@dataclass
-class SizeTrend:
-    """How B* and LR* move with the number of training examples N (power laws in N)."""
-
-    sizes: list[int]
-    batch_stars: list[int]
-    lr_stars: list[float]
-    lr_exponent: float  # d log LR* / d log N (seed 001: LR* drifts down ~3× from 5k to 395k, ≈ −0.25)
-    batch_exponent: float  # d log B* / d log N (critical-batch theory: B* grows with N)
-
-    def predict(self, size: int) -> tuple[float, float]:
-        """(B*, LR*) extrapolated to `size` from the largest measured subset."""
-        ratio = size / self.sizes[-1]
-        return self.batch_stars[-1] * ratio**self.batch_exponent, self.lr_stars[-1] * ratio**self.lr_exponent
-
-
-def size_trend(fits: dict[int, SurfaceFit]) -> SizeTrend | None:
-    """Power-law slopes of B* and LR* against dataset size, from 2 or more subset sizes."""
-    if len(fits) < 2:
-        return None
-    sizes = sorted(fits)
-    logn = np.log10(sizes)
-    lr_stars = [fits[n].learning_rate for n in sizes]
-    batch_stars = [fits[n].batch_size for n in sizes]
-    lr_slope = float(np.polyfit(logn, np.log10(lr_stars), 1)[0])
-    batch_slope = float(np.polyfit(logn, np.log10(batch_stars), 1)[0])
-    return SizeTrend(sizes, batch_stars, lr_stars, lr_slope, batch_slope)
-
-
 LR_QUANTISATION_SD = GRID_STEP / math.sqrt(12)  # decades: an optimum known only to the nearest grid point
 
 
@@ -475,11 +446,89 @@ def lr_star_sd(bootstrap: BootstrapSummary) -> float:
     return max(bootstrap.lr_width_decades / z, LR_QUANTISATION_SD)
 
 
-def shrink_exponent(
-    measured: float, measured_sd: float, prior: float, prior_sd: float
-) -> tuple[float, float]:
-    """(exponent, weight of the measurement): the precision-weighted mean of a measured exponent and its
-    prior. Two noisy LR* a factor 3 apart in N measure γ to ±0.7 at best on a tiny task; the prior keeps
-    such a measurement from moving the answer further than its evidence warrants."""
-    weight = prior_sd**2 / (prior_sd**2 + measured_sd**2)
-    return weight * measured + (1 - weight) * prior, weight
+def bowl_coefficient(curve: CurveFit) -> float | None:
+    """c in loss ≈ L* + c·(log10 lr − log10 LR*)²: the quadratic's when it is convex, else a finite difference
+    over the best tested LR and its two neighbours; None when neither shows a bowl."""
+    if curve.kind == "quadratic" and curve.coefficients[2] > 0:
+        return curve.coefficients[2]
+    finite = [(math.log10(lr), loss) for lr, loss in curve.tested if loss is not None]
+    best = min(range(len(finite)), key=lambda i: finite[i][1])
+    if not 0 < best < len(finite) - 1:
+        return None
+    (x0, y0), (x1, y1), (x2, y2) = finite[best - 1 : best + 2]
+    # Second divided difference: exact for a parabola through the three points, even on an uneven grid.
+    c = ((y2 - y1) / (x2 - x1) - (y1 - y0) / (x1 - x0)) / (x2 - x0)
+    return c if c > 0 else None
+
+
+@dataclass(frozen=True)
+class LrMeasurement:
+    """log10 LR* measured on runs of `examples` examples, give or take `sd` decades (one standard
+    deviation)."""
+
+    examples: int
+    log_lr: float
+    sd: float
+
+
+def vertex_of_pair(
+    low: tuple[float, float], high: tuple[float, float], bowl: float, noise_sd: float, examples: int
+) -> LrMeasurement:
+    """LR* from two runs, (lr, loss) a known distance apart, and the bowl's width c measured elsewhere.
+
+    With loss = L* + c·(x − x*)², two points fix x*: x* = (x₁ + x₂)/2 − (y₁ − y₂) / (2c·(x₁ − x₂)). Its
+    spread is σ·√2 / (2c·d) for seed noise σ and spacing d. The vertex is kept within half a spacing beyond
+    the pair (further out the bowl is no longer a parabola: the high side turns into a cliff), and a
+    clamped vertex is known only to that half spacing.
+    """
+    (x1, y1), (x2, y2) = (math.log10(low[0]), low[1]), (math.log10(high[0]), high[1])
+    spacing = x2 - x1
+    vertex = (x1 + x2) / 2 - (y1 - y2) / (2 * bowl * (x1 - x2))
+    sd = max(noise_sd * math.sqrt(2) / (2 * bowl * spacing), LR_QUANTISATION_SD)
+    clamped = min(max(vertex, x1 - spacing / 2), x2 + spacing / 2)
+    if clamped != vertex:
+        sd = max(sd, spacing / 2)
+    return LrMeasurement(examples, clamped, sd)
+
+
+@dataclass(frozen=True)
+class LrPath:
+    """log10 LR*(N) = intercept + exponent · log10(N / anchor): the posterior of a straight line in log-log.
+
+    `covariance` is of (intercept, exponent); the line's spread at any N follows from it.
+    """
+
+    anchor_examples: int
+    intercept: float
+    exponent: float
+    covariance: tuple[tuple[float, float], tuple[float, float]]
+
+    def log_lr_at(self, examples: int) -> tuple[float, float]:
+        """(mean, sd) of log10 LR* at `examples`."""
+        ell = math.log10(examples / self.anchor_examples)
+        h = np.array([1.0, ell])
+        variance = float(h @ np.array(self.covariance) @ h)
+        return self.intercept + self.exponent * ell, math.sqrt(max(variance, 0.0))
+
+
+def lr_path(
+    anchor: LrMeasurement, measurements: Sequence[LrMeasurement], prior_exponent: float, prior_sd: float
+) -> LrPath:
+    """Bayesian straight line through LR* measured at several run lengths, LR* ∝ N^γ.
+
+    Unknowns: log10 LR* at the anchor (the top rung; prior = its own measurement and spread) and γ (prior =
+    seed 001's −0.25 ± `prior_sd`). Each other measurement at N_i observes intercept + γ·log10(N_i/anchor)
+    with its own spread. A Gaussian linear model, so the posterior is closed form: a precise measurement
+    far from the anchor pins the line; a noisy one close to it barely moves γ off its prior. Measuring at a
+    longer run (interpolating towards the real run) is worth more than at a shorter one (extrapolating).
+    """
+    precision = np.diag([1 / anchor.sd**2, 1 / prior_sd**2])
+    weighted = np.array([anchor.log_lr / anchor.sd**2, prior_exponent / prior_sd**2])
+    for m in measurements:
+        h = np.array([1.0, math.log10(m.examples / anchor.examples)])
+        precision += np.outer(h, h) / m.sd**2
+        weighted += h * m.log_lr / m.sd**2
+    covariance = np.linalg.inv(precision)
+    intercept, exponent = covariance @ weighted
+    (a, b), (c, d) = covariance.tolist()
+    return LrPath(anchor.examples, float(intercept), float(exponent), ((a, b), (c, d)))

@@ -13,12 +13,16 @@ Numbers a plan is made of:
   which measures the seed-to-seed noise that sets ε, the bootstrap's spread and the trend's weight
   (without it the noise is guessed from fit residuals, which can be off by 10× either way), then up to 2
   more LRs at B* when the top rung's optimum sits on the edge of the LRs promoted to it.
-- Dataset-size trend: when the top rung sees less than half of the real run, 4 LRs at B* are trained as
-  complete runs on a third of the top rung's examples; LR* at the two sizes gives LR* ∝ N^γ, which moves
-  the answer to the real run's length (a measured γ instead of seed 001's prior −0.25).
+- Run length: when the top rung sees less than half of the real run, LR* has to move to the real run's
+  length along LR* ∝ N^γ (seed 001's prior γ = −0.25; on short runs it can be far steeper). Best, when the
+  budget left after the second seeds affords it: 2 "horizon" runs at B*, complete runs at least twice the
+  top rung's length (up to the real run's), at two LRs half a decade apart around the prior's prediction;
+  their losses and the top rung's bowl locate LR* there, interpolating towards the real run. Otherwise a
+  trend study: 4 LRs at B* as complete runs on a third of the top rung's examples (extrapolating away
+  from the real run, so it is worth less). Either measurement and the prior combine in `fits.lr_path`.
 - Cost: a promoted config restarts from scratch (train_proxy cannot resume), so rung r costs
-  configs_r × examples_r; the study's total is the rungs, the top extras, the trend runs and the target's
-  confirmation runs.
+  configs_r × examples_r; the study's total is the rungs, the top extras, the trend or horizon runs and
+  the target's confirmation runs.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ MIN_LRS = 5  # a tight budget narrows the LR grid to no fewer points than this (
 TOP_EXTRAS = 4  # runs of top-rung length reserved for an edge at the top rung and second-seed replicates
 TREND_LRS = 4  # LRs at B* in the trend study: LR*(top) and 1 step below, 2 above (LR* falls with N)
 TREND_MIN_STEPS = 6  # a trend run needs this many optimizer steps at B* to say anything about LR*
+HORIZON_RUNS = 2  # LRs at B* trained at the horizon: two points and the top rung's bowl width fix a vertex
+HORIZON_MIN_RATIO = 2  # horizon runs only pay off at least 2× the top rung's length (else the trend study)
 PROXY_RANK = 8  # seed 000: B* is roughly rank-invariant, so a sibling proxy trains at a low rank
 DEFAULT_SECONDS_PER_EXAMPLE = 0.02  # before calibration; the study measures the real throughput
 # The method's usual LR when nothing better is known (seed 001 LoRA 2e-4; seed 002 BaLoRA ≈ 3e-6…8e-6).
@@ -76,7 +82,8 @@ class StudyPlan:
     batch_sizes: list[int]
     learning_rates: list[float]
     rungs: list[Rung]
-    dataset_sizes: list[int]  # [top rung] or [trend size, top rung]: two sizes give the dataset-size trend
+    # Run lengths at which LR* is measured at B*: [top rung], [trend size, top rung] or [top rung, horizon].
+    dataset_sizes: list[int]
     seeds: list[int]
     full_examples: int = (
         0  # examples the real run sees (epochs × training split): where trends extrapolate to
@@ -84,6 +91,7 @@ class StudyPlan:
     confirm_lrs: int = 0  # short runs of this many LRs on the target, when the budget allows
     top_extras: int = 0  # runs of top-rung length after halving: an edge at the top, second seeds
     trend_runs: int = 0  # complete runs on dataset_sizes[0] examples at B*, for the dataset-size trend
+    horizon_runs: int = 0  # complete runs on dataset_sizes[-1] examples at B*, towards the real run's length
     seconds_per_example: float = DEFAULT_SECONDS_PER_EXAMPLE
     run_overhead_seconds: float = 0.0  # model setup and evaluations, per run
     eta: int = ETA
@@ -101,17 +109,26 @@ class StudyPlan:
     @property
     def trend_examples(self) -> int | None:
         """Examples of each trend run (a complete run on a subset); None without a trend study."""
-        return self.dataset_sizes[0] if len(self.dataset_sizes) > 1 else None
+        return self.dataset_sizes[0] if self.dataset_sizes[0] < self.top_examples else None
+
+    @property
+    def horizon_examples(self) -> int | None:
+        """Examples of each horizon run (longer than the top rung); None without horizon runs."""
+        return self.dataset_sizes[-1] if self.dataset_sizes[-1] > self.top_examples else None
 
     @property
     def estimated_runs(self) -> int:
         halving = sum(r.configs for r in self.rungs)
-        return halving + self.top_extras + self.trend_runs + self.confirm_lrs
+        return halving + self.top_extras + self.trend_runs + self.horizon_runs + self.confirm_lrs
 
     @property
     def estimated_examples(self) -> int:
         halving = sum(r.configs * r.examples for r in self.rungs)
-        extras = self.top_extras * self.top_examples + self.trend_runs * (self.trend_examples or 0)
+        extras = (
+            self.top_extras * self.top_examples
+            + self.trend_runs * (self.trend_examples or 0)
+            + self.horizon_runs * (self.horizon_examples or 0)
+        )
         return halving + extras + self.confirm_lrs * self.rungs[0].examples
 
     @property
@@ -130,6 +147,8 @@ class StudyPlan:
         parts = [f"{self.top_extras} top-rung runs (edge, second seed)"] if self.top_extras else []
         if self.trend_runs:
             parts.append(f"a dataset-size trend of {self.trend_runs} runs × {self.trend_examples} examples")
+        if self.horizon_runs:
+            parts.append(f"{self.horizon_runs} horizon runs × {self.horizon_examples} examples at B*")
         return f", then {' and '.join(parts)}" if parts else ""
 
     def describe(self) -> str:
@@ -275,11 +294,10 @@ def _plan_for(
     costs: tuple[float, float],
 ) -> StudyPlan:
     """The plan for one grid: the longest rungs that leave room for the top extras and, when the top rung
-    falls short of the real run, the dataset-size trend study."""
+    falls short of the real run, for horizon runs or the dataset-size trend study."""
     n_configs = len(batches) * len(lrs)
-    share = 1.0
-    while True:
-        rungs = _fit_budget(n_configs, full, share * budget_examples, max(batches))
+
+    def plan_with(rungs: list[Rung]) -> StudyPlan:
         plan = StudyPlan(
             spec.proxy_model or spec.model,
             spec.proxy_model is None,
@@ -293,11 +311,16 @@ def _plan_for(
             seconds_per_example=costs[0],
             run_overhead_seconds=costs[1],
         )
-        wants_trend = size_trend if size_trend is not None else rungs[-1].examples < 0.5 * full
-        trend = wants_trend and _trend_possible(plan)
+        trend = size_trend if size_trend is not None else rungs[-1].examples < 0.5 * full
         _add_extras(plan, budget_examples, trend)
+        return plan
+
+    share = 1.0
+    while True:
+        plan = plan_with(_fit_budget(n_configs, full, share * budget_examples, max(batches)))
+        wants_trend = size_trend if size_trend is not None else plan.top_examples < 0.5 * full
         # Enough: the trend when the real run is out of reach, and second seeds of the top two configs.
-        settled = plan.top_extras >= 2 and (plan.trend_runs > 0 or not trend)
+        settled = plan.top_extras >= 2 and (plan.trend_runs > 0 or plan.horizon_runs > 0 or not wants_trend)
         if settled or share < 0.3:
             return plan
         share *= 0.85  # shorten the halving a little to make room for what follows it
@@ -307,15 +330,33 @@ def _trend_possible(plan: StudyPlan) -> bool:
     return plan.top_examples // 3 >= TREND_MIN_STEPS * min(plan.batch_sizes)
 
 
+def horizon_length(plan: StudyPlan, spare_examples: float) -> int | None:
+    """The longest horizon run that `HORIZON_RUNS` of fit in `spare_examples`, capped at the real run's length
+    and a whole number of the largest batch; None when it would not reach HORIZON_MIN_RATIO × the top rung."""
+    granularity = max(plan.batch_sizes)
+    length = min(plan.full_examples, int(spare_examples // HORIZON_RUNS) // granularity * granularity)
+    return length if length >= HORIZON_MIN_RATIO * plan.top_examples else None
+
+
 def _add_extras(plan: StudyPlan, budget_examples: float, trend: bool) -> None:
     """In order of what they are worth: second seeds of the top two configs (without a measured noise level
-    neither ε, nor the bootstrap, nor the trend's weight mean much), then the trend study when asked for,
-    then up to 2 edge runs at the top."""
+    neither ε, nor the bootstrap, nor the run-length trend's weight mean much), then when the top rung is
+    short of the real run the horizon runs (or, if they do not fit, the trend study), then up to 2 edge
+    runs at the top."""
     spare = budget_examples - plan.estimated_examples
     replicates = int(min(2, max(spare, 0) // plan.top_examples))
     spare -= replicates * plan.top_examples
     small = plan.top_examples // 3
-    if trend and spare >= TREND_LRS * small:
+    horizon = horizon_length(plan, spare) if trend else None
+    if horizon is not None:
+        plan.dataset_sizes = [plan.top_examples, horizon]
+        plan.horizon_runs = HORIZON_RUNS
+        spare -= HORIZON_RUNS * horizon
+        plan.notes.append(
+            f"the budget reaches {plan.top_examples} of the real run's {plan.full_examples} examples, so "
+            f"{HORIZON_RUNS} runs of {horizon} examples at B* measure where LR* has moved at that length"
+        )
+    elif trend and _trend_possible(plan) and spare >= TREND_LRS * small:
         plan.dataset_sizes = [small, plan.top_examples]
         plan.trend_runs = TREND_LRS
         spare -= TREND_LRS * small
@@ -362,7 +403,7 @@ def _explain(plan: StudyPlan, prior: CurvaturePrior | None, full: int) -> None:
             f"LR grid centred at {prior.lr_centre():.2g} by the curvature prior "
             f"(λ_max {prior.lambda_max:.3g}, β {prior.beta:g}, from {prior.source})"
         )
-    if plan.top_examples < full and not plan.trend_runs:
+    if plan.top_examples < full and not plan.trend_runs and not plan.horizon_runs:
         plan.notes.append(
             f"the top rung sees {plan.rungs[-1].examples} of the {full} examples of the real run"
         )

@@ -14,6 +14,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from advisor.records import EXTRA_RUN_ROLES
+
 Figure = dict[str, Any]
 FAILED_STATUSES = frozenset({"diverged", "failed", "canceled"})
 
@@ -31,6 +33,7 @@ class RunPoint:
     eval_loss: float | None
     examples_seen: int
     evals: tuple[tuple[int, float], ...]  # (examples seen, eval loss) after each evaluation
+    role: str | None = None  # what the study ran it for; None on runs stored before roles were recorded
 
     @property
     def config(self) -> tuple[int, float]:
@@ -198,10 +201,14 @@ def _band_segments(recommendation: dict[str, Any]) -> list[Figure]:
 
 
 def run_outcome(run: RunPoint, runs: Sequence[RunPoint], top_examples: int) -> str:
-    """promoted: the same config ran again further; pruned: it stopped below the top rung; else top rung."""
+    """promoted: the same config ran again further in the halving; pruned: it stopped below the top rung;
+    top rung; or the run's role when the study ran it for something else (a second seed, a horizon run)."""
     if run.status in FAILED_STATUSES:
         return run.status
-    if any(o.config == run.config and o.examples_seen > run.examples_seen for o in runs):
+    if run.role in EXTRA_RUN_ROLES:
+        return str(run.role)
+    halving = [o for o in runs if o.role not in EXTRA_RUN_ROLES]
+    if any(o.config == run.config and o.examples_seen > run.examples_seen for o in halving):
         return "promoted"
     return "pruned" if run.status == "pruned" or run.examples_seen < top_examples else "top rung"
 
@@ -213,6 +220,12 @@ OUTCOME_COLOURS = {
     "diverged": "#d62728",
     "failed": "#ff7f0e",
     "canceled": "#8c564b",
+    "calibration": "#c7c7c7",
+    "second seed": "#17becf",
+    "edge": "#9467bd",
+    "trend": "#bcbd22",
+    "horizon": "#e377c2",
+    "target confirmation": "#393b79",
 }
 
 
@@ -220,7 +233,7 @@ def timeline(runs: Sequence[RunPoint]) -> Figure | None:
     """Successive halving as it ran: examples seen by each run in order, coloured by what became of it."""
     if not runs:
         return None
-    top = max(r.examples_seen for r in runs)
+    top = max((r.examples_seen for r in runs if r.role not in EXTRA_RUN_ROLES), default=0)
     grouped: dict[str, list[RunPoint]] = defaultdict(list)
     for run in runs:
         grouped[run_outcome(run, runs, top)].append(run)

@@ -93,6 +93,7 @@ def run_point(run: ProxyRun) -> RunPoint:
         eval_loss=finite(run.eval_loss),
         examples_seen=run.examples_seen,
         evals=evals,
+        role=(run.meta or {}).get("role"),
     )
 
 
