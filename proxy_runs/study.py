@@ -586,8 +586,9 @@ def _finish(
     rec = recommend_from_rungs(fits, by_rung, spec=spec, cost=cost, evidence=evidence)
     if isinstance(rec, Recommendation):
         top = _top_fit(fits)
-        bowl = deepest_bowl(fits, top.batch_size) if top is not None else None
-        rec = _apply_size_trend(rec, plan, top, by_rung[plan.top_examples], *length_runs, bowl)
+        if top is not None:  # always, when there is a recommendation: it came from this fit
+            bowl = deepest_bowl(fits, top.batch_size)
+            rec = _apply_size_trend(rec, plan, top, by_rung[plan.top_examples], *length_runs, bowl)
         rec = _confirm_on_target(spec, plan, rec, data, ledger, beta)
         rec.reasoning.insert(
             0,
@@ -731,7 +732,7 @@ def _trend_measurement(top: SurfaceFit, trend: TrendResult) -> LrMeasurement | s
 def _apply_size_trend(
     rec: Recommendation,
     plan: StudyPlan,
-    top: SurfaceFit | None,
+    top: SurfaceFit,
     top_observations: list[Observation],
     trend: TrendResult | None,
     horizon: TrendResult | None = None,
@@ -745,33 +746,29 @@ def _apply_size_trend(
         return rec
     evidence: dict[str, Any] = {"from_examples": reached, "to_examples": full}
     measurements: list[LrMeasurement] = []
-    if top is not None:
-        if bowl is None:
-            bowl = deepest_bowl({reached: top}, top.batch_size)
-        for kind, runs in (("trend", trend), ("horizon", horizon)):
-            if runs is None:
-                continue
-            measured = (
-                _trend_measurement(top, runs) if kind == "trend" else _horizon_measurement(top, runs, bowl)
-            )
-            evidence[kind] = {
-                "examples": runs.examples,
-                "runs": [{"learning_rate": o.learning_rate, "loss": o.loss} for o in runs.observations],
-            }
-            if isinstance(measured, str):
-                evidence[kind]["skipped"] = runs.skipped or measured
-                continue
-            measurements.append(measured)
-            evidence[kind] |= {"lr_star": 10**measured.log_lr, "sd_decades": measured.sd}
-    if not measurements or top is None:
-        exponent, factor = SIZE_EXPONENT, (full / reached) ** SIZE_EXPONENT
-        source, spread = "seed 001's prior", SIZE_EXPONENT_SD * math.log10(full / reached)
+    if bowl is None:
+        bowl = deepest_bowl({reached: top}, top.batch_size)
+    for kind, runs in (("trend", trend), ("horizon", horizon)):
+        if runs is None:
+            continue
+        measured = _trend_measurement(top, runs) if kind == "trend" else _horizon_measurement(top, runs, bowl)
+        evidence[kind] = {
+            "examples": runs.examples,
+            "runs": [{"learning_rate": o.learning_rate, "loss": o.loss} for o in runs.observations],
+        }
+        if isinstance(measured, str):
+            evidence[kind]["skipped"] = runs.skipped or measured
+            continue
+        measurements.append(measured)
+        evidence[kind] |= {"lr_star": 10**measured.log_lr, "sd_decades": measured.sd}
+    anchor_sd = lr_star_sd(bootstrap_optimum(top_observations, top, replicates=100))
+    anchor = LrMeasurement(reached, math.log10(top.learning_rate), anchor_sd)
+    path = lr_path(anchor, measurements, SIZE_EXPONENT, SIZE_EXPONENT_SD)
+    at_full, spread = path.log_lr_at(full)
+    exponent, factor = path.exponent, 10 ** (at_full - anchor.log_lr)
+    if not measurements:
+        source = "seed 001's prior"
     else:
-        anchor_sd = lr_star_sd(bootstrap_optimum(top_observations, top, replicates=100))
-        anchor = LrMeasurement(reached, math.log10(top.learning_rate), anchor_sd)
-        path = lr_path(anchor, measurements, SIZE_EXPONENT, SIZE_EXPONENT_SD)
-        at_full, spread = path.log_lr_at(full)
-        exponent, factor = path.exponent, 10 ** (at_full - anchor.log_lr)
         said = "; ".join(f"LR* {10**m.log_lr:.3g} ± {m.sd:.2f} decades on {m.examples}" for m in measurements)
         source = (
             f"a line through the top rung's LR* ({top.learning_rate:.3g} ± {anchor_sd:.2f} decades), {said} "
@@ -789,7 +786,29 @@ def _apply_size_trend(
         f"{''.join(skipped)}."
     )
     evidence |= {"lr_exponent": exponent, "source": source, "factor": factor, "sd_decades_at_full": spread}
-    return with_lr_scaled(rec, factor, sentence, evidence_key="size_trend", evidence=evidence)
+    interval = (10 ** (at_full - Z90 * spread), 10 ** (at_full + Z90 * spread))
+    return with_lr_scaled(
+        rec,
+        factor,
+        sentence,
+        evidence_key="size_trend",
+        evidence=evidence,
+        confidence_factor=_width_factor(rec, 2 * Z90 * spread),
+        lr_interval=interval,
+    )
+
+
+Z90 = 1.645  # a 90% normal interval is ± this many standard deviations (the bootstrap's level)
+
+
+def _width_factor(rec: Recommendation, new_width: float) -> float:
+    """How the confidence score changes when the 90% interval of LR* goes from the top rung's width to
+    `new_width` decades at the real run's length (the score falls linearly to 0 at a decade wide)."""
+    if rec.confidence.lr_interval is None:
+        return 1.0
+    low, high = rec.confidence.lr_interval
+    old_width = math.log10(high / low)
+    return max(0.0, 1.0 - new_width) / (1.0 - old_width) if old_width < 1.0 else 1.0
 
 
 def _top_fit(fits: dict[int, SurfaceFit | NoRecommendation]) -> SurfaceFit | None:

@@ -189,6 +189,11 @@ def bowl_runs(lr_star: float, examples: int, seeds: int = 1) -> list[Observation
     ]
 
 
+def interval_decades(rec: Recommendation) -> float:
+    assert rec.confidence.lr_interval is not None
+    return math.log10(rec.confidence.lr_interval[1] / rec.confidence.lr_interval[0])
+
+
 def short_top_rung(
     spec: StudySpec, top_runs: list[Observation]
 ) -> tuple[StudyPlan, SurfaceFit, Recommendation]:
@@ -234,6 +239,13 @@ def test_horizon_runs_near_the_real_run_carry_the_lr_where_they_found_it(tiny_sp
     assert abs(math.log10(moved.learning_rate / 0.0112)) < 0.1  # the prior alone would say 0.02
     prior_only = _apply_size_trend(rec, plan, top_fit, top_runs, None, None)
     assert prior_only.learning_rate == pytest.approx(rec.learning_rate * 10**SIZE_EXPONENT, rel=1e-6)
+    for answer in (moved, prior_only):  # the interval of LR* moves with the answer
+        assert answer.confidence.lr_interval is not None
+        low, high = answer.confidence.lr_interval
+        assert low < answer.learning_rate < high
+    # A decade of extrapolation on the prior alone (γ ± 0.3) is less certain than the measured horizon.
+    assert interval_decades(prior_only) > max(interval_decades(moved), interval_decades(rec))
+    assert prior_only.confidence.score <= min(moved.confidence.score, rec.confidence.score)
 
 
 def test_a_diverged_horizon_run_is_said_and_the_lr_falls_back_on_the_prior(tiny_spec: StudySpec) -> None:

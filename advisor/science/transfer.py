@@ -243,9 +243,11 @@ def with_lr_scaled(
     evidence_key: str,
     evidence: dict[str, Any],
     confidence_factor: float = 1.0,
+    lr_interval: tuple[float, float] | None = None,
 ) -> Recommendation:
     """The recommendation with its LR, band and rule multiplied by `scale`, `sentence` added to the
-    reasoning and `evidence` stored under `evidence_key`."""
+    reasoning and `evidence` stored under `evidence_key`; `lr_interval` replaces the confidence's interval
+    of LR* when the move itself made it wider or narrower (else the interval moves with the LR)."""
     return _rescaled(
         rec,
         rec.learning_rate * scale,
@@ -255,6 +257,7 @@ def with_lr_scaled(
         derived=rec.derived,
         evidence=evidence,
         evidence_key=evidence_key,
+        lr_interval=lr_interval,
     )
 
 
@@ -268,8 +271,10 @@ def _rescaled(
     derived: bool,
     evidence: dict[str, Any],
     evidence_key: str = "transfer",
+    lr_interval: tuple[float, float] | None = None,
 ) -> Recommendation:
-    """The same recommendation with every LR multiplied by `scale` and the confidence lowered by a factor."""
+    """The same recommendation with every LR multiplied by `scale` and the confidence lowered by a factor;
+    the interval of LR* moves with it unless a new one is given."""
     band = rec.band.model_copy(
         update={
             "lr_low": rec.band.lr_low * scale,
@@ -286,8 +291,12 @@ def _rescaled(
             ],
         }
     )
-    score = rec.confidence.score * confidence_factor
-    confidence = rec.confidence.model_copy(update={"score": score, "label": confidence_label(score)})
+    score = min(1.0, rec.confidence.score * confidence_factor)
+    if lr_interval is None and rec.confidence.lr_interval is not None:
+        lr_interval = (rec.confidence.lr_interval[0] * scale, rec.confidence.lr_interval[1] * scale)
+    confidence = rec.confidence.model_copy(
+        update={"score": score, "label": confidence_label(score), "lr_interval": lr_interval}
+    )
     rule = kappa_rule(rec.lr_rule.kappa, rec.lr_rule.reference_batch, lr, measured=rec.lr_rule.measured)
     return rec.model_copy(
         update={
