@@ -112,6 +112,18 @@ class _Ledger:
     def in_time(self) -> bool:
         return time.perf_counter() < self.hard_deadline
 
+    def examples_left(self, batch_size: int) -> float:
+        """Training examples the budget still affords at `batch_size`: the examples budget left, and for a
+        seconds budget the time left at the throughput this study's runs at that batch size measured
+        (a small batch trains fewer examples per second than the calibration's largest batch)."""
+        left = self.budget_examples - self.examples
+        timed = [r for r in self.runs if r.config.batch_size == batch_size and r.examples_seen > 0]
+        if math.isinf(self.hard_deadline) or not timed:
+            return left
+        per_example = sum(r.seconds for r in timed) / sum(r.examples_seen for r in timed)
+        seconds_left = max(0.0, self.hard_deadline - time.perf_counter())
+        return min(left, seconds_left / max(per_example, 1e-9))
+
     def add(self, record: RunRecord, message: str, role: str) -> None:
         """Count a run. Its `role` (HALVING_ROLE or one of advisor.records.EXTRA_RUN_ROLES) is stored with
         it, so the dashboard can tell a pruned halving run from a trend or horizon run meant to be short or
@@ -585,10 +597,11 @@ def _finish(
     }
     rec = recommend_from_rungs(fits, by_rung, spec=spec, cost=cost, evidence=evidence)
     if isinstance(rec, Recommendation):
-        top = _top_fit(fits)
-        if top is not None:  # always, when there is a recommendation: it came from this fit
+        deepest = _deepest_fit(fits)
+        if deepest is not None:  # always, when there is a recommendation: it came from this fit
+            answer_rung, top = deepest
             bowl = deepest_bowl(fits, top.batch_size)
-            rec = _apply_size_trend(rec, plan, top, by_rung[plan.top_examples], *length_runs, bowl)
+            rec = _apply_size_trend(rec, plan, top, by_rung[answer_rung], *length_runs, bowl)
         rec = _confirm_on_target(spec, plan, rec, data, ledger, beta)
         rec.reasoning.insert(
             0,
@@ -668,7 +681,7 @@ def horizon_study(
     run): where LR* has moved at a length near the real run's is measured, not extrapolated."""
     if not plan.horizon_runs:
         return None
-    length = horizon_length(plan, ledger.budget_examples - ledger.examples)
+    length = horizon_length(plan, ledger.examples_left(top.batch_size))
     if length is None:
         reason = "the runs before it left too little budget for 2 runs at twice the top rung's length"
         return TrendResult(plan.horizon_examples or 0, top.batch_size, skipped=reason)
@@ -780,8 +793,15 @@ def _apply_size_trend(
         for kind, e in evidence.items()
         if isinstance(e, dict) and "skipped" in e
     ]
+    answer_rung = top_observations[0].examples_seen if top_observations else reached
+    cut = (
+        f" (the budget stopped the halving at {answer_rung} examples into its {reached}-example schedule, "
+        "and the answer comes from there)"
+        if answer_rung < reached
+        else ""
+    )
     sentence = (
-        f"The top rung trained on {reached} of the real run's {full} examples; LR* ∝ N^{exponent:.2f} "
+        f"The top rung trained on {reached} of the real run's {full} examples{cut}; LR* ∝ N^{exponent:.2f} "
         f"({source}) moves the LR by ×{factor:.2f} to the real run's length (±{spread:.2f} decades)"
         f"{''.join(skipped)}."
     )
@@ -812,7 +832,14 @@ def _width_factor(rec: Recommendation, new_width: float) -> float:
 
 
 def _top_fit(fits: dict[int, SurfaceFit | NoRecommendation]) -> SurfaceFit | None:
-    usable = [f for _, f in sorted(fits.items()) if isinstance(f, SurfaceFit)]
+    deepest = _deepest_fit(fits)
+    return deepest[1] if deepest else None
+
+
+def _deepest_fit(fits: dict[int, SurfaceFit | NoRecommendation]) -> tuple[int, SurfaceFit] | None:
+    """(examples, fit) of the deepest rung with a usable fit: the answer's rung (recommend_from_rungs picks
+    the same one). Below the top rung when the budget cut the halving short."""
+    usable = [(examples, f) for examples, f in sorted(fits.items()) if isinstance(f, SurfaceFit)]
     return usable[-1] if usable else None
 
 

@@ -142,3 +142,9 @@ def test_a_sibling_proxy_trains_at_low_rank_and_is_confirmed_on_the_target() -> 
     )
     assert not plan.proxy_is_target and plan.proxy_rank == 8
     assert plan.confirm_lrs == 3
+
+
+def test_a_budget_below_the_smallest_plan_is_said_up_front() -> None:
+    plan = plan_study(small_task(1400), n_train=450)  # 4 batch sizes up to 32 need ≥ 2400 examples
+    assert plan.estimated_examples > 1400
+    assert "the halving will stop at the rung the budget reaches" in plan.describe()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from proxy_runs.study import (
     StudyResult,
     TrendResult,
     _apply_size_trend,
+    _Ledger,
     curvature_prior,
     deepest_bowl,
     horizon_lrs,
@@ -258,6 +260,21 @@ def test_a_diverged_horizon_run_is_said_and_the_lr_falls_back_on_the_prior(tiny_
     assert moved.learning_rate == pytest.approx(rec.learning_rate * 10**SIZE_EXPONENT, rel=1e-6)
 
 
+def test_an_answer_from_below_the_top_rung_says_so(tiny_spec: StudySpec) -> None:
+    shallow_runs = bowl_runs(0.0356, 100, seeds=2)  # the budget ran out before the 300-example rung
+    plan, _, _ = short_top_rung(tiny_spec, bowl_runs(0.0356, 300, seeds=2))
+    shallow = fit_surface(shallow_runs)
+    assert isinstance(shallow, SurfaceFit)
+    cost = Cost(proxy_seconds=0, examples_seen=0, runs=0)
+    rec = recommend_from_rungs({100: shallow}, {100: shallow_runs}, spec=tiny_spec, cost=cost, evidence={})
+    assert isinstance(rec, Recommendation)
+    moved = _apply_size_trend(rec, plan, shallow, shallow_runs, None, None)
+    assert (
+        "the budget stopped the halving at 100 examples into its 300-example schedule" in moved.reasoning[-1]
+    )
+    assert moved.evidence["size_trend"]["sd_decades_at_full"] < 0.5  # its own runs bootstrap it
+
+
 def test_a_top_rung_without_a_bowl_borrows_the_bowl_width_of_a_shallower_rung() -> None:
     shallow = fit_surface(bowl_runs(0.02, 96))  # 5 LRs around 0.02: a clean bowl, c = 0.2
     edge_only = [  # the best is the lowest LR promoted, and the rest is concave: no bowl at the top
@@ -268,6 +285,18 @@ def test_a_top_rung_without_a_bowl_borrows_the_bowl_width_of_a_shallower_rung() 
     assert deepest_bowl({300: top}, 8) is None
     coefficient, level = deepest_bowl({96: shallow, 300: top}, 8) or (0.0, 0.0)
     assert coefficient == pytest.approx(0.2) and level == pytest.approx(2.0)
+
+
+def test_a_seconds_budget_caps_what_is_left_by_the_throughput_measured_at_that_batch_size(
+    study: tuple[StudyResult, list],
+) -> None:
+    result, _ = study
+    at_four = [r for r in result.runs if r.config.batch_size == 4 and r.examples_seen > 0]
+    per_example = sum(r.seconds for r in at_four) / sum(r.examples_seen for r in at_four)
+    ledger = _Ledger(0, None, runs=at_four, budget_examples=10**9, hard_deadline=time.perf_counter() + 60)
+    assert ledger.examples_left(4) == pytest.approx(60 / per_example, rel=0.05)  # time binds, not examples
+    untimed = _Ledger(0, None, runs=at_four, budget_examples=sum(r.examples_seen for r in at_four) + 100)
+    assert untimed.examples_left(4) == 100  # an examples budget alone: what is left of it
 
 
 def test_pissa_is_centred_by_its_curvature_ratio_to_lora_and_lora_is_not(tiny_spec: StudySpec) -> None:

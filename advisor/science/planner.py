@@ -163,6 +163,7 @@ class StudyPlan:
             f"{self.estimated_runs} runs, {self.estimated_examples} examples, "
             f"~{self.estimated_seconds:.0f} s "
             f"({self.estimated_examples / max(self.grid_examples, 1):.0%} of the full grid)."
+            + "".join(f" Note: {note}." for note in self.notes)
         )
 
 
@@ -280,6 +281,11 @@ def plan_study(
         plan.notes.append(f"the budget narrowed the LR grid to {len(plan.learning_rates)} points")
     _add_confirmation(plan, budget_examples)
     _explain(plan, prior, full)
+    if plan.estimated_examples > budget_examples:
+        plan.notes.append(
+            f"even the smallest plan exceeds the budget of {budget_examples:.0f} examples, so the halving "
+            "will stop at the rung the budget reaches and answer from there"
+        )
     plan.budget_examples = budget_examples
     return plan
 
