@@ -11,6 +11,10 @@ Why a *robust local quadratic in log LR* per batch size (and not a global quadra
 - The vertex is trusted within one grid step of the grid minimum only: interpolation, never extrapolation.
   When the bowl is not convex (flat or noisy) the fit falls back to the grid minimum and says so.
 
+Across run lengths (§4): LR* measured at a few lengths (the top rung, horizon or trend runs) is joined by
+a Bayesian straight line in log LR* against log N whose slope has seed 001's prior, −0.25 ± 0.3, because
+two or three noisy points cannot fit a slope on their own.
+
 Diverged runs carry no loss; they bound LR* from above. Everything here is numpy/scipy, no torch.
 """
 
@@ -431,7 +435,7 @@ def confidence_score(surface: SurfaceFit, bootstrap: BootstrapSummary | None) ->
     return min(score, 0.2) if surface.is_flat else score
 
 
-# 4. Dataset-size trend --------------------------------------------------------------------------------------
+# 4. How LR* moves with run length (dataset size × epochs) --------------------------------------------------
 
 
 LR_QUANTISATION_SD = GRID_STEP / math.sqrt(12)  # decades: an optimum known only to the nearest grid point
