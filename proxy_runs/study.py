@@ -44,7 +44,14 @@ from advisor.science.fits import (
     replicate_noise,
     vertex_of_pair,
 )
-from advisor.science.knowledge import SIZE_EXPONENT, KnowledgeStore, StudyContext, warm_start
+from advisor.science.knowledge import (
+    SIZE_EXPONENT,
+    ExponentPrior,
+    KnowledgeStore,
+    StudyContext,
+    size_exponent_prior,
+    warm_start,
+)
 from advisor.science.planner import (
     HORIZON_RUNS,
     LATTICE_ANCHOR,
@@ -458,7 +465,8 @@ def run_study(
     data = prepare_data(
         proxy.dataset, loaded.tokenizer, is_seq2seq=loaded.is_seq2seq, max_seq_len=proxy.training.max_seq_len
     )
-    provisional, beta = _warm_start(spec, data, store, progress)
+    priors = _warm_start(spec, data, store, progress)
+    provisional, beta = priors.provisional, priors.beta
     per_example, overhead, calibration = calibrate(proxy, data)
     budget = budget_override if budget_override is not None else spec.budget.proxy_seconds
     prior, prior_evidence = (
@@ -490,8 +498,8 @@ def run_study(
     fits = rung_fits(by_rung, spec.batch_sizes)
     top = _top_fit(fits)
     trend = trend_study(proxy, data, plan, top, ledger) if top is not None else None
-    horizon = horizon_study(proxy, data, plan, top, ledger) if top is not None else None
-    result = _finish(spec, plan, ledger, by_rung, fits, (trend, horizon), provisional, beta, data)
+    horizon = horizon_study(proxy, data, plan, top, ledger, priors.size_exponent) if top is not None else None
+    result = _finish(spec, plan, ledger, by_rung, fits, (trend, horizon), priors, data)
     if prior_evidence and isinstance(result.recommendation, Recommendation):
         result.recommendation.evidence["curvature_prior"] = prior_evidence
     if derive_methods and isinstance(result.recommendation, Recommendation):
@@ -551,16 +559,26 @@ def derive_other_methods(
     return derived
 
 
+@dataclass(frozen=True)
+class Priors:
+    """What stored studies say before any compute: a provisional answer, β (curvature transfer) and the
+    prior of γ (run-length transfer); seed 001's defaults without a store."""
+
+    provisional: Recommendation | None = None
+    beta: float = BETA_DEFAULT
+    size_exponent: ExponentPrior = field(default_factory=ExponentPrior)
+
+
 def _warm_start(
     spec: StudySpec, data: PreparedData, store: KnowledgeStore | None, progress: Progress | None
-) -> tuple[Recommendation | None, float]:
-    """The provisional answer and β from stored studies; (None, default β) without a store."""
+) -> Priors:
     if store is None:
-        return None, BETA_DEFAULT
+        return Priors()
     context = StudyContext.from_spec(
         spec, n_train=len(data.train), fingerprint=data.fingerprint.get("content_sha256")
     )
     provisional, calibration = warm_start(store, context)
+    exponent = size_exponent_prior(context, store.similar(context))
     if provisional and progress:
         progress(
             0,
@@ -568,7 +586,7 @@ def _warm_start(
             f"provisional: batch {provisional.batch_size}, LR {provisional.learning_rate:.3g} "
             f"({provisional.confidence.label} confidence, from stored studies)",
         )
-    return provisional, calibration.beta
+    return Priors(provisional, calibration.beta, exponent)
 
 
 def _finish(
@@ -578,8 +596,7 @@ def _finish(
     by_rung: dict[int, list[Observation]],
     fits: dict[int, SurfaceFit | NoRecommendation],
     length_runs: tuple[TrendResult | None, TrendResult | None],
-    provisional: Recommendation | None,
-    beta: float,
+    priors: Priors,
     data: PreparedData,
 ) -> StudyResult:
     cost = Cost(
@@ -592,7 +609,7 @@ def _finish(
         "runs": runs_summary(ledger.runs),
         "plan": plan.describe(),
         "probes": None,
-        "beta": beta,
+        "beta": priors.beta,
         "fits": fits_json,
     }
     rec = recommend_from_rungs(fits, by_rung, spec=spec, cost=cost, evidence=evidence)
@@ -601,20 +618,21 @@ def _finish(
         if deepest is not None:  # always, when there is a recommendation: it came from this fit
             answer_rung, top = deepest
             bowl = deepest_bowl(fits, top.batch_size)
-            rec = _apply_size_trend(rec, plan, top, by_rung[answer_rung], *length_runs, bowl)
-        rec = _confirm_on_target(spec, plan, rec, data, ledger, beta)
+            rec = _apply_size_trend(
+                rec, plan, top, by_rung[answer_rung], *length_runs, bowl, priors.size_exponent
+            )
+        rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta)
         rec.reasoning.insert(
             0,
             f"Successive halving ran {cost.runs} proxy runs ({cost.examples_seen} "
             f"examples, {cost.proxy_seconds:.0f} s) comparing configs at equal examples seen.",
         )
-    return StudyResult(rec, ledger.runs, plan, provisional, fits_json)
+    return StudyResult(rec, ledger.runs, plan, priors.provisional, fits_json)
 
 
 # 5. Dataset-size trend ------------------------------------------------------------------------------------
 
 
-SIZE_EXPONENT_SD = 0.3  # how far γ may stray from seed 001's −0.25 on another model or task (a judgement)
 HORIZON_SPACING = 2  # lattice steps between the two horizon LRs: half a decade, a clear loss difference
 NOISE_FLOOR = 0.0025  # relative: below a quarter percent of the loss, seed noise is not believed to be zero
 
@@ -664,10 +682,12 @@ def trend_study(
     return TrendResult(small, batch, fit=fit, observations=observations)
 
 
-def horizon_lrs(spec: StudySpec, top_lr: float, top_examples: int, length: int) -> list[float]:
-    """Two lattice LRs half a decade apart around where seed 001's γ moves LR*(top) at `length` examples,
+def horizon_lrs(
+    spec: StudySpec, top_lr: float, top_examples: int, length: int, exponent: float = SIZE_EXPONENT
+) -> list[float]:
+    """Two lattice LRs half a decade apart around where the prior γ moves LR*(top) at `length` examples,
     shifted down as a pair when the higher one would leave the user's range."""
-    predicted = top_lr * (length / top_examples) ** SIZE_EXPONENT
+    predicted = top_lr * (length / top_examples) ** exponent
     low = lattice_index(predicted) - HORIZON_SPACING // 2
     while low > lattice_index(spec.lr_range[0]) and lattice_lr(low + HORIZON_SPACING) > spec.lr_range[1]:
         low -= 1
@@ -675,7 +695,12 @@ def horizon_lrs(spec: StudySpec, top_lr: float, top_examples: int, length: int) 
 
 
 def horizon_study(
-    spec: StudySpec, data: PreparedData, plan: StudyPlan, top: SurfaceFit, ledger: _Ledger
+    spec: StudySpec,
+    data: PreparedData,
+    plan: StudyPlan,
+    top: SurfaceFit,
+    ledger: _Ledger,
+    prior: ExponentPrior | None = None,
 ) -> TrendResult | None:
     """`HORIZON_RUNS` complete runs at B*, as long as the budget left affords (≥ 2× the top rung, ≤ the real
     run): where LR* has moved at a length near the real run's is measured, not extrapolated."""
@@ -687,7 +712,8 @@ def horizon_study(
         return TrendResult(plan.horizon_examples or 0, top.batch_size, skipped=reason)
     plan.dataset_sizes[-1] = length  # the plan now says what ran
     observations: list[Observation] = []
-    for lr in horizon_lrs(spec, top.learning_rate, plan.top_examples, length):
+    exponent = (prior or ExponentPrior()).mean
+    for lr in horizon_lrs(spec, top.learning_rate, plan.top_examples, length, exponent):
         if ledger.affords(length):
             batch = top.batch_size
             record = run_to_rung(
@@ -750,10 +776,13 @@ def _apply_size_trend(
     trend: TrendResult | None,
     horizon: TrendResult | None = None,
     bowl: Bowl | None = None,
+    prior: ExponentPrior | None = None,
 ) -> Recommendation:
     """Move LR* from the top rung's length to the real run's along LR* ∝ N^γ: a straight line in log-log
-    through the top rung's LR*, whatever the trend study or the horizon runs measured, and seed 001's prior
-    γ = −0.25 ± 0.3 (`fits.lr_path`); the prior alone when nothing else was measured."""
+    through the top rung's LR*, whatever the trend study or the horizon runs measured, and the prior of γ
+    (seed 001's −0.25 ± 0.3, or sharpened by stored studies; `fits.lr_path`); the prior alone when nothing
+    else was measured."""
+    prior = prior or ExponentPrior()
     reached, full = plan.top_examples, plan.full_examples
     if full <= reached:
         return rec
@@ -776,17 +805,16 @@ def _apply_size_trend(
         evidence[kind] |= {"lr_star": 10**measured.log_lr, "sd_decades": measured.sd}
     anchor_sd = lr_star_sd(bootstrap_optimum(top_observations, top, replicates=100))
     anchor = LrMeasurement(reached, math.log10(top.learning_rate), anchor_sd)
-    path = lr_path(anchor, measurements, SIZE_EXPONENT, SIZE_EXPONENT_SD)
+    path = lr_path(anchor, measurements, prior.mean, prior.sd)
     at_full, spread = path.log_lr_at(full)
     exponent, factor = path.exponent, 10 ** (at_full - anchor.log_lr)
     if not measurements:
-        source = "seed 001's prior"
+        source = prior.describe()
     else:
         said = "; ".join(f"LR* {10**m.log_lr:.3g} ± {m.sd:.2f} decades on {m.examples}" for m in measurements)
         source = (
             f"a line through the top rung's LR* ({top.learning_rate:.3g} ± {anchor_sd:.2f} decades), {said} "
-            f"examples at B* = {top.batch_size}, and seed 001's prior {SIZE_EXPONENT:.2f} ± "
-            f"{SIZE_EXPONENT_SD}"
+            f"examples at B* = {top.batch_size}, and {prior.describe()}"
         )
     skipped = [
         f" (the {kind} runs told nothing: {e['skipped']})"
@@ -805,7 +833,15 @@ def _apply_size_trend(
         f"({source}) moves the LR by ×{factor:.2f} to the real run's length (±{spread:.2f} decades)"
         f"{''.join(skipped)}."
     )
-    evidence |= {"lr_exponent": exponent, "source": source, "factor": factor, "sd_decades_at_full": spread}
+    evidence |= {
+        "lr_exponent": exponent,
+        "exponent_sd": math.sqrt(path.covariance[1][1]),
+        "measured": bool(measurements),  # a stored γ sharpens later studies' prior only when measured
+        "prior": prior.model_dump(),
+        "source": source,
+        "factor": factor,
+        "sd_decades_at_full": spread,
+    }
     interval = (10 ** (at_full - Z90 * spread), 10 ** (at_full + Z90 * spread))
     return with_lr_scaled(
         rec,

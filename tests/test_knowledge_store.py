@@ -180,3 +180,14 @@ def test_outcomes_compare_the_best_full_run_with_the_recommendation(db: Database
 def test_an_empty_database_knows_nothing(db: Database, tmp_path: Path) -> None:
     store = DatabaseKnowledgeStore(db)
     assert store.similar(context(spec(tmp_path))) == [] and store.outcomes(context(spec(tmp_path))) == []
+
+
+def test_a_stored_study_that_measured_the_run_length_trend_passes_it_on(db: Database, tmp_path: Path) -> None:
+    measured = {"size_trend": {"lr_exponent": -0.8, "exponent_sd": 0.15, "measured": True}}
+    prior_only = {"size_trend": {"lr_exponent": -0.25, "exponent_sd": 0.3, "measured": False}}
+    finished_study(db, spec(tmp_path), learning_rate=1e-3, evidence=measured)
+    finished_study(db, spec(tmp_path), learning_rate=2e-3, evidence=prior_only)
+
+    known = DatabaseKnowledgeStore(db).similar(context(spec(tmp_path)))
+    by_lr = {k.learning_rate: (k.size_exponent, k.size_exponent_sd) for k in known}
+    assert by_lr == {1e-3: (-0.8, 0.15), 2e-3: (None, None)}

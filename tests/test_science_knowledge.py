@@ -7,6 +7,8 @@ import math
 import pytest
 
 from advisor.science.knowledge import (
+    SIZE_EXPONENT,
+    SIZE_EXPONENT_SD,
     KnowledgeStore,
     KnownResult,
     ReportedOutcome,
@@ -16,6 +18,7 @@ from advisor.science.knowledge import (
     rank_bucket,
     recalibrate_beta,
     size_bucket,
+    size_exponent_prior,
     warm_start,
 )
 from advisor.science.transfer import BETA_BAND, BETA_DEFAULT
@@ -116,3 +119,16 @@ def test_reported_outcomes_correct_the_provisional_lr() -> None:
     corrected = provisional_recommendation(context(), [known(2e-4)], reported)
     assert plain is not None and corrected is not None
     assert plain.learning_rate < corrected.learning_rate < 4e-4
+
+
+def test_stored_studies_that_measured_the_run_length_trend_sharpen_its_prior() -> None:
+    alone = size_exponent_prior(context(), [known()])  # a neighbour that only applied the prior
+    assert (alone.mean, alone.sd, alone.studies) == (pytest.approx(SIZE_EXPONENT), SIZE_EXPONENT_SD, 0)
+    steep = {"size_exponent": -0.9, "size_exponent_sd": 0.1}  # measured by horizon runs, say
+    near = size_exponent_prior(context(), [known().model_copy(update=steep)])
+    assert near.studies == 1 and -0.9 < near.mean < -0.8 and near.sd == pytest.approx(0.1)  # the floor
+    farther = size_exponent_prior(context(), [known(rank_bucket=6).model_copy(update=steep)])
+    assert near.mean < farther.mean < SIZE_EXPONENT  # a rank 2 buckets away says less
+    other_method = known(method="dora").model_copy(update=steep)
+    assert size_exponent_prior(context(), [other_method]).studies == 0  # LRs of another method do not compare
+    assert "1 stored studies" in near.describe() and "seed 001's prior" in alone.describe()

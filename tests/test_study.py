@@ -14,7 +14,7 @@ import torch
 from advisor.cli_recommend import add_recommend, render
 from advisor.records import RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
-from advisor.science.knowledge import SIZE_EXPONENT
+from advisor.science.knowledge import SIZE_EXPONENT, ExponentPrior
 from advisor.science.planner import Rung, StudyPlan, lattice_index, lattice_lr, plan_study
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.specs import StudySpec, parse_spec
@@ -248,6 +248,18 @@ def test_horizon_runs_near_the_real_run_carry_the_lr_where_they_found_it(tiny_sp
     # A decade of extrapolation on the prior alone (γ ± 0.3) is less certain than the measured horizon.
     assert interval_decades(prior_only) > max(interval_decades(moved), interval_decades(rec))
     assert prior_only.confidence.score <= min(moved.confidence.score, rec.confidence.score)
+
+
+def test_a_prior_learned_from_stored_studies_moves_the_lr_when_nothing_was_measured(
+    tiny_spec: StudySpec,
+) -> None:
+    top_runs = bowl_runs(0.0356, 300, seeds=2)
+    plan, top_fit, rec = short_top_rung(tiny_spec, top_runs)
+    learned = ExponentPrior(mean=-0.8, sd=0.1, studies=2)
+    moved = _apply_size_trend(rec, plan, top_fit, top_runs, None, None, None, learned)
+    assert moved.learning_rate == pytest.approx(rec.learning_rate * 10**-0.8, rel=1e-6)  # 10× the length
+    assert "from seed 001 and 2 stored studies" in moved.reasoning[-1]
+    assert moved.evidence["size_trend"]["measured"] is False  # so it does not feed later priors itself
 
 
 def test_a_diverged_horizon_run_is_said_and_the_lr_falls_back_on_the_prior(tiny_spec: StudySpec) -> None:

@@ -30,6 +30,9 @@ from advisor.specs import StudySpec
 # 395k examples, so LR* ∝ N^−0.25. A neighbour's LR is moved along these before it is averaged in.
 RANK_EXPONENT = -math.log(5.6) / math.log(256 / 4)
 SIZE_EXPONENT = -math.log(3.0) / math.log(395_000 / 5_000)
+SIZE_EXPONENT_SD = 0.3  # how far γ may stray from seed 001's −0.25 on another model or task (a judgement)
+# A prior learned from stored studies never claims γ to better than this: tasks of one family still differ.
+LEARNED_EXPONENT_SD_FLOOR = 0.1
 MAX_DISTANCE = 3.0  # neighbours further than this (e.g. another model family at another rank) are ignored
 PROVISIONAL_CONFIDENCE_CAP = 0.5  # a warm start never claims more than "medium" before any compute
 BETA_SHRINKAGE = 2.0  # the prior β counts as this many outcomes when recalibrating
@@ -95,6 +98,10 @@ class KnownResult(BaseModel):
     kappa: float | None = None
     predicted_eval_loss: float | None = None
     lambda_max: float | None = None
+    # γ in LR* ∝ N^γ and its spread, when the study measured how LR* moves with run length (horizon or
+    # trend runs); None when it only applied the prior.
+    size_exponent: float | None = None
+    size_exponent_sd: float | None = None
 
 
 class ReportedOutcome(BaseModel):
@@ -258,6 +265,38 @@ def _provisional(
         reasoning=reasons,
         evidence={"neighbours": [{"distance": d, **k.model_dump(mode="json")} for d, k in near]},
     )
+
+
+class ExponentPrior(BaseModel):
+    """The prior of γ in LR* ∝ N^γ that a study moves its LR to the real run's length with."""
+
+    mean: float = SIZE_EXPONENT
+    sd: float = SIZE_EXPONENT_SD
+    studies: int = 0  # stored studies of a nearby context that measured γ and went into it
+
+    def describe(self) -> str:
+        if not self.studies:
+            return f"seed 001's prior {self.mean:.2f} ± {self.sd:.2g}"
+        return f"a prior {self.mean:.2f} ± {self.sd:.2f} from seed 001 and {self.studies} stored studies"
+
+
+def size_exponent_prior(context: StudyContext, neighbours: list[KnownResult]) -> ExponentPrior:
+    """Seed 001's γ sharpened by what nearby stored studies measured: a precision-weighted mean in which a
+    neighbour at distance d counts with its spread widened by e^(d/2). A neighbour's γ is its posterior,
+    which leaned on seed 001's prior already; counting that prior again errs towards it, the safe side."""
+    precision, weighted, used = 1 / SIZE_EXPONENT_SD**2, SIZE_EXPONENT / SIZE_EXPONENT_SD**2, 0
+    for known in neighbours:
+        distance = context_distance(context, known.context)
+        if known.size_exponent is None or not known.size_exponent_sd or distance > MAX_DISTANCE:
+            continue
+        sd = known.size_exponent_sd * math.exp(distance / 2)
+        precision += 1 / sd**2
+        weighted += known.size_exponent / sd**2
+        used += 1
+    if not used:
+        return ExponentPrior()
+    sd = max(1 / math.sqrt(precision), LEARNED_EXPONENT_SD_FLOOR)
+    return ExponentPrior(mean=weighted / precision, sd=sd, studies=used)
 
 
 def warm_start(store: KnowledgeStore, context: StudyContext) -> tuple[Recommendation | None, BetaCalibration]:

@@ -147,7 +147,17 @@ def _known_result(row: RecommendationRow, study: Study, fingerprint: str | None)
         kappa=_number((payload.get("lr_rule") or {}).get("kappa")),
         predicted_eval_loss=_number(payload.get("predicted_eval_loss")),
         lambda_max=_lambdas(payload)[1],
+        **_size_exponent(payload),
     )
+
+
+def _size_exponent(payload: dict[str, Any]) -> dict[str, float]:
+    """γ and its spread from the answer's run-length evidence, when the study measured γ itself."""
+    trend = (payload.get("evidence") or {}).get("size_trend") or {}
+    exponent, spread = _number(trend.get("lr_exponent")), _number(trend.get("exponent_sd"))
+    if not trend.get("measured") or exponent is None or spread is None or spread <= 0:
+        return {}
+    return {"size_exponent": exponent, "size_exponent_sd": spread}
 
 
 def _best(rows: list[Outcome]) -> Outcome | None:
