@@ -13,6 +13,7 @@ import pytest
 from advisor.jobs import queue
 from advisor.records import RunConfig, RunRecord, RunStatus
 from advisor.science.knowledge import StudyContext, warm_start
+from advisor.science.recommendation import NoRecommendation
 from advisor.specs import StudySpec, parse_spec
 from advisor.storage import repository as repo
 from advisor.storage.db import Database, default_sqlite_url
@@ -191,3 +192,40 @@ def test_a_stored_study_that_measured_the_run_length_trend_passes_it_on(db: Data
     known = DatabaseKnowledgeStore(db).similar(context(spec(tmp_path)))
     by_lr = {k.learning_rate: (k.size_exponent, k.size_exponent_sd) for k in known}
     assert by_lr == {1e-3: (-0.8, 0.15), 2e-3: (None, None)}
+
+
+def test_a_second_study_starts_from_the_run_length_trend_the_first_one_measured(
+    db: Database, tmp_path: Path
+) -> None:
+    """End to end, as `advisor recommend` runs twice on one data directory: the first study's horizon runs
+    measure γ, the database keeps it, and the second study's prior of γ is built from it."""
+    import torch
+
+    from advisor.cli_recommend import run_leased, start_study
+    from proxy_runs.synthetic import corpus_of, instruction_records, write_jsonl
+    from proxy_runs.tiny import save_tiny_model
+
+    torch.set_num_threads(1)
+    records = instruction_records(160, seed=0)
+    write_jsonl(records, tmp_path / "data.jsonl")
+    save_tiny_model(tmp_path / "model", "llama", corpus_of(records), vocab_size=256, hidden=16)
+    study_spec = parse_spec(
+        {
+            "model": str(tmp_path / "model"),
+            "dataset": {"path": str(tmp_path / "data.jsonl")},
+            "training": {"max_seq_len": 32, "epochs": 4},  # 576 examples: far past the top rung's 72
+            "batch_sizes": [4, 8],
+            "lr_range": [1e-3, 0.3],
+            "budget": {"proxy_seconds": None, "proxy_examples": 1200},  # leaves room for horizon runs
+        }
+    )
+    first = run_leased(db, start_study(db, study_spec), study_spec, budget=None).recommendation
+    assert not isinstance(first, NoRecommendation)
+    measured = first.evidence["size_trend"]
+    assert measured["measured"] and measured["prior"]["studies"] == 0 and "horizon" in measured
+
+    second = run_leased(db, start_study(db, study_spec), study_spec, budget=None).recommendation
+    assert not isinstance(second, NoRecommendation)
+    prior = second.evidence["size_trend"]["prior"]
+    assert prior["studies"] == 1 and prior["sd"] < 0.3  # seed 001's ± 0.3, sharpened by the first study
+    assert "from seed 001 and 1 stored studies" in second.reasoning[-1]
