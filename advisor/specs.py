@@ -199,6 +199,10 @@ class StudySpec(_Strict):
             return self.alpha / math.sqrt(self.rank)
         return self.alpha / self.rank
 
+    def with_seed(self, seed: int) -> StudySpec:
+        """The same spec trained with another seed (adapter init and data order)."""
+        return self.model_copy(update={"training": self.training.model_copy(update={"seed": seed})})
+
 
 def _field_path(location: tuple[int | str, ...]) -> str:
     # pydantic reports model-level validators at the model's own path; "spec" reads better than "".

@@ -169,9 +169,7 @@ class Trainer:
     def loss(self, batch: int, lr: float, seed: int = 0) -> float | None:
         key = (batch, round(lr, 12), seed)
         if key not in self.cache:
-            spec = self.spec.model_copy(
-                update={"training": self.spec.training.model_copy(update={"seed": seed})}
-            )
+            spec = self.spec.with_seed(seed)
             record = train_proxy(
                 spec,
                 batch_size=batch,
@@ -205,16 +203,12 @@ def grid_truth(trainer: Trainer, grid: list[tuple[int, float]]) -> tuple[tuple[i
 # 3. Contenders ----------------------------------------------------------------------------------------------
 
 
-def seeded(spec: StudySpec, seed: int) -> StudySpec:
-    return spec.model_copy(update={"training": spec.training.model_copy(update={"seed": seed})})
-
-
 def lr_range_test(
     trainer: Trainer, lrs: list[float], seed: int, batch: int = 16, steps: int = 8
 ) -> tuple[tuple[int, float], int]:
     """Short runs at every LR; fastai's pick: the LR of the lowest loss divided by 10."""
     losses = {}
-    spec = seeded(trainer.spec, seed)
+    spec = trainer.spec.with_seed(seed)
     for lr in lrs:
         record = train_proxy(
             spec,
@@ -232,7 +226,7 @@ def lr_range_test(
 
 def advisor(trainer: Trainer, grid_examples: int, seed: int) -> tuple[tuple[int, float], int, Recommendation]:
     budget = {"proxy_examples": max(1, int(ADVISOR_SHARE * grid_examples)), "proxy_seconds": None}
-    spec = seeded(trainer.spec, seed)
+    spec = trainer.spec.with_seed(seed)
     spec = spec.model_copy(update={"budget": spec.budget.model_copy(update=budget)})
     result = run_study(spec)
     rec = result.recommendation
@@ -330,6 +324,7 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig, choice_seed
     rows["advisor"] = (advised, advisor_examples)
     rows["random_search"] = random_search(trainer, cfg, advisor_examples, seed=choice_seed)
     rows["tpe"] = tpe_search(trainer, cfg, advisor_examples, seed=choice_seed)
+    regrets = {name: regret(config) for name, (config, _) in rows.items()}
     return {
         "task": task.name,
         "method": task.method,
@@ -353,8 +348,8 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig, choice_seed
             name: {
                 "batch_size": c[0],
                 "learning_rate": c[1],
-                "regret": regret(c)[0],
-                "regret_se": regret(c)[1],
+                "regret": regrets[name][0],
+                "regret_se": regrets[name][1],
                 "examples": spent,
                 "compute_share": spent / grid_examples,
             }

@@ -39,6 +39,7 @@ from advisor.science.fits import (
     bootstrap_optimum,
     bowl_coefficient,
     fit_surface,
+    interval_sd,
     lr_path,
     lr_star_sd,
     replicate_noise,
@@ -48,9 +49,9 @@ from advisor.science.knowledge import (
     SIZE_EXPONENT,
     ExponentPrior,
     KnowledgeStore,
+    Priors,
     StudyContext,
-    size_exponent_prior,
-    warm_start,
+    stored_priors,
 )
 from advisor.science.planner import (
     HORIZON_RUNS,
@@ -67,7 +68,6 @@ from advisor.science.planner import (
 )
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.science.transfer import (
-    BETA_DEFAULT,
     build_recommendation,
     curvature_ratio_lr,
     derive_method,
@@ -272,9 +272,7 @@ def top_extras(
     """
     top, first = plan.top_examples, plan.rungs[0].examples
     by_rung, left = {top: top_rung}, plan.top_extras
-    second_seed = spec.model_copy(
-        update={"training": spec.training.model_copy(update={"seed": spec.training.seed + 1})}
-    )
+    second_seed = spec.with_seed(spec.training.seed + 1)
     best = sorted((o for o in top_rung if not o.diverged), key=lambda o: float(o.loss or 0.0))
     for obs in best[: min(2, left)]:
         if ledger.affords(top):
@@ -559,16 +557,6 @@ def derive_other_methods(
     return derived
 
 
-@dataclass(frozen=True)
-class Priors:
-    """What stored studies say before any compute: a provisional answer, β (curvature transfer) and the
-    prior of γ (run-length transfer); seed 001's defaults without a store."""
-
-    provisional: Recommendation | None = None
-    beta: float = BETA_DEFAULT
-    size_exponent: ExponentPrior = field(default_factory=ExponentPrior)
-
-
 def _warm_start(
     spec: StudySpec, data: PreparedData, store: KnowledgeStore | None, progress: Progress | None
 ) -> Priors:
@@ -577,8 +565,8 @@ def _warm_start(
     context = StudyContext.from_spec(
         spec, n_train=len(data.train), fingerprint=data.fingerprint.get("content_sha256")
     )
-    provisional, calibration = warm_start(store, context)
-    exponent = size_exponent_prior(context, store.similar(context))
+    priors = stored_priors(store, context)
+    provisional = priors.provisional
     if provisional and progress:
         progress(
             0,
@@ -586,7 +574,7 @@ def _warm_start(
             f"provisional: batch {provisional.batch_size}, LR {provisional.learning_rate:.3g} "
             f"({provisional.confidence.label} confidence, from stored studies)",
         )
-    return Priors(provisional, calibration.beta, exponent)
+    return priors
 
 
 def _finish(
@@ -713,9 +701,9 @@ def horizon_study(
     plan.dataset_sizes[-1] = length  # the plan now says what ran
     observations: list[Observation] = []
     exponent = (prior or ExponentPrior()).mean
+    batch = top.batch_size
     for lr in horizon_lrs(spec, top.learning_rate, plan.top_examples, length, exponent):
         if ledger.affords(length):
-            batch = top.batch_size
             record = run_to_rung(
                 spec, data, (batch, lr), top_examples=length, stop_at=length, eval_examples=length
             )
@@ -803,7 +791,7 @@ def _apply_size_trend(
             continue
         measurements.append(measured)
         evidence[kind] |= {"lr_star": 10**measured.log_lr, "sd_decades": measured.sd}
-    anchor_sd = lr_star_sd(bootstrap_optimum(top_observations, top, replicates=100))
+    anchor_sd = interval_sd(rec.confidence.lr_interval)  # the top rung's bootstrap, as the answer has it
     anchor = LrMeasurement(reached, math.log10(top.learning_rate), anchor_sd)
     path = lr_path(anchor, measurements, prior.mean, prior.sd)
     at_full, spread = path.log_lr_at(full)

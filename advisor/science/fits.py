@@ -442,12 +442,17 @@ LR_QUANTISATION_SD = GRID_STEP / math.sqrt(12)  # decades: an optimum known only
 
 
 def lr_star_sd(bootstrap: BootstrapSummary) -> float:
-    """Standard deviation of log10 LR* from a bootstrap's interval (a 90% normal interval is ±1.645σ),
-    never below the grid's own resolution."""
-    if not bootstrap.replicates or not math.isfinite(bootstrap.lr_width_decades):
-        return 1.0  # no resample fitted: as good as unknown
-    z = 2 * float(norm.ppf(0.5 + bootstrap.level / 2))
-    return max(bootstrap.lr_width_decades / z, LR_QUANTISATION_SD)
+    """Standard deviation of log10 LR* from a bootstrap's interval, never below the grid's resolution."""
+    return interval_sd(bootstrap.lr_interval if bootstrap.replicates else None, bootstrap.level)
+
+
+def interval_sd(interval: tuple[float, float] | None, level: float = 0.9) -> float:
+    """Standard deviation of log10 LR* from its `level` interval (a 90% normal interval is ±1.645σ), never
+    below the grid's own resolution; 1 decade when there is no interval (no resample fitted)."""
+    width = math.log10(interval[1] / interval[0]) if interval is not None else math.nan
+    if not math.isfinite(width):
+        return 1.0  # as good as unknown
+    return max(width / (2 * float(norm.ppf(0.5 + level / 2))), LR_QUANTISATION_SD)
 
 
 def bowl_coefficient(curve: CurveFit) -> float | None:

@@ -158,8 +158,8 @@ def adjusted_lr(known: KnownResult, context: StudyContext) -> float:
 
 
 class BetaCalibration(BaseModel):
-    beta: float
-    outcomes_used: int
+    beta: float = BETA_DEFAULT
+    outcomes_used: int = 0
     raw_estimates: list[float] = Field(default_factory=list)
 
 
@@ -299,7 +299,30 @@ def size_exponent_prior(context: StudyContext, neighbours: list[KnownResult]) ->
     return ExponentPrior(mean=weighted / precision, sd=sd, studies=used)
 
 
+class Priors(BaseModel):
+    """What stored studies say before any compute: a provisional answer, β (curvature transfer) and the
+    prior of γ (run-length transfer); seed 001's defaults when nothing is stored."""
+
+    provisional: Recommendation | None = None
+    calibration: BetaCalibration = Field(default_factory=BetaCalibration)
+    size_exponent: ExponentPrior = Field(default_factory=ExponentPrior)
+
+    @property
+    def beta(self) -> float:
+        return self.calibration.beta
+
+
+def stored_priors(store: KnowledgeStore, context: StudyContext) -> Priors:
+    """Ask the store once (neighbours and outcomes) for everything a study starts from."""
+    neighbours, outcomes = store.similar(context), store.outcomes(context)
+    return Priors(
+        provisional=provisional_recommendation(context, neighbours, outcomes),
+        calibration=recalibrate_beta(outcomes),
+        size_exponent=size_exponent_prior(context, neighbours),
+    )
+
+
 def warm_start(store: KnowledgeStore, context: StudyContext) -> tuple[Recommendation | None, BetaCalibration]:
-    """Ask the store once: the provisional answer (if any neighbour) and β recalibrated from outcomes."""
-    outcomes = store.outcomes(context)
-    return provisional_recommendation(context, store.similar(context), outcomes), recalibrate_beta(outcomes)
+    """The provisional answer (if any neighbour) and β recalibrated from outcomes."""
+    priors = stored_priors(store, context)
+    return priors.provisional, priors.calibration

@@ -302,8 +302,9 @@ def _plan_for(
     """The plan for one grid: the longest rungs that leave room for the top extras and, when the top rung
     falls short of the real run, for horizon runs or the dataset-size trend study."""
     n_configs = len(batches) * len(lrs)
-
-    def plan_with(rungs: list[Rung]) -> StudyPlan:
+    share = 1.0
+    while True:
+        rungs = _fit_budget(n_configs, full, share * budget_examples, max(batches))
         plan = StudyPlan(
             spec.proxy_model or spec.model,
             spec.proxy_model is None,
@@ -319,14 +320,8 @@ def _plan_for(
         )
         trend = size_trend if size_trend is not None else rungs[-1].examples < 0.5 * full
         _add_extras(plan, budget_examples, trend)
-        return plan
-
-    share = 1.0
-    while True:
-        plan = plan_with(_fit_budget(n_configs, full, share * budget_examples, max(batches)))
-        wants_trend = size_trend if size_trend is not None else plan.top_examples < 0.5 * full
         # Enough: the trend when the real run is out of reach, and second seeds of the top two configs.
-        settled = plan.top_extras >= 2 and (plan.trend_runs > 0 or plan.horizon_runs > 0 or not wants_trend)
+        settled = plan.top_extras >= 2 and (plan.trend_runs > 0 or plan.horizon_runs > 0 or not trend)
         if settled or share < 0.3:
             return plan
         share *= 0.85  # shorten the halving a little to make room for what follows it
