@@ -200,6 +200,18 @@ def grid_truth(trainer: Trainer, grid: list[tuple[int, float]]) -> tuple[tuple[i
     return best, losses[best]
 
 
+Config = tuple[int, float]  # (batch size, LR)
+
+
+def paired_regret(trainer: Trainer, config: Config, best: Config) -> tuple[float, float]:
+    """(regret, its standard error) on fresh seeds: every contender picked its config on the choice seed and
+    the grid on seed 0, so judging on those would reward whoever was luckiest there (the grid's minimum of 32
+    noisy runs included). The error is of the seed-paired differences."""
+    best_fresh = trainer.fresh_score(*best)
+    paired = [(trainer.score(*config, s) - trainer.score(*best, s)) / best_fresh for s in FRESH_SEEDS]
+    return statistics.fmean(paired), statistics.stdev(paired) / math.sqrt(len(paired))
+
+
 # 3. Contenders ----------------------------------------------------------------------------------------------
 
 
@@ -224,11 +236,15 @@ def lr_range_test(
     return (batch, min(losses, key=lambda lr: losses[lr]) / 10), batch * steps * len(lrs)
 
 
-def advisor(trainer: Trainer, grid_examples: int, seed: int) -> tuple[tuple[int, float], int, Recommendation]:
+def advisor_spec(trainer: Trainer, grid_examples: int, seed: int) -> StudySpec:
+    """The task's spec on `seed` with the advisor's budget: ADVISOR_SHARE of the grid's examples."""
     budget = {"proxy_examples": max(1, int(ADVISOR_SHARE * grid_examples)), "proxy_seconds": None}
     spec = trainer.spec.with_seed(seed)
-    spec = spec.model_copy(update={"budget": spec.budget.model_copy(update=budget)})
-    result = run_study(spec)
+    return spec.model_copy(update={"budget": spec.budget.model_copy(update=budget)})
+
+
+def advisor(trainer: Trainer, grid_examples: int, seed: int) -> tuple[tuple[int, float], int, Recommendation]:
+    result = run_study(advisor_spec(trainer, grid_examples, seed))
     rec = result.recommendation
     assert isinstance(rec, Recommendation), rec
     return (rec.batch_size, rec.learning_rate), rec.cost.examples_seen, rec
@@ -290,7 +306,23 @@ def tpe_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> tu
 # 4. One task, all contenders --------------------------------------------------------------------------------
 
 
-def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig, choice_seed: int) -> dict[str, Any]:
+@dataclass
+class Truth:
+    """A task's ground truth: its trainer (which caches every full run) and the dense grid's best."""
+
+    trainer: Trainer
+    lrs: list[float]
+    grid: list[tuple[int, float]]
+    best: tuple[int, float]
+    best_loss: float
+    seconds: float
+
+    @property
+    def grid_examples(self) -> int:
+        return len(self.grid) * self.trainer.full_examples()
+
+
+def ground_truth(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> Truth:
     spec = task_spec(base, folder, task, cfg)
     loaded = load_model_and_tokenizer(spec.model)
     data = prepare_data(
@@ -302,20 +334,17 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig, choice_seed
     grid = [(b, lr) for b in cfg.batch_sizes for lr in lrs]
     started = time.perf_counter()
     best, best_loss = grid_truth(trainer, grid)
-    grid_seconds = time.perf_counter() - started
-    grid_examples = len(grid) * trainer.full_examples()
+    return Truth(trainer, lrs, grid, best, best_loss, time.perf_counter() - started)
+
+
+def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig, choice_seed: int) -> dict[str, Any]:
+    truth = ground_truth(base, folder, task, cfg)
+    trainer, lrs, grid, best, best_loss = truth.trainer, truth.lrs, truth.grid, truth.best, truth.best_loss
+    grid_seconds, grid_examples = truth.seconds, truth.grid_examples
     seed_losses = [trainer.loss(*best, seed=s) for s in (0, *FRESH_SEEDS)]
     finite = [v for v in seed_losses if v is not None]
     noise = statistics.stdev(finite) / best_loss if len(finite) > 1 else math.nan
     best_fresh = trainer.fresh_score(*best)
-
-    def regret(config: tuple[int, float]) -> tuple[float, float]:
-        """(regret, its standard error) on fresh seeds: every contender picked its config on the choice seed
-        and the grid on seed 0, so judging on those would reward whoever was luckiest there (the grid's
-        minimum of 32 noisy runs included). The error is of the seed-paired differences."""
-        paired = [(trainer.score(*config, s) - trainer.score(*best, s)) / best_fresh for s in FRESH_SEEDS]
-        return statistics.fmean(paired), statistics.stdev(paired) / math.sqrt(len(paired))
-
     started = time.perf_counter()
     advised, advisor_examples, rec = advisor(trainer, grid_examples, choice_seed)
     advisor_seconds = time.perf_counter() - started
@@ -324,7 +353,7 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig, choice_seed
     rows["advisor"] = (advised, advisor_examples)
     rows["random_search"] = random_search(trainer, cfg, advisor_examples, seed=choice_seed)
     rows["tpe"] = tpe_search(trainer, cfg, advisor_examples, seed=choice_seed)
-    regrets = {name: regret(config) for name, (config, _) in rows.items()}
+    regrets = {name: paired_regret(trainer, config, best) for name, (config, _) in rows.items()}
     return {
         "task": task.name,
         "method": task.method,

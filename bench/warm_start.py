@@ -1,0 +1,259 @@
+"""Warm-start benchmark (issue 4): how good is the answer the database gives for the next similar question,
+at once and after a study that starts from it, and what does a reported full-run outcome add?
+
+Every study here goes the way `advisor recommend` goes: stored in a real SQLite database (migrated by the
+project's own code), run under a lease, its recommendation written by the queue; the next question reads
+the store through `DatabaseKnowledgeStore`, exactly as the service and the CLI do.
+
+Per task of `bench/quality.py` (same pretrained base, same tasks, same dense-grid ground truth, same regret
+on fresh seeds 1, 2, 4, 5):
+
+1. first study: the advisor on choice seed 0, stored (what `quality.py` measures, here for reference);
+2. the same question asked again on choice seed 3:
+   - instant: the provisional answer from the store, before any compute;
+   - warm study: a whole study that starts from the store (its LR grid centred on the instant answer, its
+     run-length prior γ sharpened by the first study's measurement), against
+   - cold study: the same study on seed 3 with no store;
+3. outcome: the user trains the first study's answer and half a decade either side in full and reports the
+   three runs (POST /v1/outcomes; here through the repository function that endpoint calls); the instant
+   answer to the next question then carries the reported correction;
+4. a nearby context: a store holding only a study of the task on half its records (another dataset
+   fingerprint, maybe another size bucket) answers the full-size question instantly, and a warm study on
+   seed 3 starts from it.
+
+Compute is counted as in `quality.py` (examples seen, a share of the dense grid); instant answers cost none.
+
+    python bench/warm_start.py [--quick] [--json bench/out/warm_start.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import (  # the sibling benchmark: same base, tasks, ground truth and regret
+    FULL,
+    QUICK,
+    BenchConfig,
+    Config,
+    Task,
+    Truth,
+    advisor_spec,
+    build_base,
+    ground_truth,
+    paired_regret,
+    task_spec,
+)
+
+from advisor.cli_recommend import knowledge_store, open_database, run_leased, start_study
+from advisor.science.knowledge import StudyContext, stored_priors
+from advisor.science.recommendation import Recommendation
+from advisor.specs import StudySpec
+from advisor.storage import repository as repo
+from advisor.storage.db import Database
+from proxy_runs.data import prepare_data
+from proxy_runs.models import load_model_and_tokenizer
+from proxy_runs.study import run_study
+
+FIRST_SEED, NEXT_SEED = 0, 3  # the stored study's choice seed; the next question's (neither scores)
+OUTCOME_SPREAD = 10**0.5  # the user's full runs: the answer's LR and half a decade either side
+
+
+def context_of(spec: StudySpec) -> StudyContext:
+    """The warm-start context of a spec, as `run_study` builds it (training split size, data fingerprint)."""
+    loaded = load_model_and_tokenizer(spec.model)
+    data = prepare_data(
+        spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=spec.training.max_seq_len
+    )
+    return StudyContext.from_spec(
+        spec, n_train=len(data.train), fingerprint=data.fingerprint.get("content_sha256")
+    )
+
+
+def stored_study(db: Database, spec: StudySpec) -> tuple[int, Recommendation]:
+    """A whole study the way `advisor recommend` runs it: stored, leased, its answer written by the queue."""
+    lease = start_study(db, spec)
+    result = run_leased(db, lease, spec, budget=None)
+    assert isinstance(result.recommendation, Recommendation), result.recommendation
+    return lease.study_id, result.recommendation
+
+
+def instant_answer(db: Database, spec: StudySpec) -> Recommendation:
+    priors = stored_priors(knowledge_store(db), context_of(spec))
+    assert priors.provisional is not None, "the store holds a comparable study, so there is an instant answer"
+    return priors.provisional
+
+
+def report_outcome(
+    db: Database, study_id: int, spec: StudySpec, answer: Config, truth: Truth
+) -> list[dict[str, Any]]:
+    """The user's full runs around the study's answer, reported back as POST /v1/outcomes stores them."""
+    batch, lr = answer
+    runs = []
+    for factor in (1 / OUTCOME_SPREAD, 1.0, OUTCOME_SPREAD):
+        loss = truth.trainer.loss(batch, lr * factor, seed=FIRST_SEED)
+        runs.append({"batch_size": batch, "learning_rate": lr * factor, "final_eval_loss": loss})
+    with db.transaction() as session:
+        for run in runs:
+            values = {
+                "study_id": study_id,
+                "model": spec.model,
+                "method": spec.method,
+                "rank": spec.rank,
+                "alpha": spec.alpha,
+                "diverged": run["final_eval_loss"] is None,
+                **run,
+            }
+            repo.add_outcome(session, values=values, token_id=None)
+    return runs
+
+
+def scored(truth: Truth, rec: Recommendation, examples: int | None = None) -> dict[str, Any]:
+    config = (rec.batch_size, rec.learning_rate)
+    regret, se = paired_regret(truth.trainer, config, truth.best)
+    spent = rec.cost.examples_seen if examples is None else examples
+    return {
+        "batch_size": rec.batch_size,
+        "learning_rate": rec.learning_rate,
+        "regret": regret,
+        "regret_se": se,
+        "confidence": rec.confidence.label,
+        "provisional": rec.provisional,
+        "examples": spent,
+        "compute_share": spent / truth.grid_examples,
+    }
+
+
+def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str, Any]:
+    truth = ground_truth(base, folder, task, cfg)
+    spec_on = {
+        seed: advisor_spec(truth.trainer, truth.grid_examples, seed) for seed in (FIRST_SEED, NEXT_SEED)
+    }
+    rows: dict[str, dict[str, Any]] = {}
+    # 1–3: one store, filled as a user's database would be
+    db = open_database(folder / task.name / "store")
+    try:
+        first_id, first = stored_study(db, spec_on[FIRST_SEED])
+        rows["first_study"] = scored(truth, first)
+        rows["instant"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED]))
+        rows["warm_study"] = scored(truth, stored_study(db, spec_on[NEXT_SEED])[1])
+        rows["cold_study"] = scored(truth, require(run_study(spec_on[NEXT_SEED]).recommendation))
+        outcome = report_outcome(
+            db, first_id, spec_on[FIRST_SEED], (first.batch_size, first.learning_rate), truth
+        )
+        rows["instant_after_outcome"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED]))
+    finally:
+        db.dispose()
+    # 4: a store that knows only the task on half its records
+    half = replace(task, records=task.records // 2)
+    half_spec = task_spec(base, folder / "half", half, cfg).model_copy(
+        update={"budget": spec_on[FIRST_SEED].budget}
+    )
+    db = open_database(folder / task.name / "store_half")
+    try:
+        stored_study(db, half_spec.with_seed(FIRST_SEED))
+        rows["instant_from_half"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED]))
+        rows["warm_from_half"] = scored(truth, stored_study(db, spec_on[NEXT_SEED])[1])
+    finally:
+        db.dispose()
+    return {
+        "task": task.name,
+        "method": task.method,
+        "rank": task.rank,
+        "train_examples": truth.trainer.full_examples(),
+        "grid_best": {
+            "batch_size": truth.best[0],
+            "learning_rate": truth.best[1],
+            "eval_loss": truth.best_loss,
+        },
+        "grid_examples": truth.grid_examples,
+        "reported_outcome": outcome,
+        "contenders": rows,
+    }
+
+
+def require(rec: object) -> Recommendation:
+    assert isinstance(rec, Recommendation), rec
+    return rec
+
+
+COLUMNS = {
+    "first_study": "1st study",
+    "cold_study": "cold",
+    "instant": "instant",
+    "warm_study": "warm",
+    "instant_after_outcome": "inst+outc",
+    "instant_from_half": "inst(N/2)",
+    "warm_from_half": "warm(N/2)",
+}
+
+
+def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        name: {
+            "median_regret": statistics.median(t["contenders"][name]["regret"] for t in tasks),
+            "mean_regret": statistics.fmean(t["contenders"][name]["regret"] for t in tasks),
+            "median_compute_share": statistics.median(t["contenders"][name]["compute_share"] for t in tasks),
+        }
+        for name in COLUMNS
+    }
+
+
+def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    print(f"{'task':<30}" + "".join(f"{label:>12}" for label in COLUMNS.values()))
+    for t in tasks:
+        label = f"{t['task']} ({t['method']} r{t['rank']}, N={t['train_examples']})"
+        print(f"{label:<30}" + "".join(f"{t['contenders'][n]['regret']:>11.2%} " for n in COLUMNS))
+    for stat in ("median_regret", "mean_regret"):
+        print(f"{stat.replace('_', ' '):<30}" + "".join(f"{summary[n][stat]:>11.2%} " for n in COLUMNS))
+    print(
+        f"{'compute (median)':<30}"
+        + "".join(f"{summary[n]['median_compute_share']:>11.1%} " for n in COLUMNS)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 tasks, 3 batch sizes, a shorter base model")
+    parser.add_argument("--json", default="bench/out/warm_start.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared
+    cfg = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        base = build_base(folder, cfg)
+        tasks = []
+        for task in cfg.tasks:
+            tasks.append(run_task(base, folder, task, cfg))
+            print(f"{task.name}: done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    summary = summarise(tasks)
+    print_table(tasks, summary)
+    out = {
+        "config": asdict(cfg),
+        "quick": args.quick,
+        "seeds": {"first": FIRST_SEED, "next": NEXT_SEED},
+        "machine": "2-core CPU, no GPU",
+        "tasks": tasks,
+        "summary": summary,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2, default=float))
+    print(f"wrote {args.json} ({out['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
