@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -433,11 +433,17 @@ def main() -> None:
     parser.add_argument(
         "--choice-seed", type=int, default=0, help="the seed every contender chooses on (not 1 or 2)"
     )
+    parser.add_argument("--tasks", nargs="+", metavar="NAME", help="only these tasks (default: all)")
     args = parser.parse_args()
     if args.choice_seed in FRESH_SEEDS:
         parser.error(f"--choice-seed must not be one of the scoring seeds {FRESH_SEEDS}")
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared
     cfg = QUICK if args.quick else FULL
+    if args.tasks:
+        unknown = set(args.tasks) - {t.name for t in cfg.tasks}
+        if unknown:
+            parser.error(f"--tasks: no task named {', '.join(sorted(unknown))}")
+        cfg = replace(cfg, tasks=[t for t in cfg.tasks if t.name in args.tasks])
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -16,7 +16,8 @@ on fresh seeds 1, 2, 4, 5):
    - cold study: the same study on seed 3 with no store;
 3. outcome: the user trains the first study's answer and half a decade either side in full and reports the
    three runs (POST /v1/outcomes; here through the repository function that endpoint calls); the instant
-   answer to the next question then carries the reported correction;
+   answer to the next question, and a warm study on seed 3 after it, then carry the reported correction
+   (the store now also holds the warm study of step 2);
 4. a nearby context: a store holding only a study of the task on half its records (another dataset
    fingerprint, maybe another size bucket) answers the full-size question instantly, and a warm study on
    seed 3 starts from it.
@@ -154,6 +155,7 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str
             db, first_id, spec_on[FIRST_SEED], (first.batch_size, first.learning_rate), truth
         )
         rows["instant_after_outcome"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED]))
+        rows["warm_after_outcome"] = scored(truth, stored_study(db, spec_on[NEXT_SEED])[1])
     finally:
         db.dispose()
     # 4: a store that knows only the task on half its records
@@ -195,6 +197,7 @@ COLUMNS = {
     "instant": "instant",
     "warm_study": "warm",
     "instant_after_outcome": "inst+outc",
+    "warm_after_outcome": "warm+outc",
     "instant_from_half": "inst(N/2)",
     "warm_from_half": "warm(N/2)",
 }

@@ -49,6 +49,7 @@ from advisor.science.knowledge import (
     SIZE_EXPONENT,
     ExponentPrior,
     KnowledgeStore,
+    LrCorrection,
     Priors,
     StudyContext,
     stored_priors,
@@ -248,7 +249,7 @@ def successive_halving(
         if extension == MAX_EXTENSIONS or time.perf_counter() > ledger.deadline:
             break  # out of extensions or budget: accept the edge (it lowers the confidence), never overrun
         # A larger batch must reach rung 0 on a whole step: batches grow at most to rung 0's examples.
-        alive = _extensions(fit_surface(by_rung[first], batch_candidates=spec.batch_sizes), spec)
+        alive = _extensions(fit_surface(by_rung[first], batch_candidates=plan.batch_sizes), spec)
         if not alive or not ledger.affords(len(alive) * first):
             break
         _grow(plan, alive)
@@ -282,7 +283,7 @@ def top_extras(
     # Edge runs leave the trend study or horizon runs planned after them their share of the budget.
     reserve = plan.trend_runs * (plan.trend_examples or 0) + plan.horizon_runs * (plan.horizon_examples or 0)
     for _ in range(min(2, left)):
-        fit = fit_surface(top_rung, batch_candidates=spec.batch_sizes)
+        fit = fit_surface(top_rung, batch_candidates=plan.batch_sizes)
         curve = fit.curves[fit.batch_size] if isinstance(fit, SurfaceFit) else None
         if curve is None or curve.edge is None or not ledger.affords(top + reserve):
             break
@@ -493,7 +494,7 @@ def run_study(
     if progress:
         progress(0, plan.estimated_runs, plan.describe())
     by_rung = successive_halving(proxy, data, plan, ledger)
-    fits = rung_fits(by_rung, spec.batch_sizes)
+    fits = rung_fits(by_rung, plan.batch_sizes)
     top = _top_fit(fits)
     trend = trend_study(proxy, data, plan, top, ledger) if top is not None else None
     horizon = horizon_study(proxy, data, plan, top, ledger, priors.size_exponent) if top is not None else None
@@ -610,12 +611,27 @@ def _finish(
                 rec, plan, top, by_rung[answer_rung], *length_runs, bowl, priors.size_exponent
             )
         rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta)
+        rec = _apply_outcome_correction(rec, priors.lr_correction)
         rec.reasoning.insert(
             0,
             f"Successive halving ran {cost.runs} proxy runs ({cost.examples_seen} "
             f"examples, {cost.proxy_seconds:.0f} s) comparing configs at equal examples seen.",
         )
     return StudyResult(rec, ledger.runs, plan, priors.provisional, fits_json)
+
+
+def _apply_outcome_correction(rec: Recommendation, correction: LrCorrection) -> Recommendation:
+    """Full runs reported back in this context found the advisor's LRs off by a factor; this answer was made
+    the same way, so it moves by that factor too (the stored outcome is compared with the final answer)."""
+    if not correction.outcomes_used or math.isclose(correction.factor, 1.0):
+        return rec
+    return with_lr_scaled(
+        rec,
+        correction.factor,
+        f"Moved by ×{correction.factor:.2f}: {correction.describe()}.",
+        evidence_key="outcome_correction",
+        evidence=correction.model_dump(),
+    )
 
 
 # 5. Dataset-size trend ------------------------------------------------------------------------------------

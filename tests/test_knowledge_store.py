@@ -197,8 +197,10 @@ def test_a_stored_study_that_measured_the_run_length_trend_passes_it_on(db: Data
 def test_a_second_study_starts_from_the_run_length_trend_the_first_one_measured(
     db: Database, tmp_path: Path
 ) -> None:
-    """End to end, as `advisor recommend` runs twice on one data directory: the first study's horizon runs
-    measure γ, the database keeps it, and the second study's prior of γ is built from it."""
+    """End to end, as `advisor recommend` runs on one data directory: the first study's horizon runs measure
+    γ, the database keeps it, and the second study's prior of γ is built from it; then the user reports full
+    runs that found the best LR at 4× the first answer, and the third study's answer moves up by the
+    (shrunk) correction."""
     import torch
 
     from advisor.cli_recommend import run_leased, start_study
@@ -219,7 +221,8 @@ def test_a_second_study_starts_from_the_run_length_trend_the_first_one_measured(
             "budget": {"proxy_seconds": None, "proxy_examples": 1200},  # leaves room for horizon runs
         }
     )
-    first = run_leased(db, start_study(db, study_spec), study_spec, budget=None).recommendation
+    first_lease = start_study(db, study_spec)
+    first = run_leased(db, first_lease, study_spec, budget=None).recommendation
     assert not isinstance(first, NoRecommendation)
     measured = first.evidence["size_trend"]
     assert measured["measured"] and measured["prior"]["studies"] == 0 and "horizon" in measured
@@ -229,3 +232,21 @@ def test_a_second_study_starts_from_the_run_length_trend_the_first_one_measured(
     prior = second.evidence["size_trend"]["prior"]
     assert prior["studies"] == 1 and prior["sd"] < 0.3  # seed 001's ± 0.3, sharpened by the first study
     assert "from seed 001 and 1 stored studies" in second.reasoning[-1]
+
+    base = {
+        "model": study_spec.model,
+        "method": "lora",
+        "rank": 8,
+        "alpha": 8.0,
+        "batch_size": first.batch_size,
+    }
+    with db.transaction() as session:  # as POST /v1/outcomes stores them
+        for factor, loss in [(1.0, 2.0), (4.0, 1.5)]:
+            values = {**base, "study_id": first_lease.study_id, "learning_rate": factor * first.learning_rate}
+            repo.add_outcome(session, values={**values, "final_eval_loss": loss}, token_id=None)
+    third = run_leased(db, start_study(db, study_spec), study_spec, budget=None).recommendation
+    assert not isinstance(third, NoRecommendation)
+    correction = third.evidence["outcome_correction"]
+    assert correction["outcomes_used"] == 1
+    assert correction["factor"] == pytest.approx(4 ** (1 / 3))  # one outcome against a prior worth two
+    assert "1 reported full-run outcome(s)" in third.reasoning[-1]

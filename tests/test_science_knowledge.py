@@ -81,6 +81,18 @@ def test_neighbours_at_another_rank_are_moved_along_the_rank_trend() -> None:
     assert rec is not None and rec.learning_rate < 1e-3  # seed 001: higher rank (α = r) wants a lower LR
 
 
+def test_a_neighbour_of_another_dataset_size_moves_along_the_trend_the_store_measured() -> None:
+    half = {"dataset_size": 5_000, "dataset_size_bucket": size_bucket(5_000)}
+    assumed = provisional_recommendation(context(), [known(1e-3, **half)])
+    steep = {"size_exponent": -1.0, "size_exponent_sd": 0.1}  # it measured LR* ∝ N^−1 with horizon runs
+    measured = provisional_recommendation(context(), [known(1e-3, **half).model_copy(update=steep)])
+    assert assumed is not None and measured is not None
+    assert assumed.learning_rate == pytest.approx(1e-3 * 2**SIZE_EXPONENT)  # twice the data, seed 001's γ
+    # γ from the store: −1 measured half a bucket away, pulled towards seed 001's −0.25 (to −0.88)
+    assert 1e-3 * 2**-1.0 < measured.learning_rate < 1e-3 * 2**-0.8
+    assert "stored studies" in measured.reasoning[0]
+
+
 def test_no_neighbour_within_reach_means_no_provisional_answer() -> None:
     assert provisional_recommendation(context(), [known(method="pissa")]) is None
     assert provisional_recommendation(context(), []) is None

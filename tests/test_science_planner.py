@@ -144,7 +144,15 @@ def test_a_sibling_proxy_trains_at_low_rank_and_is_confirmed_on_the_target() -> 
     assert plan.confirm_lrs == 3
 
 
-def test_a_budget_below_the_smallest_plan_is_said_up_front() -> None:
-    plan = plan_study(small_task(1400), n_train=450)  # 4 batch sizes up to 32 need ≥ 2400 examples
-    assert plan.estimated_examples > 1400
+def test_a_budget_below_the_smallest_plan_leaves_out_the_largest_batch_and_says_so() -> None:
+    # 4 batch sizes up to 32 need ≥ 2400 examples on 450: B = 32 sets rung 0 at 32 examples per config
+    plan = plan_study(small_task(1400), n_train=450)
+    assert plan.batch_sizes == [4, 8, 16] and plan.rungs[0].examples == 16
+    assert plan.estimated_examples <= 1400 and len(plan.rungs) == 3  # a complete halving
+    assert "the smallest plan with B = 32" in plan.describe()
+
+
+def test_a_budget_below_the_smallest_plan_with_two_batch_sizes_is_said_up_front() -> None:
+    plan = plan_study(small_task(300), n_train=450)
+    assert plan.batch_sizes == [4, 8] and plan.estimated_examples > 300
     assert "the halving will stop at the rung the budget reaches" in plan.describe()

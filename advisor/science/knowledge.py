@@ -144,13 +144,14 @@ def context_distance(a: StudyContext, b: StudyContext) -> float:
     return max(0.0, distance - (0.25 if same_data else 0.0))
 
 
-def adjusted_lr(known: KnownResult, context: StudyContext) -> float:
-    """A neighbour's LR moved to this context's rank and dataset size along seed 001's trends."""
+def adjusted_lr(known: KnownResult, context: StudyContext, size_exponent: float = SIZE_EXPONENT) -> float:
+    """A neighbour's LR moved to this context's rank along seed 001's trend, and to its dataset size along
+    LR* ∝ N^γ with γ = `size_exponent` (seed 001's −0.25 unless stored studies measured better)."""
     lr = known.learning_rate
     if known.context.rank and context.rank:
         lr *= (context.rank / known.context.rank) ** RANK_EXPONENT
     if known.context.dataset_size and context.dataset_size:
-        lr *= (context.dataset_size / known.context.dataset_size) ** SIZE_EXPONENT
+        lr *= (context.dataset_size / known.context.dataset_size) ** size_exponent
     return lr
 
 
@@ -187,31 +188,49 @@ def recalibrate_beta(outcomes: list[ReportedOutcome], prior: float = BETA_DEFAUL
     return BetaCalibration(beta=float(np.clip(shrunk, *BETA_BAND)), outcomes_used=n, raw_estimates=estimates)
 
 
-def lr_correction(outcomes: list[ReportedOutcome]) -> float:
-    """How far off recommendations in this context were: the shrunk geometric mean of best / recommended."""
+class LrCorrection(BaseModel):
+    """How far off recommendations in this context were, by reported full runs: their best LR over the
+    recommended one, a geometric mean shrunk towards 1 (no correction counts as BETA_SHRINKAGE outcomes)."""
+
+    factor: float = 1.0
+    outcomes_used: int = 0
+
+    def describe(self) -> str:
+        return (
+            f"{self.outcomes_used} reported full-run outcome(s) in this context found the best LR at "
+            f"×{self.factor:.2f} of what was recommended (shrunk towards ×1)"
+        )
+
+
+def lr_correction(outcomes: list[ReportedOutcome]) -> LrCorrection:
     logs = [
         math.log(o.best_lr / o.recommended_lr) for o in outcomes if o.best_lr > 0 and o.recommended_lr > 0
     ]
     if not logs:
-        return 1.0
-    return math.exp(sum(logs) / (len(logs) + BETA_SHRINKAGE))
+        return LrCorrection()
+    return LrCorrection(factor=math.exp(sum(logs) / (len(logs) + BETA_SHRINKAGE)), outcomes_used=len(logs))
 
 
 # 3. The provisional answer ----------------------------------------------------------------------------------
 
 
 def provisional_recommendation(
-    context: StudyContext, neighbours: list[KnownResult], outcomes: list[ReportedOutcome] | None = None
+    context: StudyContext,
+    neighbours: list[KnownResult],
+    outcomes: list[ReportedOutcome] | None = None,
+    size_exponent: ExponentPrior | None = None,
 ) -> Recommendation | None:
-    """An answer before any compute, from stored neighbours weighted by exp(−distance); None without any."""
+    """An answer before any compute, from stored neighbours weighted by exp(−distance); None without any.
+    A neighbour of another dataset size moves along the γ the neighbours measured (`size_exponent_prior`)."""
     near = [(context_distance(context, k.context), k) for k in neighbours]
     near = [(d, k) for d, k in near if d <= MAX_DISTANCE]
     if not near:
         return None
+    exponent = size_exponent or size_exponent_prior(context, neighbours)
     weights = np.array([math.exp(-d) * max(k.confidence, 0.05) for d, k in near])
-    log_lrs = np.array([math.log10(adjusted_lr(k, context)) for _, k in near])
+    log_lrs = np.array([math.log10(adjusted_lr(k, context, exponent.mean)) for _, k in near])
     correction = lr_correction(outcomes or [])
-    lr = 10 ** float(np.average(log_lrs, weights=weights)) * correction
+    lr = 10 ** float(np.average(log_lrs, weights=weights)) * correction.factor
     batch = _weighted_median([k.batch_size for _, k in near], weights)
     spread = (
         float(np.sqrt(np.average((log_lrs - log_lrs.mean()) ** 2, weights=weights)))
@@ -219,9 +238,8 @@ def provisional_recommendation(
         else 0.25
     )
     kappas = [k.kappa for _, k in near if k.kappa is not None]
-    return _provisional(
-        context, near, batch, lr, max(spread, 0.25), float(np.median(kappas)) if kappas else None, correction
-    )
+    kappa = float(np.median(kappas)) if kappas else None
+    return _provisional(context, near, batch, lr, max(spread, 0.25), kappa, correction, exponent)
 
 
 def _weighted_median(values: list[int], weights: np.ndarray) -> int:
@@ -237,7 +255,8 @@ def _provisional(
     lr: float,
     spread_decades: float,
     kappa: float | None,
-    correction: float,
+    correction: LrCorrection,
+    exponent: ExponentPrior,
 ) -> Recommendation:
     nearest = min(d for d, _ in near)
     score = min(PROVISIONAL_CONFIDENCE_CAP, max(k.confidence for _, k in near) * math.exp(-nearest))
@@ -246,10 +265,10 @@ def _provisional(
     reasons = [
         f"Provisional, before any compute: {len(near)} stored studies of a nearby context "
         f"(nearest at distance {nearest:.2g}) put LR at {lr:.3g} and batch size {batch}, after moving "
-        "each along seed 001's rank and dataset-size trends."
+        f"each along seed 001's rank trend and to this dataset size along LR* ∝ N^γ ({exponent.describe()})."
     ]
-    if correction != 1.0:
-        reasons.append(f"Reported full-run outcomes in this context moved the LR by ×{correction:.2f}.")
+    if correction.outcomes_used:
+        reasons.append(f"Moved by ×{correction.factor:.2f}: {correction.describe()}.")
     return Recommendation(
         batch_size=batch,
         learning_rate=lr,
@@ -300,12 +319,14 @@ def size_exponent_prior(context: StudyContext, neighbours: list[KnownResult]) ->
 
 
 class Priors(BaseModel):
-    """What stored studies say before any compute: a provisional answer, β (curvature transfer) and the
-    prior of γ (run-length transfer); seed 001's defaults when nothing is stored."""
+    """What stored studies say before any compute: a provisional answer, β (curvature transfer), the prior
+    of γ (run-length transfer) and the correction reported outcomes call for; seed 001's defaults and no
+    correction when nothing is stored."""
 
     provisional: Recommendation | None = None
     calibration: BetaCalibration = Field(default_factory=BetaCalibration)
     size_exponent: ExponentPrior = Field(default_factory=ExponentPrior)
+    lr_correction: LrCorrection = Field(default_factory=LrCorrection)
 
     @property
     def beta(self) -> float:
@@ -315,10 +336,12 @@ class Priors(BaseModel):
 def stored_priors(store: KnowledgeStore, context: StudyContext) -> Priors:
     """Ask the store once (neighbours and outcomes) for everything a study starts from."""
     neighbours, outcomes = store.similar(context), store.outcomes(context)
+    exponent = size_exponent_prior(context, neighbours)
     return Priors(
-        provisional=provisional_recommendation(context, neighbours, outcomes),
+        provisional=provisional_recommendation(context, neighbours, outcomes, exponent),
         calibration=recalibrate_beta(outcomes),
-        size_exponent=size_exponent_prior(context, neighbours),
+        size_exponent=exponent,
+        lr_correction=lr_correction(outcomes),
     )
 
 

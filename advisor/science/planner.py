@@ -39,6 +39,7 @@ MIN_TOP_CONFIGS = 3  # the top rung keeps ≥ 3 configs: the winner and its LR n
 LR_BOUNDS = (1e-8, 1.0)  # no extension goes beyond these, whatever the edge says
 EXTENSION_STEPS = 2  # an edge extends the grid by half a decade
 MIN_LRS = 5  # a tight budget narrows the LR grid to no fewer points than this (±half a decade)
+MIN_BATCH_SIZES = 2  # ... and then drops the largest batch sizes, keeping at least this many to compare
 TOP_EXTRAS = 4  # runs of top-rung length reserved for an edge at the top rung and second-seed replicates
 TREND_LRS = 4  # LRs at B* in the trend study: LR*(top) and 1 step below, 2 above (LR* falls with N)
 TREND_MIN_STEPS = 6  # a trend run needs this many optimizer steps at B* to say anything about LR*
@@ -267,7 +268,8 @@ def plan_study(
 
     A tight budget first shortens the top fidelity (down to 9 steps of the largest batch), then narrows
     the LR grid around its centre (down to MIN_LRS points): fewer, better-measured configs beat many
-    configs each seen for a step or two.
+    configs each seen for a step or two. If even that does not fit, the largest batch sizes go (down to
+    MIN_BATCH_SIZES), rather than a halving cut short below its top rung.
     """
     centre, half_width = grid_span(spec, prior, lr_centre)
     lrs = lr_grid(centre, half_width_decades=half_width, bounds=spec.lr_range)
@@ -275,10 +277,14 @@ def plan_study(
     costs = (seconds_per_example, run_overhead_seconds)
     budget_examples = _budget_examples(spec, budget_seconds, costs, len(batches) * len(lrs), spent_examples)
     full = max(1, int(spec.training.epochs * n_train))
-    plan = _plan_for(spec, batches, lrs, full, budget_examples, size_trend, costs)
-    while plan.estimated_examples > budget_examples and len(plan.learning_rates) - 2 >= MIN_LRS:
-        plan = _plan_for(spec, batches, plan.learning_rates[1:-1], full, budget_examples, size_trend, costs)
-        plan.notes.append(f"the budget narrowed the LR grid to {len(plan.learning_rates)} points")
+    plan = _narrowest_plan(spec, batches, lrs, full, budget_examples, size_trend, costs)
+    while plan.estimated_examples > budget_examples and len(batches) > MIN_BATCH_SIZES:
+        dropped, batches = batches[-1], batches[:-1]
+        plan = _narrowest_plan(spec, batches, lrs, full, budget_examples, size_trend, costs)
+        plan.notes.append(
+            f"the budget cannot run the smallest plan with B = {dropped} (a whole step of it sets the first "
+            f"rung's length; it takes {full // dropped} steps in the real run), so it is left out"
+        )
     _add_confirmation(plan, budget_examples)
     _explain(plan, prior, full)
     if plan.estimated_examples > budget_examples:
@@ -287,6 +293,23 @@ def plan_study(
             "will stop at the rung the budget reaches and answer from there"
         )
     plan.budget_examples = budget_examples
+    return plan
+
+
+def _narrowest_plan(
+    spec: StudySpec,
+    batches: list[int],
+    lrs: list[float],
+    full: int,
+    budget_examples: float,
+    size_trend: bool | None,
+    costs: tuple[float, float],
+) -> StudyPlan:
+    """The plan for these batch sizes, its LR grid narrowed (to no fewer than MIN_LRS) until it fits."""
+    plan = _plan_for(spec, batches, lrs, full, budget_examples, size_trend, costs)
+    while plan.estimated_examples > budget_examples and len(plan.learning_rates) - 2 >= MIN_LRS:
+        plan = _plan_for(spec, batches, plan.learning_rates[1:-1], full, budget_examples, size_trend, costs)
+        plan.notes.append(f"the budget narrowed the LR grid to {len(plan.learning_rates)} points")
     return plan
 
 
