@@ -612,6 +612,9 @@ def _finish(
             )
         rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta)
         rec = _apply_outcome_correction(rec, priors.lr_correction)
+        dropped = plan.dropped_batch_note(rec.batch_size)
+        if dropped:
+            rec.reasoning.append(dropped)
         rec.reasoning.insert(
             0,
             f"Successive halving ran {cost.runs} proxy runs ({cost.examples_seen} "

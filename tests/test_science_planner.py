@@ -149,10 +149,13 @@ def test_a_budget_below_the_smallest_plan_leaves_out_the_largest_batch_and_says_
     plan = plan_study(small_task(1400), n_train=450)
     assert plan.batch_sizes == [4, 8, 16] and plan.rungs[0].examples == 16
     assert plan.estimated_examples <= 1400 and len(plan.rungs) == 3  # a complete halving
-    assert "the smallest plan with B = 32" in plan.describe()
+    assert "the smallest plan with batch sizes [32]" in plan.describe() and plan.dropped_batch_sizes == [32]
+    assert plan.dropped_batch_note(4) is None  # B* inside the kept sizes: nothing untried beyond it
+    assert "[32] were left out" in str(plan.dropped_batch_note(16))
 
 
 def test_a_budget_below_the_smallest_plan_with_two_batch_sizes_is_said_up_front() -> None:
     plan = plan_study(small_task(300), n_train=450)
-    assert plan.batch_sizes == [4, 8] and plan.estimated_examples > 300
+    assert plan.batch_sizes == [4, 8] and plan.dropped_batch_sizes == [16, 32]
+    assert plan.estimated_examples > 300
     assert "the halving will stop at the rung the budget reaches" in plan.describe()

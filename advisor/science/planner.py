@@ -20,6 +20,10 @@ Numbers a plan is made of:
   their losses and the top rung's bowl locate LR* there, interpolating towards the real run. Otherwise a
   trend study: 4 LRs at B* as complete runs on a third of the top rung's examples (extrapolating away
   from the real run, so it is worth less). Either measurement and the prior combine in `fits.lr_path`.
+- A tight budget gives way in this order: the top fidelity shortens (down to 9 steps of the largest batch),
+  the LR grid narrows (to MIN_LRS points), then the largest batch sizes go (to MIN_BATCH_SIZES): a whole
+  step of the largest batch sets rung 0's length, so one large candidate can price a small dataset's whole
+  halving out of the budget, and a halving cut short answers from single-seed runs at a shallow rung.
 - Cost: a promoted config restarts from scratch (train_proxy cannot resume), so rung r costs
   configs_r × examples_r; the study's total is the rungs, the top extras, the trend or horizon runs and
   the target's confirmation runs.
@@ -97,6 +101,7 @@ class StudyPlan:
     run_overhead_seconds: float = 0.0  # model setup and evaluations, per run
     eta: int = ETA
     budget_examples: float = math.inf  # the study's hard cap, in training examples over all its runs
+    dropped_batch_sizes: list[int] = field(default_factory=list)  # candidates the budget could not afford
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -143,6 +148,15 @@ class StudyPlan:
     def grid_examples(self) -> int:
         """What the full grid of full-length runs would cost: the yardstick for the study's savings."""
         return len(self.configs) * (self.full_examples or self.rungs[-1].examples)
+
+    def dropped_batch_note(self, batch_size: int) -> str | None:
+        """What an answer at the largest batch size the budget kept must add: larger ones were not tried."""
+        if not self.dropped_batch_sizes or batch_size != max(self.batch_sizes):
+            return None
+        return (
+            f"B* = {batch_size} is the largest batch size the budget allowed: {self.dropped_batch_sizes} "
+            "were left out; raise the budget to test them."
+        )
 
     def _extras_text(self) -> str:
         parts = [f"{self.top_extras} top-rung runs (edge, second seed)"] if self.top_extras else []
@@ -278,12 +292,16 @@ def plan_study(
     budget_examples = _budget_examples(spec, budget_seconds, costs, len(batches) * len(lrs), spent_examples)
     full = max(1, int(spec.training.epochs * n_train))
     plan = _narrowest_plan(spec, batches, lrs, full, budget_examples, size_trend, costs)
+    dropped: list[int] = []
     while plan.estimated_examples > budget_examples and len(batches) > MIN_BATCH_SIZES:
-        dropped, batches = batches[-1], batches[:-1]
+        dropped, batches = [batches[-1], *dropped], batches[:-1]
         plan = _narrowest_plan(spec, batches, lrs, full, budget_examples, size_trend, costs)
+    if dropped:
+        plan.dropped_batch_sizes = dropped
         plan.notes.append(
-            f"the budget cannot run the smallest plan with B = {dropped} (a whole step of it sets the first "
-            f"rung's length; it takes {full // dropped} steps in the real run), so it is left out"
+            f"the budget cannot run the smallest plan with batch sizes {dropped} (a whole step of the "
+            f"largest sets the first rung's length; B = {dropped[-1]} takes {full // dropped[-1]} steps in "
+            "the real run), so they are left out"
         )
     _add_confirmation(plan, budget_examples)
     _explain(plan, prior, full)
