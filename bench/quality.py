@@ -20,7 +20,7 @@ to the best config of a dense grid, and at what compute?
    - random search and Optuna TPE: full runs at random / TPE-suggested (B, LR) until they have used the
      advisor's compute; the best of their runs (by its own eval loss) is their answer.
 
-    python bench/quality.py [--quick] [--choice-seed 0] [--json bench/out/quality.json]
+    python bench/quality.py [--quick] [--choice-seed 0] [--tasks upper ...] [--json bench/out/quality.json]
 """
 
 from __future__ import annotations
