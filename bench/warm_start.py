@@ -20,7 +20,9 @@ on fresh seeds 1, 2, 4, 5):
    (the store now also holds the warm study of step 2);
 4. a nearby context: a store holding only a study of the task on half its records (another dataset
    fingerprint, maybe another size bucket) answers the full-size question instantly, and a warm study on
-   seed 3 starts from it.
+   seed 3 starts from it;
+5. the CI hook: `advisor check`'s verdict (the lookup and `decide` it runs) on every grid config against
+   the stored 1st study, next to that config's regret on the grid's seed.
 
 Compute is counted as in `quality.py` (examples seen, a share of the dense grid); instant answers cost none.
 
@@ -58,18 +60,23 @@ from quality import (  # the sibling benchmark: same base, tasks, ground truth a
     task_spec,
 )
 
+from advisor.check import decide
 from advisor.cli_recommend import knowledge_store, open_database, run_leased, start_study
 from advisor.science.knowledge import StudyContext, stored_priors
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec
 from advisor.storage import repository as repo
 from advisor.storage.db import Database
+from advisor.storage.knowledge import lookup
 from proxy_runs.data import prepare_data
 from proxy_runs.models import load_model_and_tokenizer
 from proxy_runs.study import run_study
 
 FIRST_SEED, NEXT_SEED = 0, 3  # the stored study's choice seed; the next question's (neither scores)
 OUTCOME_SPREAD = 10**0.5  # the user's full runs: the answer's LR and half a decade either side
+# `advisor check` should pass a grid config within 2% of the grid's best loss and fail one over 5% worse
+# (seed noise is 0.6–2.5% on these tasks, so between the two either verdict is defensible).
+GOOD_REGRET, BAD_REGRET = 0.02, 0.05
 
 
 def context_of(spec: StudySpec) -> StudyContext:
@@ -121,6 +128,43 @@ def report_outcome(
     return runs
 
 
+def check_verdicts(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any]:
+    """`advisor check` on every grid config, against what the store answers for the task's context (the
+    lookup and `decide` that POST /v1/check and `advisor check --offline` run), next to each config's
+    regret on the grid's own seed: a CI hook should pass the good configs and fail the bad ones."""
+    with db.transaction(write=False) as session:
+        answer = lookup(
+            session,
+            model=spec.model,
+            method=spec.method,
+            rank=spec.rank,
+            alpha=spec.alpha,
+            dataset_fingerprint=None,
+            dataset_examples=len(truth.trainer.data.train),
+        )
+    verdicts: list[dict[str, Any]] = [
+        {
+            "batch_size": batch,
+            "learning_rate": lr,
+            "regret": (truth.trainer.score(batch, lr) - truth.best_loss) / truth.best_loss,
+            "outcome": decide(answer, batch_size=batch, learning_rate=lr).outcome,
+        }
+        for batch, lr in truth.grid
+    ]
+    good = [v for v in verdicts if v["regret"] <= GOOD_REGRET]
+    bad = [v for v in verdicts if v["regret"] > BAD_REGRET]
+    passed = [v for v in verdicts if v["outcome"] == "pass"]
+    return {
+        "good": len(good),
+        "good_passed": sum(v["outcome"] == "pass" for v in good),
+        "bad": len(bad),
+        "bad_failed": sum(v["outcome"] == "fail" for v in bad),
+        "passed": len(passed),
+        "worst_passed_regret": max((v["regret"] for v in passed), default=None),
+        "verdicts": verdicts,
+    }
+
+
 def scored(truth: Truth, rec: Recommendation, examples: int | None = None) -> dict[str, Any]:
     config = (rec.batch_size, rec.learning_rate)
     regret, se = paired_regret(truth.trainer, config, truth.best)
@@ -148,6 +192,7 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str
     try:
         first_id, first = stored_study(db, spec_on[FIRST_SEED])
         rows["first_study"] = scored(truth, first)
+        check = check_verdicts(db, spec_on[FIRST_SEED], truth)
         rows["instant"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED]))
         rows["warm_study"] = scored(truth, stored_study(db, spec_on[NEXT_SEED])[1])
         rows["cold_study"] = scored(truth, require(run_study(spec_on[NEXT_SEED]).recommendation))
@@ -182,6 +227,7 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str
         },
         "grid_examples": truth.grid_examples,
         "reported_outcome": outcome,
+        "check": check,
         "contenders": rows,
     }
 
@@ -227,6 +273,22 @@ def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     )
 
 
+def print_check_table(tasks: list[dict[str, Any]]) -> None:
+    print(
+        f"\n`advisor check` on the grid, against the 1st study: good = within {GOOD_REGRET:.0%} of the best, "
+        f"bad = over {BAD_REGRET:.0%} worse (seed-0 losses)"
+    )
+    print(f"{'task':<30}{'good passed':>14}{'bad failed':>14}{'passed':>10}{'worst passed':>15}")
+    for t in tasks:
+        c = t["check"]
+        worst = "—" if c["worst_passed_regret"] is None else f"{c['worst_passed_regret']:.2%}"
+        label = f"{t['task']} ({t['method']} r{t['rank']}, N={t['train_examples']})"
+        print(
+            f"{label:<30}{c['good_passed']:>7} of {c['good']:<4}{c['bad_failed']:>7} of {c['bad']:<4}"
+            f"{c['passed']:>10}{worst:>15}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 tasks, 3 batch sizes, a shorter base model")
@@ -244,6 +306,7 @@ def main() -> None:
             print(f"{task.name}: done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
     summary = summarise(tasks)
     print_table(tasks, summary)
+    print_check_table(tasks)
     out = {
         "config": asdict(cfg),
         "quick": args.quick,
