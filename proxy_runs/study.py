@@ -69,6 +69,7 @@ from advisor.science.planner import (
 )
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.science.transfer import (
+    band_holding_interval,
     build_recommendation,
     curvature_ratio_lr,
     derive_method,
@@ -611,7 +612,7 @@ def _finish(
                 rec, plan, top, by_rung[answer_rung], *length_runs, bowl, priors.size_exponent
             )
         rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta)
-        rec = _apply_outcome_correction(rec, priors.lr_correction)
+        rec = band_holding_interval(_apply_outcome_correction(rec, priors.lr_correction))
         dropped = plan.dropped_batch_note(rec.batch_size)
         if dropped:
             rec.reasoning.append(dropped)

@@ -11,6 +11,7 @@ from advisor.science.planner import lr_grid
 from advisor.science.recommendation import Cost, Recommendation
 from advisor.science.transfer import (
     BETA_BAND,
+    band_holding_interval,
     beta_interval,
     build_recommendation,
     curvature_ratio_lr,
@@ -67,6 +68,23 @@ def test_the_proxy_recommendation_carries_everything_the_issue_asks_for(proxy_re
         2.0, abs=1e-3
     )
     assert proxy_rec.reasoning and all(sentence.endswith(".") for sentence in proxy_rec.reasoning)
+
+
+def test_the_band_that_check_passes_holds_the_whole_interval_of_lr_star(proxy_rec: Recommendation) -> None:
+    # Top-rung losses that differ by more than ε leave an ε-band of the best LR alone.
+    point = proxy_rec.band.model_copy(update={"lr_low": 1e-3, "lr_high": 1e-3})
+    at_a_point = proxy_rec.model_copy(
+        update={
+            "band": point,
+            "confidence": proxy_rec.confidence.model_copy(update={"lr_interval": (5e-4, 3e-3)}),
+        }
+    )
+    widened = band_holding_interval(at_a_point)
+    assert (widened.band.lr_low, widened.band.lr_high) == (5e-4, 3e-3)
+    assert widened.learning_rate == at_a_point.learning_rate  # only the band moves
+    wide = proxy_rec.band.model_copy(update={"lr_low": 1e-4, "lr_high": 1e-2})
+    already = at_a_point.model_copy(update={"band": wide})
+    assert band_holding_interval(already).band == wide  # a band wider than the interval stays as it is
 
 
 def test_the_search_space_exports_to_optuna_and_ray_tune(proxy_rec: Recommendation) -> None:

@@ -39,7 +39,9 @@ class BandPair(BaseModel):
 
 
 class Band(BaseModel):
-    """Every (B, LR) whose predicted loss is within `epsilon` of the best: equally good choices."""
+    """Every (B, LR) whose predicted loss is within `epsilon` of the best: equally good choices. A study's
+    final band also holds the 90% interval of LR* (`transfer.band_holding_interval`): what `advisor check`
+    passes."""
 
     batch_sizes: list[int]
     lr_low: float  # at the recommended batch size

@@ -235,6 +235,20 @@ def derive_method(
     )
 
 
+def band_holding_interval(rec: Recommendation) -> Recommendation:
+    """The band's LR range widened to hold the 90% interval of LR*, which it may not: the ε-band is where the
+    proxy's losses were within ε of its best, at a shorter run than the real one, and when those losses
+    differ by more than ε it shrinks to the best LR alone. The optimum may lie anywhere in the interval,
+    so `advisor check` must pass a plan there (a band narrower than the uncertainty fails good pipelines)."""
+    interval = rec.confidence.lr_interval
+    if interval is None or (rec.band.lr_low <= interval[0] and interval[1] <= rec.band.lr_high):
+        return rec
+    band = rec.band.model_copy(
+        update={"lr_low": min(rec.band.lr_low, interval[0]), "lr_high": max(rec.band.lr_high, interval[1])}
+    )
+    return rec.model_copy(update={"band": band})
+
+
 def with_lr_scaled(
     rec: Recommendation,
     scale: float,
