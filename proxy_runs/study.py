@@ -43,6 +43,7 @@ from advisor.science.fits import (
     lr_path,
     lr_star_sd,
     replicate_noise,
+    shrink_kappa,
     vertex_of_pair,
 )
 from advisor.science.knowledge import (
@@ -356,7 +357,8 @@ def recommend_from_rungs(
             return first
         return NoRecommendation(reason="no runs finished", kind="no_runs")
     examples, top = usable[-1]
-    top.kappa = next((f.kappa for _, f in reversed(usable) if f.kappa is not None), None)
+    measured = next(((e, f) for e, f in reversed(usable) if f.kappa is not None), None)
+    top.kappa = shrink_kappa(by_rung[measured[0]], measured[1]) if measured else None
     if replicate_noise(by_rung[examples]) is None:
         # No second seed at the top: its 3–4 points leave no residual to speak of, so take the noise of the
         # deepest rung that measured one (shallower rungs are noisier: short runs, far from quadratic).

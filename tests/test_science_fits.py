@@ -9,6 +9,7 @@ import pytest
 
 from advisor.science.fits import (
     GRID_STEP,
+    KAPPA_PRIOR,
     BootstrapSummary,
     GridEdge,
     LrMeasurement,
@@ -21,6 +22,7 @@ from advisor.science.fits import (
     fit_surface,
     lr_path,
     lr_star_sd,
+    shrink_kappa,
     vertex_of_pair,
 )
 from advisor.science.planner import lr_grid
@@ -71,6 +73,41 @@ def test_clean_bowl_recovers_lr_star_per_batch_and_kappa() -> None:
     assert fit.kappa is not None and fit.kappa.kappa == pytest.approx(TRUE_KAPPA, abs=0.05)
     assert fit.loss == pytest.approx(2.0, abs=1e-3)
     assert fit.edges == []
+
+
+def bowls_at(lr_stars: dict[int, float], *, curvature: float, noise: float) -> list[Observation]:
+    """Two seeds of a parabola in log10 LR per batch size, around the given LR*(B)."""
+    rng = np.random.default_rng(0)
+    return [
+        Observation(
+            b, lr, 2.0 + curvature * math.log10(lr / star) ** 2 + noise * rng.standard_normal(), seed=s
+        )
+        for b, star in lr_stars.items()
+        for lr in lr_grid(3e-4)
+        for s in range(2)
+    ]
+
+
+def test_a_clean_kappa_over_four_batch_sizes_is_kept() -> None:
+    runs = surface(lr_grid(1e-3), noise=0.002, seeds=2)
+    kappa = shrink_kappa(runs, fitted(runs))
+    assert kappa is not None and kappa.sd is not None and kappa.sd < 0.1
+    assert kappa.rule_kappa == pytest.approx(TRUE_KAPPA, abs=0.06)  # the data outweigh the prior's 0.7
+
+
+def test_a_wild_kappa_from_two_noisy_optima_is_pulled_towards_the_prior() -> None:
+    # LR* half a decade lower at B = 16 than at 8 (κ ≈ −1.7), in shallow, noisy bowls: LR* is uncertain
+    runs = bowls_at({8: 1e-3, 16: 3e-4}, curvature=0.02, noise=0.01)
+    kappa = shrink_kappa(runs, fitted(runs))
+    assert kappa is not None and kappa.kappa < -1.0 and kappa.sd is not None and kappa.sd > 0.3
+    assert kappa.kappa < kappa.rule_kappa < KAPPA_PRIOR
+    assert abs(kappa.rule_kappa - KAPPA_PRIOR) < abs(kappa.rule_kappa - kappa.kappa)  # mostly the prior
+
+
+def test_the_same_wild_kappa_measured_cleanly_is_believed() -> None:
+    runs = bowls_at({8: 1e-3, 16: 3e-4}, curvature=0.08, noise=0.001)
+    kappa = shrink_kappa(runs, fitted(runs))
+    assert kappa is not None and kappa.rule_kappa < -1.4  # sharp bowls pin both optima: the slope stands
 
 
 def test_band_holds_every_batch_size_within_epsilon_and_brackets_lr_star() -> None:

@@ -103,12 +103,21 @@ class CurveFit:
 
 @dataclass
 class KappaFit:
-    """LR*(B) ∝ B^κ: rescale the LR when the effective batch changes (seed 001: κ ≈ 0.55…0.83)."""
+    """LR*(B) ∝ B^κ: rescale the LR when the effective batch changes (seed 001: κ ≈ 0.55…0.83).
+
+    `kappa` is the least-squares slope through the measured LR*(B); `shrunk` is what the LR rule uses once
+    `shrink_kappa` has weighed that slope by its bootstrap spread against seed 001's prior."""
 
     kappa: float
     intercept: float  # log10 LR* at B = 1
     batch_sizes: list[int]
     r_squared: float
+    sd: float | None = None  # spread of the slope over bootstrap refits (∞: too few refits had a slope)
+    shrunk: float | None = None
+
+    @property
+    def rule_kappa(self) -> float:
+        return self.kappa if self.shrunk is None else self.shrunk
 
     def lr_at(self, batch_size: float) -> float:
         return 10 ** (self.intercept + self.kappa * math.log10(batch_size))
@@ -418,6 +427,36 @@ def bootstrap_optimum(
     return BootstrapSummary(
         (float(lr_lo), float(lr_hi)), (float(loss_lo), float(loss_hi)), share, len(lrs), level
     )
+
+
+# Seed 001 (Gemma-3-1B, LoRA): LR* ∝ B^0.55…0.83. The spread is a judgement of how far another model or task
+# may stray; a slope through 2–3 noisy LR* values half a decade apart is often off by more than that.
+KAPPA_PRIOR = 0.7
+KAPPA_PRIOR_SD = 0.3
+KAPPA_MIN_REFITS = 10  # fewer bootstrap refits with a slope than this: the measurement's spread is unknown
+
+
+def shrink_kappa(
+    observations: Sequence[Observation], surface: SurfaceFit, *, replicates: int = 100, seed: int = 0
+) -> KappaFit | None:
+    """The rung's κ weighed against the prior: refit on resampled runs (as `bootstrap_optimum` does), take
+    the slope's spread over the refits as its error, and combine slope and prior by precision. Two batch
+    sizes an octave apart put every 0.1 decade of LR* noise into 0.33 of κ, so a wild slope from noisy
+    optima moves the rule little, while a clean one over several batch sizes moves it most of the way."""
+    fit = surface.kappa
+    if fit is None:
+        return None
+    rng = np.random.default_rng(seed)
+    slopes = []
+    for _ in range(replicates):
+        refit = fit_surface(_resample(observations, surface, rng))
+        if isinstance(refit, SurfaceFit) and refit.kappa is not None:
+            slopes.append(refit.kappa.kappa)
+    sd = float(np.std(slopes)) if len(slopes) >= KAPPA_MIN_REFITS else math.inf
+    measured = 1 / max(sd, 1e-3) ** 2 if math.isfinite(sd) else 0.0
+    prior = 1 / KAPPA_PRIOR_SD**2
+    shrunk = (measured * fit.kappa + prior * KAPPA_PRIOR) / (measured + prior)
+    return KappaFit(fit.kappa, fit.intercept, fit.batch_sizes, fit.r_squared, sd=sd, shrunk=shrunk)
 
 
 def confidence_score(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from advisor.science.fits import BootstrapSummary, SurfaceFit, confidence_score
+from advisor.science.fits import KAPPA_PRIOR, KAPPA_PRIOR_SD, BootstrapSummary, SurfaceFit, confidence_score
 from advisor.science.recommendation import (
     Band,
     BandPair,
@@ -30,7 +30,6 @@ from advisor.science.recommendation import (
 
 BETA_DEFAULT = 1.0
 BETA_BAND = (0.7, 1.5)  # the exponents seed 001's own ratios imply; calibration stays inside it
-KAPPA_PRIOR = 0.7  # seed 001 (Gemma-3-1B, LoRA): LR* ∝ B^0.55…0.83; used when the study cannot fit κ
 DERIVED_CONFIDENCE_FACTOR = 0.6  # a method derived through λ ratios is trusted less than one measured
 TRANSFER_CONFIDENCE_FACTOR = 0.8  # an LR moved from a sibling proxy without confirmation on the target
 
@@ -91,7 +90,7 @@ def build_recommendation(
         lr_interval=bootstrap.lr_interval if bootstrap and bootstrap.replicates else None,
         notes=_confidence_notes(surface),
     )
-    kappa = surface.kappa.kappa if surface.kappa else KAPPA_PRIOR
+    kappa = surface.kappa.rule_kappa if surface.kappa else KAPPA_PRIOR
     rule = kappa_rule(kappa, surface.batch_size, surface.learning_rate, measured=surface.kappa is not None)
     return Recommendation(
         batch_size=surface.batch_size,
@@ -129,7 +128,14 @@ def fit_reasoning(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> li
         f"Configs within ε = {surface.epsilon:.4f} of the best form the band: batch sizes "
         f"{[e.batch_size for e in surface.band]}.",
     ]
-    if surface.kappa:
+    if surface.kappa and surface.kappa.shrunk is not None:
+        sentences.append(
+            f"LR*(B) measured as B^{surface.kappa.kappa:.2f} across batch sizes {surface.kappa.batch_sizes} "
+            f"(± {surface.kappa.sd:.2g} over resampled runs), weighed against seed 001's "
+            f"{KAPPA_PRIOR} ± {KAPPA_PRIOR_SD}: rescale the LR as B^{surface.kappa.shrunk:.2f} when the "
+            "effective batch changes."
+        )
+    elif surface.kappa:
         sentences.append(
             f"LR*(B) grows as B^{surface.kappa.kappa:.2f} across batch sizes "
             f"{surface.kappa.batch_sizes}; rescale the LR with it when the effective batch changes."
