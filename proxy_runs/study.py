@@ -357,13 +357,13 @@ def recommend_from_rungs(
             return first
         return NoRecommendation(reason="no runs finished", kind="no_runs")
     examples, top = usable[-1]
-    measured = next(((e, f) for e, f in reversed(usable) if f.kappa is not None), None)
-    top.kappa = shrink_kappa(by_rung[measured[0]], measured[1]) if measured else None
     if replicate_noise(by_rung[examples]) is None:
         # No second seed at the top: its 3–4 points leave no residual to speak of, so take the noise of the
         # deepest rung that measured one (shallower rungs are noisier: short runs, far from quadratic).
         top.noise_sd = next((f.noise_sd for _, f in reversed(usable) if f.noise_sd > 0), 0.0)
     top.epsilon = max(top.epsilon, 2.0 * top.noise_sd)
+    measured = next(((e, f) for e, f in reversed(usable) if f.kappa is not None), None)
+    top.kappa = shrink_kappa(by_rung[measured[0]], measured[1], noise_sd=top.noise_sd) if measured else None
     summary = bootstrap_optimum(by_rung[examples], top, replicates=100)
     return build_recommendation(
         top,

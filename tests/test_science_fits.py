@@ -91,7 +91,7 @@ def bowls_at(lr_stars: dict[int, float], *, curvature: float, noise: float) -> l
 def test_a_clean_kappa_over_four_batch_sizes_is_kept() -> None:
     runs = surface(lr_grid(1e-3), noise=0.002, seeds=2)
     kappa = shrink_kappa(runs, fitted(runs))
-    assert kappa is not None and kappa.sd is not None and kappa.sd < 0.1
+    assert kappa is not None and kappa.sd is not None and kappa.sd < 0.15
     assert kappa.rule_kappa == pytest.approx(TRUE_KAPPA, abs=0.06)  # the data outweigh the prior's 0.7
 
 
@@ -104,10 +104,14 @@ def test_a_wild_kappa_from_two_noisy_optima_is_pulled_towards_the_prior() -> Non
     assert abs(kappa.rule_kappa - KAPPA_PRIOR) < abs(kappa.rule_kappa - kappa.kappa)  # mostly the prior
 
 
-def test_the_same_wild_kappa_measured_cleanly_is_believed() -> None:
-    runs = bowls_at({8: 1e-3, 16: 3e-4}, curvature=0.08, noise=0.001)
-    kappa = shrink_kappa(runs, fitted(runs))
-    assert kappa is not None and kappa.rule_kappa < -1.4  # sharp bowls pin both optima: the slope stands
+def test_two_batch_sizes_an_octave_apart_never_outweigh_the_prior_alone() -> None:
+    sharp = bowls_at({8: 1e-3, 16: 3e-4}, curvature=0.08, noise=0.001)
+    shallow = bowls_at({8: 1e-3, 16: 3e-4}, curvature=0.02, noise=0.01)
+    clean, noisy = shrink_kappa(sharp, fitted(sharp)), shrink_kappa(shallow, fitted(shallow))
+    assert clean is not None and noisy is not None and clean.sd is not None
+    # Optima known to a quarter-decade grid step (±0.072 decades) leave κ ± 0.34 over one octave of B.
+    assert clean.sd == pytest.approx(0.072 / (math.log10(2) / math.sqrt(2)), rel=0.02)
+    assert clean.kappa < clean.rule_kappa < noisy.rule_kappa < KAPPA_PRIOR  # cleaner data move it further
 
 
 def test_band_holds_every_batch_size_within_epsilon_and_brackets_lr_star() -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -437,23 +437,33 @@ KAPPA_MIN_REFITS = 10  # fewer bootstrap refits with a slope than this: the meas
 
 
 def shrink_kappa(
-    observations: Sequence[Observation], surface: SurfaceFit, *, replicates: int = 100, seed: int = 0
+    observations: Sequence[Observation],
+    surface: SurfaceFit,
+    *,
+    noise_sd: float = 0.0,
+    replicates: int = 100,
+    seed: int = 0,
 ) -> KappaFit | None:
-    """The rung's κ weighed against the prior: refit on resampled runs (as `bootstrap_optimum` does), take
-    the slope's spread over the refits as its error, and combine slope and prior by precision. Two batch
-    sizes an octave apart put every 0.1 decade of LR* noise into 0.33 of κ, so a wild slope from noisy
-    optima moves the rule little, while a clean one over several batch sizes moves it most of the way."""
+    """The rung's κ weighed against the prior: refit on resampled runs (as `bootstrap_optimum` does, with
+    noise of at least `noise_sd`: a shallow rung of single seeds does not measure its own), take the slope's
+    spread over the refits as its error, never below what optima known to a grid step allow, and combine
+    slope and prior by precision. Two batch sizes an octave apart put every 0.1 decade of LR* noise into
+    0.33 of κ, so a wild slope from noisy optima moves the rule little, while a clean one over several
+    batch sizes moves it most of the way."""
     fit = surface.kappa
     if fit is None:
         return None
+    noisy = replace(surface, noise_sd=max(surface.noise_sd, noise_sd))
     rng = np.random.default_rng(seed)
     slopes = []
     for _ in range(replicates):
-        refit = fit_surface(_resample(observations, surface, rng))
+        refit = fit_surface(_resample(observations, noisy, rng))
         if isinstance(refit, SurfaceFit) and refit.kappa is not None:
             slopes.append(refit.kappa.kappa)
-    sd = float(np.std(slopes)) if len(slopes) >= KAPPA_MIN_REFITS else math.inf
-    measured = 1 / max(sd, 1e-3) ** 2 if math.isfinite(sd) else 0.0
+    log_batches = np.log10(fit.batch_sizes)
+    quantised = LR_QUANTISATION_SD / math.sqrt(float(np.sum((log_batches - log_batches.mean()) ** 2)))
+    sd = max(float(np.std(slopes)), quantised) if len(slopes) >= KAPPA_MIN_REFITS else math.inf
+    measured = 1 / sd**2 if math.isfinite(sd) else 0.0
     prior = 1 / KAPPA_PRIOR_SD**2
     shrunk = (measured * fit.kappa + prior * KAPPA_PRIOR) / (measured + prior)
     return KappaFit(fit.kappa, fit.intercept, fit.batch_sizes, fit.r_squared, sd=sd, shrunk=shrunk)
