@@ -445,27 +445,47 @@ def main() -> None:
             parser.error(f"--tasks: no task named {', '.join(sorted(unknown))}")
         cfg = replace(cfg, tasks=[t for t in cfg.tasks if t.name in args.tasks])
     started = time.perf_counter()
+    tasks = run_suite(cfg, lambda base, folder, task: run_task(base, folder, task, cfg, args.choice_seed))
+    summary = summarise(tasks)
+    print_table(tasks, summary)
+    write_results(args.json, started, cfg, tasks, summary, quick=args.quick, choice_seed=args.choice_seed)
+
+
+def run_suite(
+    cfg: BenchConfig, run_one: Callable[[Path, Path, Task], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Pretrain the base model in a temporary folder, then `run_one(base, folder, task)` for every task."""
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         base = build_base(folder, cfg)
         tasks = []
         for task in cfg.tasks:
-            tasks.append(run_task(base, folder, task, cfg, args.choice_seed))
+            tasks.append(run_one(base, folder, task))
             print(f"{task.name}: done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    summary = summarise(tasks)
-    print_table(tasks, summary)
+    return tasks
+
+
+def write_results(
+    path: str,
+    started: float,
+    cfg: BenchConfig,
+    tasks: list[dict[str, Any]],
+    summary: dict[str, Any],
+    **settings: Any,
+) -> None:
+    """The benchmark's JSON: its config and `settings`, the machine, every task, the summary, the time."""
     out = {
         "config": asdict(cfg),
-        "quick": args.quick,
-        "choice_seed": args.choice_seed,
+        **settings,
         "machine": "2-core CPU, no GPU",
         "tasks": tasks,
         "summary": summary,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2, default=float))
-    print(f"wrote {args.json} ({out['seconds']:.0f} s)")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=2, default=float))
+    print(f"wrote {path} ({out['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

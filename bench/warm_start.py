@@ -32,12 +32,10 @@ Compute is counted as in `quality.py` (examples seen, a share of the dense grid)
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +52,11 @@ from quality import (  # the sibling benchmark: same base, tasks, ground truth a
     Task,
     Truth,
     advisor_spec,
-    build_base,
     ground_truth,
     paired_regret,
+    run_suite,
     task_spec,
+    write_results,
 )
 
 from advisor.check import decide
@@ -68,8 +67,7 @@ from advisor.specs import StudySpec
 from advisor.storage import repository as repo
 from advisor.storage.db import Database
 from advisor.storage.knowledge import lookup
-from proxy_runs.data import prepare_data
-from proxy_runs.models import load_model_and_tokenizer
+from proxy_runs.data import PreparedData
 from proxy_runs.study import run_study
 
 FIRST_SEED, NEXT_SEED = 0, 3  # the stored study's choice seed; the next question's (neither scores)
@@ -79,12 +77,8 @@ OUTCOME_SPREAD = 10**0.5  # the user's full runs: the answer's LR and half a dec
 GOOD_REGRET, BAD_REGRET = 0.02, 0.05
 
 
-def context_of(spec: StudySpec) -> StudyContext:
-    """The warm-start context of a spec, as `run_study` builds it (training split size, data fingerprint)."""
-    loaded = load_model_and_tokenizer(spec.model)
-    data = prepare_data(
-        spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=spec.training.max_seq_len
-    )
+def context_of(spec: StudySpec, data: PreparedData) -> StudyContext:
+    """The warm-start context of a spec on its prepared data, as `run_study` builds it."""
     return StudyContext.from_spec(
         spec, n_train=len(data.train), fingerprint=data.fingerprint.get("content_sha256")
     )
@@ -98,8 +92,8 @@ def stored_study(db: Database, spec: StudySpec) -> tuple[int, Recommendation]:
     return lease.study_id, result.recommendation
 
 
-def instant_answer(db: Database, spec: StudySpec) -> Recommendation:
-    priors = stored_priors(knowledge_store(db), context_of(spec))
+def instant_answer(db: Database, spec: StudySpec, data: PreparedData) -> Recommendation:
+    priors = stored_priors(knowledge_store(db), context_of(spec, data))
     assert priors.provisional is not None, "the store holds a comparable study, so there is an instant answer"
     return priors.provisional
 
@@ -186,6 +180,7 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str
     spec_on = {
         seed: advisor_spec(truth.trainer, truth.grid_examples, seed) for seed in (FIRST_SEED, NEXT_SEED)
     }
+    data = truth.trainer.data  # the task's prepared data: the context every question is asked in
     rows: dict[str, dict[str, Any]] = {}
     # 1–3: one store, filled as a user's database would be
     db = open_database(folder / task.name / "store")
@@ -193,13 +188,13 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str
         first_id, first = stored_study(db, spec_on[FIRST_SEED])
         rows["first_study"] = scored(truth, first)
         check = check_verdicts(db, spec_on[FIRST_SEED], truth)
-        rows["instant"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED]))
+        rows["instant"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED], data))
         rows["warm_study"] = scored(truth, stored_study(db, spec_on[NEXT_SEED])[1])
         rows["cold_study"] = scored(truth, require(run_study(spec_on[NEXT_SEED]).recommendation))
         outcome = report_outcome(
             db, first_id, spec_on[FIRST_SEED], (first.batch_size, first.learning_rate), truth
         )
-        rows["instant_after_outcome"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED]))
+        rows["instant_after_outcome"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED], data))
         rows["warm_after_outcome"] = scored(truth, stored_study(db, spec_on[NEXT_SEED])[1])
     finally:
         db.dispose()
@@ -211,7 +206,7 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str
     db = open_database(folder / task.name / "store_half")
     try:
         stored_study(db, half_spec.with_seed(FIRST_SEED))
-        rows["instant_from_half"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED]))
+        rows["instant_from_half"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED], data))
         rows["warm_from_half"] = scored(truth, stored_study(db, spec_on[NEXT_SEED])[1])
     finally:
         db.dispose()
@@ -297,28 +292,12 @@ def main() -> None:
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared
     cfg = QUICK if args.quick else FULL
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        base = build_base(folder, cfg)
-        tasks = []
-        for task in cfg.tasks:
-            tasks.append(run_task(base, folder, task, cfg))
-            print(f"{task.name}: done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    tasks = run_suite(cfg, lambda base, folder, task: run_task(base, folder, task, cfg))
     summary = summarise(tasks)
     print_table(tasks, summary)
     print_check_table(tasks)
-    out = {
-        "config": asdict(cfg),
-        "quick": args.quick,
-        "seeds": {"first": FIRST_SEED, "next": NEXT_SEED},
-        "machine": "2-core CPU, no GPU",
-        "tasks": tasks,
-        "summary": summary,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2, default=float))
-    print(f"wrote {args.json} ({out['seconds']:.0f} s)")
+    seeds = {"first": FIRST_SEED, "next": NEXT_SEED}
+    write_results(args.json, started, cfg, tasks, summary, quick=args.quick, seeds=seeds)
 
 
 if __name__ == "__main__":

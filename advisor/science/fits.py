@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -398,6 +398,18 @@ def _resample(
     return sample
 
 
+def bootstrap_refits(
+    observations: Sequence[Observation], surface: SurfaceFit, *, replicates: int, seed: int
+) -> Iterator[SurfaceFit]:
+    """The surface refitted on `replicates` resampled data sets (`_resample`); resamples that no longer fit
+    (every run diverged) are skipped."""
+    rng = np.random.default_rng(seed)
+    for _ in range(replicates):
+        refit = fit_surface(_resample(observations, surface, rng))
+        if isinstance(refit, SurfaceFit):
+            yield refit
+
+
 def bootstrap_optimum(
     observations: Sequence[Observation],
     surface: SurfaceFit,
@@ -407,14 +419,10 @@ def bootstrap_optimum(
     seed: int = 0,
 ) -> BootstrapSummary:
     """Refit on resampled runs: percentile intervals of LR* and L* at the chosen B*, and B votes."""
-    rng = np.random.default_rng(seed)
     lrs: list[float] = []
     losses: list[float] = []
     votes: dict[int, int] = defaultdict(int)
-    for _ in range(replicates):
-        refit = fit_surface(_resample(observations, surface, rng))
-        if isinstance(refit, NoRecommendation):
-            continue
+    for refit in bootstrap_refits(observations, surface, replicates=replicates, seed=seed):
         same_batch = refit.curves.get(surface.batch_size)  # the interval is of LR* at the chosen B*
         if same_batch is not None:
             lrs.append(same_batch.lr_star)
@@ -454,12 +462,8 @@ def shrink_kappa(
     if fit is None:
         return None
     noisy = replace(surface, noise_sd=max(surface.noise_sd, noise_sd))
-    rng = np.random.default_rng(seed)
-    slopes = []
-    for _ in range(replicates):
-        refit = fit_surface(_resample(observations, noisy, rng))
-        if isinstance(refit, SurfaceFit) and refit.kappa is not None:
-            slopes.append(refit.kappa.kappa)
+    refits = bootstrap_refits(observations, noisy, replicates=replicates, seed=seed)
+    slopes = [refit.kappa.kappa for refit in refits if refit.kappa is not None]
     log_batches = np.log10(fit.batch_sizes)
     quantised = LR_QUANTISATION_SD / math.sqrt(float(np.sum((log_batches - log_batches.mean()) ** 2)))
     sd = max(float(np.std(slopes)), quantised) if len(slopes) >= KAPPA_MIN_REFITS else math.inf
