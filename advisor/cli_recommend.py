@@ -1,7 +1,9 @@
 """`advisor recommend SPEC [--budget SECONDS] [--json]`: a whole study, embedded, with a progress bar.
 
 The progress bar goes to stderr so that stdout holds only the answer (plain text, or JSON whose top level
-has `batch_size` and `learning_rate`). Torch is imported only when the study starts.
+has `batch_size` and `learning_rate`); where stderr is not a terminal (a CI log, a file) it is a line per
+tenth of the study instead of a bar redrawn with carriage returns. Torch is imported only when the study
+starts.
 
 Every study is kept: in SQLite under LORA_ADVISOR_DATA_DIR (default ./data, migrated on first use), as a
 study whose job this process leases and completes exactly as a service worker would, so the service sees
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # the science imports scipy and the study torch: load them wh
 
 EXIT_OK, EXIT_NO_RECOMMENDATION = 0, 1
 BAR_WIDTH = 30
+CR = "\r"  # back to the start of the bar's line (a terminal only)
 DATA_DIR_ENV = "LORA_ADVISOR_DATA_DIR"
 LEASE_SECONDS = 60.0  # renewed every 20 s by a heartbeat; a service worker may reclaim it only once we die
 PROVISIONAL_PREFIX = "provisional:"  # how run_study announces the warm start's answer
@@ -60,6 +63,20 @@ def progress_bar(done: int, total: int, message: str) -> None:
     filled = BAR_WIDTH * min(done, total) // max(total, 1)
     line = f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} {message[:70]}"
     print(line.ljust(BAR_WIDTH + 90), end="", file=sys.stderr, flush=True)
+
+
+class LogProgress:
+    """Progress for a log rather than a terminal: the plan (step 0) and then a line whenever another tenth
+    of the study is done, so a CI log gets about a dozen readable lines instead of one line of redraws."""
+
+    def __init__(self) -> None:
+        self.tenths_done = -1
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        tenths = 10 * min(done, total) // max(total, 1)
+        if done == 0 or tenths > self.tenths_done:
+            self.tenths_done = tenths
+            print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
 
 
 def data_dir() -> Path:
@@ -99,7 +116,8 @@ def run_recommend(args: argparse.Namespace) -> int:
         result = run_leased(db, lease, spec, budget=args.budget)
     finally:
         db.dispose()
-    print(file=sys.stderr)  # end the progress line
+    if sys.stderr.isatty():
+        print(file=sys.stderr)  # end the bar's line
     print(render(result.recommendation, as_json=args.json, provisional=result.provisional))
     return EXIT_NO_RECOMMENDATION if isinstance(result.recommendation, NoRecommendation) else EXIT_OK
 
@@ -182,11 +200,13 @@ def reporter(control: JobControl) -> Callable[[int, int, str], None]:
     """The study's progress to the terminal (a bar; the warm start's answer on a line of its own) and to the
     job's control, which raises when the study was canceled."""
 
+    show = progress_bar if sys.stderr.isatty() else LogProgress()
+
     def report(done: int, total: int, message: str) -> None:
         if message.startswith(PROVISIONAL_PREFIX):
-            print(f"\rwarm start: {message}", file=sys.stderr, flush=True)
+            print(f"{CR if sys.stderr.isatty() else ''}warm start: {message}", file=sys.stderr, flush=True)
         else:
-            progress_bar(done, total, message)
+            show(done, total, message)
         control.study_progress(done, total, message)
 
     return report

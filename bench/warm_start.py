@@ -22,7 +22,7 @@ on fresh seeds 1, 2, 4, 5):
    fingerprint, maybe another size bucket) answers the full-size question instantly, and a warm study on
    seed 3 starts from it;
 5. the CI hook: `advisor check`'s verdict (the lookup and `decide` it runs) on every grid config against
-   the stored 1st study, next to that config's regret on the grid's seed.
+   the stored 1st study, next to that config's regret on the grid's seeds (its mean over 3).
 
 Compute is counted as in `quality.py` (examples seen, a share of the dense grid); instant answers cost none.
 
@@ -56,6 +56,7 @@ from quality import (  # the sibling benchmark: same base, tasks, ground truth a
     paired_regret,
     run_suite,
     task_spec,
+    truth_loss,
     write_results,
 )
 
@@ -125,7 +126,8 @@ def report_outcome(
 def check_verdicts(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any]:
     """`advisor check` on every grid config, against what the store answers for the task's context (the
     lookup and `decide` that POST /v1/check and `advisor check --offline` run), next to each config's
-    regret on the grid's own seed: a CI hook should pass the good configs and fail the bad ones."""
+    regret on the grid's own seeds (the mean over quality.TRUTH_SEEDS): a CI hook should pass the good configs
+    and fail the bad ones."""
     with db.transaction(write=False) as session:
         answer = lookup(
             session,
@@ -140,7 +142,7 @@ def check_verdicts(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any
         {
             "batch_size": batch,
             "learning_rate": lr,
-            "regret": (truth.trainer.score(batch, lr) - truth.best_loss) / truth.best_loss,
+            "regret": (truth_loss(truth.trainer, (batch, lr)) - truth.best_loss) / truth.best_loss,
             "outcome": decide(answer, batch_size=batch, learning_rate=lr).outcome,
         }
         for batch, lr in truth.grid
@@ -271,7 +273,7 @@ def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
 def print_check_table(tasks: list[dict[str, Any]]) -> None:
     print(
         f"\n`advisor check` on the grid, against the 1st study: good = within {GOOD_REGRET:.0%} of the best, "
-        f"bad = over {BAD_REGRET:.0%} worse (seed-0 losses)"
+        f"bad = over {BAD_REGRET:.0%} worse (mean losses over the grid's 3 seeds)"
     )
     print(f"{'task':<30}{'good passed':>14}{'bad failed':>14}{'passed':>10}{'worst passed':>15}")
     for t in tasks:

@@ -152,6 +152,27 @@ def test_optimum_beyond_the_grid_is_reported_as_an_edge() -> None:
     assert fit.learning_rate == pytest.approx(max(grid))  # no extrapolation beyond what was tried
 
 
+def test_an_optimum_on_the_edge_leaves_its_interval_open_a_grid_step_beyond_it() -> None:
+    grid = lr_grid(1e-3)
+    observations = surface(grid, lr_at_16=3e-2, noise=0.002, seeds=2, rng_seed=1)
+    fit = fitted(observations)
+    summary = bootstrap_optimum(observations, fit, replicates=50)
+    low, high = summary.lr_interval
+    # Every resample puts LR* on the highest LR tried; the optimum may lie at least a step above it.
+    assert low <= max(grid) * (1 + 1e-9) and decades_between(high, max(grid)) == pytest.approx(GRID_STEP)
+
+
+def test_a_curve_without_a_bowl_knows_lr_star_to_half_a_grid_step_either_side() -> None:
+    # Best in the middle of a zig-zag, no convex bowl around it: the best grid point is all there is.
+    zigzag = [2.1, 2.04, 2.1, 2.0, 2.1, 2.04, 2.1]
+    points = [(1e-3 * 10 ** (GRID_STEP * k), loss) for k, loss in enumerate(zigzag, start=-3)]
+    observations = [Observation(16, lr, loss, seed=s) for lr, loss in points for s in (0, 1)]
+    fit = fitted(observations)
+    assert fit.curves[16].kind == "grid" and fit.curves[16].edge is None
+    summary = bootstrap_optimum(observations, fit, replicates=30)
+    assert summary.lr_width_decades == pytest.approx(GRID_STEP)  # resamples alone: a zero-width interval
+
+
 def test_diverged_runs_above_the_optimum_bound_it_without_an_edge() -> None:
     grid = lr_grid(1e-3)
     observations = [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advisor.cli_recommend import add_recommend, render
+from advisor.cli_recommend import LogProgress, add_recommend, render
 from advisor.records import RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.knowledge import SIZE_EXPONENT, ExponentPrior
@@ -169,6 +169,19 @@ def test_advisor_recommend_prints_json_with_a_progress_bar_on_stderr(
     out, err = capsys.readouterr()
     assert json.loads(out)["learning_rate"] == result.recommendation.learning_rate  # type: ignore[union-attr]
     assert "[" in err and "1/2" in err
+
+
+def test_progress_in_a_log_is_a_line_per_tenth_of_the_study_not_a_redrawn_bar(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    progress = LogProgress()
+    progress(0, 63, "Study on the target model itself ...")
+    for done in range(1, 64):
+        progress(done, 63, f"run {done}")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "[0/63] Study on the target model itself ..."
+    assert len(lines) == 11 and lines[-1] == "[63/63] run 63"  # the plan, then 10 tenths
+    assert not any("\r" in line for line in lines)
 
 
 def test_the_best_top_rung_configs_are_rerun_with_a_second_seed(study: tuple[StudyResult, list]) -> None:

@@ -432,9 +432,29 @@ def bootstrap_optimum(
     lr_lo, lr_hi = (10 ** np.percentile(np.log10(lrs), [tail, 100 - tail])) if lrs else (math.nan, math.nan)
     loss_lo, loss_hi = np.percentile(losses, [tail, 100 - tail]) if losses else (math.nan, math.nan)
     share = {b: n / max(sum(votes.values()), 1) for b, n in sorted(votes.items())}
-    return BootstrapSummary(
-        (float(lr_lo), float(lr_hi)), (float(loss_lo), float(loss_hi)), share, len(lrs), level
-    )
+    lr_interval = resolved_interval((float(lr_lo), float(lr_hi)), surface.curves[surface.batch_size])
+    return BootstrapSummary(lr_interval, (float(loss_lo), float(loss_hi)), share, len(lrs), level)
+
+
+def resolved_interval(interval: tuple[float, float], curve: CurveFit) -> tuple[float, float]:
+    """An interval of LR* no narrower than the LRs tested can resolve. Resamples cannot show it: a curve
+    without a bowl (kind "grid") reports its best grid point in every resample, and a vertex past the
+    last LR tried is clipped to it, so on a grid curve or at an edge the percentiles collapse onto one LR
+    (on `add`, a 90% interval of 0.0063 … 0.0063 at the top of the LRs promoted, a band of that LR alone).
+    A grid point stands for half a step either side; at an edge the optimum may lie a whole step beyond.
+    """
+    low, high = interval
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return interval
+    centre = math.log10(curve.lr_star)
+    if curve.kind == "grid":
+        low, high = min(low, 10 ** (centre - GRID_STEP / 2)), max(high, 10 ** (centre + GRID_STEP / 2))
+    tested = [lr for lr, loss in curve.tested if loss is not None]
+    if curve.edge == "low":
+        low = min(low, 10 ** (math.log10(tested[0]) - GRID_STEP))
+    elif curve.edge == "high":
+        high = max(high, 10 ** (math.log10(tested[-1]) + GRID_STEP))
+    return low, high
 
 
 # Seed 001 (Gemma-3-1B, LoRA): LR* ∝ B^0.55…0.83. The spread is a judgement of how far another model or task

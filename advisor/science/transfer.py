@@ -149,14 +149,17 @@ def fit_reasoning(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> li
         low, high = bootstrap.lr_interval
         sentences.append(
             f"Resampling the runs {bootstrap.replicates} times puts LR* between {low:.3g} and "
-            f"{high:.3g} ({bootstrap.level:.0%}), and picks batch size {surface.batch_size} in "
+            f"{high:.3g} ({bootstrap.level:.0%}; never narrower than the LRs tried resolve), and picks "
+            f"batch size {surface.batch_size} in "
             f"{bootstrap.batch_share.get(surface.batch_size, 0.0):.0%} of resamples."
         )
     for edge in (e for e in surface.edges if e.axis == "lr" and e.batch_size == surface.batch_size):
+        tried = [lr for lr, loss in best.tested if loss is not None]
         sentences.append(
-            f"The best LR at B* is the {'highest' if edge.side == 'high' else 'lowest'} one tried: "
-            "the optimum may lie beyond it. Widen lr_range or raise the budget so the study can extend "
-            "the grid there."
+            f"The best LR at B* is the {'highest' if edge.side == 'high' else 'lowest'} one run this far "
+            f"({tried[-1] if edge.side == 'high' else tried[0]:.3g}): the optimum may lie beyond it, so the "
+            "interval of LR* stays open a grid step past it. Raise the budget so the study can try LRs "
+            "there, or widen lr_range if it ends there."
         )
     for edge in (e for e in surface.edges if e.axis == "batch"):
         direction = "smaller" if edge.side == "low" else "larger"
