@@ -21,7 +21,9 @@ on fresh seeds 1, 2, 4, 5):
 4. a nearby context: a store holding only a study of the task on half its records (another dataset
    fingerprint, maybe another size bucket) answers the full-size question instantly, and a warm study on
    seed 3 starts from it;
-5. the CI hook: `advisor check`'s verdict (the lookup and `decide` it runs) on every grid config against
+5. another rank: a store holding only a study of the task at 4× (or ¼ of) its rank, two rank buckets away,
+   answers instantly, its LR moved along seed 001's rank trend (LR* ∝ r^−0.41 at α = r);
+6. the CI hook: `advisor check`'s verdict (the lookup and `decide` it runs) on every grid config against
    the stored 1st study, next to that config's regret on the grid's seeds (its mean over 3).
 
 Compute is counted as in `quality.py` (examples seen, a share of the dense grid); instant answers cost none.
@@ -212,8 +214,20 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str
         rows["warm_from_half"] = scored(truth, stored_study(db, spec_on[NEXT_SEED])[1])
     finally:
         db.dispose()
+    # 5: a store that knows only the task at another rank (two rank buckets away, the same data)
+    other_rank = task.rank * 4 if task.rank <= 8 else task.rank // 4
+    rank_spec = task_spec(base, folder / "rank", replace(task, rank=other_rank), cfg).model_copy(
+        update={"budget": spec_on[FIRST_SEED].budget}
+    )
+    db = open_database(folder / task.name / "store_rank")
+    try:
+        stored_study(db, rank_spec.with_seed(FIRST_SEED))
+        rows["instant_from_rank"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED], data))
+    finally:
+        db.dispose()
     return {
         "task": task.name,
+        "neighbour_rank": other_rank,
         "method": task.method,
         "rank": task.rank,
         "train_examples": truth.trainer.full_examples(),
@@ -243,6 +257,7 @@ COLUMNS = {
     "warm_after_outcome": "warm+outc",
     "instant_from_half": "inst(N/2)",
     "warm_from_half": "warm(N/2)",
+    "instant_from_rank": "inst(rank)",
 }
 
 

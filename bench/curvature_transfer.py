@@ -1,0 +1,165 @@
+"""Curvature-transfer benchmark (issue 4): does the λ-ratio rule of seed 001 place other methods' LRs?
+
+The advisor uses one rule twice: LR*(method) ≈ LR*(LoRA) × (λ_max(method) / λ_max(LoRA))^(−β), β = 1, with
+λ_max the top Hessian eigenvalue at initialisation. It centres the LR grid of a PiSSA or OLoRA study with it
+(`proxy_runs.study.curvature_prior`, anchored at LoRA's usual 2e-4), and it derives other methods' answers
+from one study (`advisor.science.transfer.derive_method`). Here both are held against measured optima:
+
+1. the quality benchmark's pretrained tiny Llama and one of its tasks (`reverse`, 900 training examples,
+   rank 8, α = r, one epoch, cosine);
+2. per method (LoRA, rsLoRA, PiSSA, OLoRA): λ_max at initialisation with the study's own cheap probe
+   (`probe_lambda`: median over representative modules), and full runs at batch 8 over 15 lattice LRs,
+   1e-4 … 0.36, on 2 seeds (0, 8); LR* is the vertex of the advisor's local quadratic over their means;
+3. per method: the LR ratio to LoRA the rule predicts from the λ ratio, the β the measured ratio implies,
+   and the regret of the derived LR (LoRA's measured LR* moved by the λ ratio) and of the method's
+   default centre, against the best swept LR, on fresh seeds 1 and 2.
+
+    python bench/curvature_transfer.py [--quick] [--rank 8] [--json bench/out/curvature_transfer.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import FULL, QUICK, BenchConfig, Trainer, run_suite, task_spec, write_results
+
+from advisor.science.fits import fit_curve
+from advisor.science.planner import LATTICE_ANCHOR, METHOD_LR_CENTRE, lattice_index, lattice_lr
+from advisor.science.transfer import BETA_DEFAULT, curvature_ratio_lr
+from advisor.specs import parse_spec
+from proxy_runs.data import prepare_data
+from proxy_runs.models import load_model_and_tokenizer
+from proxy_runs.study import probe_lambda
+
+METHODS = ("lora", "rslora", "pissa", "olora")
+BATCH_SIZE = 8
+SWEEP = (1e-4, 0.36)  # 3.5 decades on the 4-per-decade lattice: 15 LRs
+MEASURE_SEEDS = (0, 8)  # LR* is located on these
+SCORE_SEEDS = (1, 2)  # and every LR is judged on these, which located nothing
+
+
+def sweep_lrs(low: float, high: float) -> list[float]:
+    return [lattice_lr(k) for k in range(lattice_index(low), lattice_index(high) + 1)]
+
+
+def mean_loss(trainer: Trainer, lr: float, seeds: tuple[int, ...]) -> float | None:
+    """Mean final eval loss over `seeds`; None when any seed diverged."""
+    losses = [trainer.loss(BATCH_SIZE, lr, seed) for seed in seeds]
+    return None if any(v is None for v in losses) else statistics.fmean(losses)  # type: ignore[arg-type]
+
+
+def measure_method(trainer: Trainer, lrs: list[float]) -> dict[str, Any]:
+    """λ_max at initialisation and LR* of the sweep at BATCH_SIZE."""
+    lam, probe = probe_lambda(trainer.spec, trainer.data)
+    points = [(lr, mean_loss(trainer, lr, MEASURE_SEEDS)) for lr in lrs]
+    curve = fit_curve(BATCH_SIZE, points)
+    assert curve is not None, f"{trainer.spec.method}: every LR diverged"
+    best_lr = min((p for p in points if p[1] is not None), key=lambda p: float(p[1] or 0.0))[0]
+    return {
+        "lambda_max": lam,
+        "probe_seconds": probe.get("seconds"),
+        "lr_star": curve.lr_star,
+        "fit": curve.kind,
+        "edge": curve.edge,
+        "best_swept_lr": best_lr,
+        "sweep": [{"learning_rate": lr, "mean_loss": loss} for lr, loss in points],
+    }
+
+
+def regret(trainer: Trainer, lr: float, best_lr: float) -> float:
+    """Relative loss of `lr` against the best swept LR on the scoring seeds (a diverged run scores as the
+    untrained model)."""
+
+    def score(rate: float) -> float:
+        return statistics.fmean(trainer.score(BATCH_SIZE, rate, seed) for seed in SCORE_SEEDS)
+
+    return (score(lr) - score(best_lr)) / score(best_lr)
+
+
+def run_task(base: Path, folder: Path, cfg: BenchConfig, methods: tuple[str, ...]) -> dict[str, Any]:
+    task = cfg.tasks[0]  # its rank set by --rank
+    spec = task_spec(base, folder, task, cfg)
+    loaded = load_model_and_tokenizer(spec.model)
+    data = prepare_data(
+        spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=spec.training.max_seq_len
+    )
+    lrs = sweep_lrs(*SWEEP)
+    # Parsed again per method, so that each gets its own α convention (rsLoRA: α/√r), as a user's spec would.
+    as_given = spec.model_dump(mode="json") | {"scaling": None}
+    trainers = {m: Trainer(parse_spec(as_given | {"method": m}), data) for m in methods}
+    measured = {m: measure_method(trainers[m], lrs) for m in methods}
+    lora = measured["lora"]
+    rows: dict[str, Any] = {}
+    for method in methods:
+        m = measured[method]
+        lambda_ratio = m["lambda_max"] / lora["lambda_max"]
+        lr_ratio = m["lr_star"] / lora["lr_star"]
+        derived = curvature_ratio_lr(lora["lr_star"], lora["lambda_max"], m["lambda_max"], BETA_DEFAULT)
+        default = METHOD_LR_CENTRE.get(method, LATTICE_ANCHOR)
+        centred = curvature_ratio_lr(LATTICE_ANCHOR, lora["lambda_max"], m["lambda_max"], BETA_DEFAULT)
+        trainer, best = trainers[method], m["best_swept_lr"]
+        rows[method] = m | {
+            "lambda_ratio": lambda_ratio,
+            "lr_ratio": lr_ratio,
+            "predicted_lr_ratio": lambda_ratio ** (-BETA_DEFAULT),
+            # β the measured ratio implies; undefined where the λ ratio is ~1 (LoRA itself)
+            "implied_beta": -math.log(lr_ratio) / math.log(lambda_ratio)
+            if abs(math.log(lambda_ratio)) > 0.05
+            else None,
+            "derived_lr": derived,
+            "derived_regret": regret(trainer, derived, best),
+            "grid_centre": centred,  # what a PiSSA/OLoRA study centres on: 2e-4 moved by the λ ratio
+            "default_lr": default,
+            "default_regret": regret(trainer, default, best),
+        }
+        print(f"{method}: done", file=sys.stderr)
+    return {"task": task.name, "rank": task.rank, "batch_size": BATCH_SIZE, "methods": rows}
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(
+        f"{'method':<8}{'λ_max':>10}{'λ ratio':>9}{'LR*':>10}{'LR* ratio':>11}{'rule (β=1)':>12}"
+        f"{'implied β':>11}{'derived LR':>12}{'regret':>9}{'default':>10}{'regret':>9}"
+    )
+    for method, r in result["methods"].items():
+        beta = "—" if r["implied_beta"] is None else f"{r['implied_beta']:.2f}"
+        print(
+            f"{method:<8}{r['lambda_max']:>10.3g}{r['lambda_ratio']:>9.2f}{r['lr_star']:>10.3g}"
+            f"{r['lr_ratio']:>11.3f}{r['predicted_lr_ratio']:>12.3f}{beta:>11}{r['derived_lr']:>12.3g}"
+            f"{r['derived_regret']:>8.1%} {r['default_lr']:>10.3g}{r['default_regret']:>8.1%}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the quick base model and task; LoRA and PiSSA")
+    parser.add_argument("--json", default="bench/out/curvature_transfer.json")
+    parser.add_argument(
+        "--rank", type=int, default=8, help="adapter rank (the model's hidden size is 32; seed 001: r ≪ d)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared
+    cfg = QUICK if args.quick else FULL
+    task = replace(cfg.tasks[0], rank=args.rank)
+    cfg = BenchConfig([task], cfg.batch_sizes, cfg.epochs, cfg.pretrain_examples)
+    methods = ("lora", "pissa") if args.quick else METHODS
+    started = time.perf_counter()
+    tasks = run_suite(cfg, lambda base, folder, _: run_task(base, folder, cfg, methods))
+    print_table(tasks[0])
+    write_results(args.json, started, cfg, tasks, {}, quick=args.quick, sweep=list(SWEEP))
+
+
+if __name__ == "__main__":
+    main()
