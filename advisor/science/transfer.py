@@ -254,9 +254,10 @@ def _with_beta_band(rec: Recommendation, lr: float, beta_ends: tuple[float, floa
     """The interval of LR* after a move by a curvature ratio to `lr`: the source's interval moved with it,
     widened to the LRs β's band (0.7–1.5) gives. β is a judgement from seed 001's ratios and is not
     universal: `bench/curvature_transfer.py` measured β ≈ −0.3 … 0 on a tiny model."""
-    scale = lr / rec.learning_rate
-    moved = rec.confidence.lr_interval or (lr, lr)
-    low, high = (moved[0] * scale, moved[1] * scale) if rec.confidence.lr_interval else moved
+    low = high = lr
+    if rec.confidence.lr_interval is not None:
+        scale = lr / rec.learning_rate
+        low, high = rec.confidence.lr_interval[0] * scale, rec.confidence.lr_interval[1] * scale
     return min(low, beta_ends[0]), max(high, beta_ends[1])
 
 
