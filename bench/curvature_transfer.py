@@ -130,8 +130,8 @@ def run_task(base: Path, folder: Path, cfg: BenchConfig, methods: tuple[str, ...
     return {"task": task.name, "rank": task.rank, "batch_size": BATCH_SIZE, "methods": rows}
 
 
-# SmolLM2: LRs half a decade apart (every other lattice point), 2e-5 … 2e-2.
-SMOLLM2_LRS = [lattice_lr(k) for k in range(lattice_index(2e-5), lattice_index(2e-2) + 1, 2)]
+# SmolLM2: LRs half a decade apart (every other lattice point), 2e-5 … 6.3e-2.
+SMOLLM2_LRS = [lattice_lr(k) for k in range(lattice_index(2e-5), lattice_index(6.32e-2) + 1, 2)]
 SMOLLM2_EXAMPLES = 128
 
 
@@ -172,14 +172,14 @@ def smollm2_case(methods: tuple[str, ...] = ("lora", "pissa")) -> dict[str, Any]
             "sweep": [{"learning_rate": lr, "eval_loss": loss} for lr, loss in points],
         }
         print(f"smollm2 {method}: done", file=sys.stderr)
-    lora = rows["lora"]
-    for row in rows.values():
-        ratio = row["lambda_max"] / lora["lambda_max"]
+    lora = rows.get("lora")
+    for row in rows.values() if lora else ():  # ratios need LoRA in the same run
+        ratio = row["lambda_max"] / lora["lambda_max"]  # type: ignore[index]
         row |= {
             "lambda_ratio": ratio,
-            "lr_ratio": row["lr_star"] / lora["lr_star"],
+            "lr_ratio": row["lr_star"] / lora["lr_star"],  # type: ignore[index]
             "predicted_lr_ratio": ratio ** (-BETA_DEFAULT),
-            "implied_beta": _implied_beta(row["lr_star"] / lora["lr_star"], ratio),
+            "implied_beta": _implied_beta(row["lr_star"] / lora["lr_star"], ratio),  # type: ignore[index]
         }
     return {"model": "SmolLM2-135M-Instruct", "rank": 8, "batch_size": BATCH_SIZE, "methods": rows}
 
@@ -194,6 +194,9 @@ def print_smollm2(result: dict[str, Any]) -> None:
     print(f"\n{result['model']}, {setting}")
     print(HEADER[: HEADER.index("derived LR") - 1])
     for method, r in result["methods"].items():
+        if "lambda_ratio" not in r:  # no LoRA in this run to compare with
+            print(f"{method:<8}{r['lambda_max']:>10.3g}{'—':>9}{r['lr_star']:>10.3g}")
+            continue
         beta = "—" if r["implied_beta"] is None else f"{r['implied_beta']:.2f}"
         print(
             f"{method:<8}{r['lambda_max']:>10.3g}{r['lambda_ratio']:>9.2f}{r['lr_star']:>10.3g}"
@@ -224,6 +227,14 @@ def main() -> None:
     parser.add_argument("--json", default="bench/out/curvature_transfer.json")
     parser.add_argument("--smollm2", action="store_true", help="also LoRA vs PiSSA on SmolLM2-135M (slow)")
     parser.add_argument(
+        "--smollm2-methods",
+        nargs="+",
+        default=["lora", "pissa"],
+        metavar="METHOD",
+        help="the methods of --smollm2 (ratios need lora among them)",
+    )
+    parser.add_argument("--smollm2-only", action="store_true", help="--smollm2 without the tiny model's part")
+    parser.add_argument(
         "--rank", type=int, default=8, help="adapter rank (the model's hidden size is 32; seed 001: r ≪ d)"
     )
     args = parser.parse_args()
@@ -233,9 +244,14 @@ def main() -> None:
     cfg = BenchConfig([task], cfg.batch_sizes, cfg.epochs, cfg.pretrain_examples)
     methods = ("lora", "pissa") if args.quick else METHODS
     started = time.perf_counter()
-    tasks = run_suite(cfg, lambda base, folder, _: run_task(base, folder, cfg, methods))
-    print_table(tasks[0])
-    smollm2 = smollm2_case() if args.smollm2 else None
+    tasks = (
+        []
+        if args.smollm2_only
+        else run_suite(cfg, lambda base, folder, _: run_task(base, folder, cfg, methods))
+    )
+    if tasks:
+        print_table(tasks[0])
+    smollm2 = smollm2_case(tuple(args.smollm2_methods)) if args.smollm2 or args.smollm2_only else None
     if smollm2:
         print_smollm2(smollm2)
     write_results(args.json, started, cfg, tasks, {}, quick=args.quick, sweep=list(SWEEP), smollm2=smollm2)
