@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # the science imports scipy and the study torch: load them wh
 
 EXIT_OK, EXIT_NO_RECOMMENDATION = 0, 1
 BAR_WIDTH = 30
-CR = "\r"  # back to the start of the bar's line (a terminal only)
 DATA_DIR_ENV = "LORA_ADVISOR_DATA_DIR"
 LEASE_SECONDS = 60.0  # renewed every 20 s by a heartbeat; a service worker may reclaim it only once we die
 PROVISIONAL_PREFIX = "provisional:"  # how run_study announces the warm start's answer
@@ -200,11 +199,13 @@ def reporter(control: JobControl) -> Callable[[int, int, str], None]:
     """The study's progress to the terminal (a bar; the warm start's answer on a line of its own) and to the
     job's control, which raises when the study was canceled."""
 
-    show = progress_bar if sys.stderr.isatty() else LogProgress()
+    on_terminal = sys.stderr.isatty()
+    show = progress_bar if on_terminal else LogProgress()
+    line_start = "\r" if on_terminal else ""  # a terminal's bar is redrawn in place: start over its line
 
     def report(done: int, total: int, message: str) -> None:
         if message.startswith(PROVISIONAL_PREFIX):
-            print(f"{CR if sys.stderr.isatty() else ''}warm start: {message}", file=sys.stderr, flush=True)
+            print(f"{line_start}warm start: {message}", file=sys.stderr, flush=True)
         else:
             show(done, total, message)
         control.study_progress(done, total, message)

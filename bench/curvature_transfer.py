@@ -58,8 +58,9 @@ MEASURE_SEEDS = (0, 8)  # LR* is located on these
 SCORE_SEEDS = (1, 2)  # and every LR is judged on these, which located nothing
 
 
-def sweep_lrs(low: float, high: float) -> list[float]:
-    return [lattice_lr(k) for k in range(lattice_index(low), lattice_index(high) + 1)]
+def sweep_lrs(low: float, high: float, step: int = 1) -> list[float]:
+    """Lattice LRs from `low` to `high`, every `step`-th point (1: 4 per decade)."""
+    return [lattice_lr(k) for k in range(lattice_index(low), lattice_index(high) + 1, step)]
 
 
 def mean_loss(trainer: Trainer, lr: float, seeds: tuple[int, ...]) -> float | None:
@@ -68,10 +69,12 @@ def mean_loss(trainer: Trainer, lr: float, seeds: tuple[int, ...]) -> float | No
     return None if any(v is None for v in losses) else statistics.fmean(losses)  # type: ignore[arg-type]
 
 
-def measure_method(trainer: Trainer, lrs: list[float]) -> dict[str, Any]:
-    """λ_max at initialisation and LR* of the sweep at BATCH_SIZE."""
+def measure_method(
+    trainer: Trainer, lrs: list[float], seeds: tuple[int, ...] = MEASURE_SEEDS
+) -> dict[str, Any]:
+    """λ_max at initialisation and LR* of the sweep at BATCH_SIZE, on the mean loss over `seeds`."""
     lam, probe = probe_lambda(trainer.spec, trainer.data)
-    points = [(lr, mean_loss(trainer, lr, MEASURE_SEEDS)) for lr in lrs]
+    points = [(lr, mean_loss(trainer, lr, seeds)) for lr in lrs]
     curve = fit_curve(BATCH_SIZE, points)
     assert curve is not None, f"{trainer.spec.method}: every LR diverged"
     best_lr = min((p for p in points if p[1] is not None), key=lambda p: float(p[1] or 0.0))[0]
@@ -83,6 +86,18 @@ def measure_method(trainer: Trainer, lrs: list[float]) -> dict[str, Any]:
         "edge": curve.edge,
         "best_swept_lr": best_lr,
         "sweep": [{"learning_rate": lr, "mean_loss": loss} for lr, loss in points],
+    }
+
+
+def ratios_to_lora(row: dict[str, Any], lora: dict[str, Any]) -> dict[str, Any]:
+    """A method's λ_max and LR* against LoRA's, the LR ratio the rule predicts (β = 1) and the β implied."""
+    lambda_ratio = row["lambda_max"] / lora["lambda_max"]
+    lr_ratio = row["lr_star"] / lora["lr_star"]
+    return {
+        "lambda_ratio": lambda_ratio,
+        "lr_ratio": lr_ratio,
+        "predicted_lr_ratio": lambda_ratio ** (-BETA_DEFAULT),
+        "implied_beta": _implied_beta(lr_ratio, lambda_ratio),
     }
 
 
@@ -112,29 +127,26 @@ def run_task(base: Path, folder: Path, cfg: BenchConfig, methods: tuple[str, ...
     rows: dict[str, Any] = {}
     for method in methods:
         m = measured[method]
-        lambda_ratio = m["lambda_max"] / lora["lambda_max"]
-        lr_ratio = m["lr_star"] / lora["lr_star"]
         derived = curvature_ratio_lr(lora["lr_star"], lora["lambda_max"], m["lambda_max"], BETA_DEFAULT)
         default = METHOD_LR_CENTRE.get(method, LATTICE_ANCHOR)
         centred = curvature_ratio_lr(LATTICE_ANCHOR, lora["lambda_max"], m["lambda_max"], BETA_DEFAULT)
         trainer, best = trainers[method], m["best_swept_lr"]
-        rows[method] = m | {
-            "lambda_ratio": lambda_ratio,
-            "lr_ratio": lr_ratio,
-            "predicted_lr_ratio": lambda_ratio ** (-BETA_DEFAULT),
-            "implied_beta": _implied_beta(lr_ratio, lambda_ratio),
-            "derived_lr": derived,
-            "derived_regret": regret(trainer, derived, best),
-            "grid_centre": centred,  # what a PiSSA/OLoRA study centres on: 2e-4 moved by the λ ratio
-            "default_lr": default,
-            "default_regret": regret(trainer, default, best),
-        }
+        rows[method] = (
+            m
+            | ratios_to_lora(m, lora)
+            | {
+                "derived_lr": derived,
+                "derived_regret": regret(trainer, derived, best),
+                "grid_centre": centred,  # what a PiSSA/OLoRA study centres on: 2e-4 moved by the λ ratio
+                "default_lr": default,
+                "default_regret": regret(trainer, default, best),
+            }
+        )
         print(f"{method}: done", file=sys.stderr)
     return {"task": task.name, "rank": task.rank, "batch_size": BATCH_SIZE, "methods": rows}
 
 
-# SmolLM2: LRs half a decade apart (every other lattice point), 2e-5 … 6.3e-2.
-SMOLLM2_LRS = [lattice_lr(k) for k in range(lattice_index(2e-5), lattice_index(6.32e-2) + 1, 2)]
+SMOLLM2_LRS = sweep_lrs(2e-5, 6.32e-2, step=2)  # half a decade apart: 8 LRs
 SMOLLM2_EXAMPLES = 128
 
 
@@ -157,33 +169,15 @@ def smollm2_case(methods: tuple[str, ...] = ("lora", "pissa")) -> dict[str, Any]
     loaded = load_model_and_tokenizer(base["model"])  # type: ignore[arg-type]
     first = parse_spec(base | {"method": "lora"})
     data = prepare_data(first.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=64)
-    epochs = SMOLLM2_EXAMPLES / len(data.train)  # a short run, so that 14 of them fit in a CPU benchmark
+    epochs = SMOLLM2_EXAMPLES / len(data.train)  # a short run, so that a method's 8 fit in a CPU benchmark
     rows: dict[str, Any] = {}
     for method in methods:
         spec = parse_spec(base | {"method": method, "training": {"max_seq_len": 64, "epochs": epochs}})
-        trainer = Trainer(spec, data)
-        lam, probe = probe_lambda(spec, data)
-        points = [(lr, trainer.loss(BATCH_SIZE, lr, seed=0)) for lr in SMOLLM2_LRS]
-        curve = fit_curve(BATCH_SIZE, points)
-        assert curve is not None, f"{method}: every LR diverged"
-        rows[method] = {
-            "lambda_max": lam,
-            "probe_seconds": probe.get("seconds"),
-            "lr_star": curve.lr_star,
-            "fit": curve.kind,
-            "edge": curve.edge,
-            "sweep": [{"learning_rate": lr, "eval_loss": loss} for lr, loss in points],
-        }
+        rows[method] = measure_method(Trainer(spec, data), SMOLLM2_LRS, seeds=(0,))
         print(f"smollm2 {method}: done", file=sys.stderr)
-    lora = rows.get("lora")
-    for row in rows.values() if lora else ():  # ratios need LoRA in the same run
-        ratio = row["lambda_max"] / lora["lambda_max"]  # type: ignore[index]
-        row |= {
-            "lambda_ratio": ratio,
-            "lr_ratio": row["lr_star"] / lora["lr_star"],  # type: ignore[index]
-            "predicted_lr_ratio": ratio ** (-BETA_DEFAULT),
-            "implied_beta": _implied_beta(row["lr_star"] / lora["lr_star"], ratio),  # type: ignore[index]
-        }
+    if "lora" in rows:  # ratios need LoRA in the same run
+        for row in rows.values():
+            row |= ratios_to_lora(row, rows["lora"])
     return {"model": "SmolLM2-135M-Instruct", "rank": 8, "batch_size": BATCH_SIZE, "methods": rows}
 
 

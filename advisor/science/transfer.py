@@ -203,7 +203,7 @@ def transfer_to_target(
         sentence,
         derived=False,
         # Unconfirmed, the LR is only as good as β: the interval of LR* holds where β's band puts it.
-        lr_interval=None if confirmations else _with_beta_band(rec, lr, (low, high)),
+        widen_to=None if confirmations else (low, high),
         evidence={
             "lambda_proxy": lambda_proxy,
             "lambda_target": lambda_target,
@@ -238,7 +238,7 @@ def derive_method(
         sentence,
         derived=True,
         evidence={"derived_from": rec.method, "lambda_ratio": lambda_method / lambda_measured},
-        lr_interval=_with_beta_band(rec, lr, ends),
+        widen_to=ends,
     )
     derived = band_holding_interval(derived)
     return derived.model_copy(
@@ -248,17 +248,6 @@ def derive_method(
             "lora_plus_ratio": rec.lora_plus_ratio if method == "lora_plus" else None,
         }
     )
-
-
-def _with_beta_band(rec: Recommendation, lr: float, beta_ends: tuple[float, float]) -> tuple[float, float]:
-    """The interval of LR* after a move by a curvature ratio to `lr`: the source's interval moved with it,
-    widened to the LRs β's band (0.7–1.5) gives. β is a judgement from seed 001's ratios and is not
-    universal: `bench/curvature_transfer.py` measured β ≈ −0.3 … 0 on a tiny model."""
-    low = high = lr
-    if rec.confidence.lr_interval is not None:
-        scale = lr / rec.learning_rate
-        low, high = rec.confidence.lr_interval[0] * scale, rec.confidence.lr_interval[1] * scale
-    return min(low, beta_ends[0]), max(high, beta_ends[1])
 
 
 def band_holding_interval(rec: Recommendation) -> Recommendation:
@@ -312,9 +301,13 @@ def _rescaled(
     evidence: dict[str, Any],
     evidence_key: str = "transfer",
     lr_interval: tuple[float, float] | None = None,
+    widen_to: tuple[float, float] | None = None,
 ) -> Recommendation:
     """The same recommendation with every LR multiplied by `scale` and the confidence lowered by a factor;
-    the interval of LR* moves with it unless a new one is given."""
+    the interval of LR* moves with it unless a new one is given, and then widens to hold `widen_to`: for a
+    move by a curvature ratio, the LRs β's band (0.7–1.5) gives. That band is a judgement from seed 001's
+    ratios, not a law: `bench/curvature_transfer.py` measured β ≈ 0.7–0.8 on SmolLM2, −0.3 … 0 on a tiny
+    model."""
     band = rec.band.model_copy(
         update={
             "lr_low": rec.band.lr_low * scale,
@@ -334,6 +327,9 @@ def _rescaled(
     score = min(1.0, rec.confidence.score * confidence_factor)
     if lr_interval is None and rec.confidence.lr_interval is not None:
         lr_interval = (rec.confidence.lr_interval[0] * scale, rec.confidence.lr_interval[1] * scale)
+    if widen_to is not None:
+        low, high = lr_interval or (lr, lr)
+        lr_interval = (min(low, widen_to[0]), max(high, widen_to[1]))
     confidence = rec.confidence.model_copy(
         update={"score": score, "label": confidence_label(score), "lr_interval": lr_interval}
     )
