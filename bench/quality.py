@@ -363,6 +363,7 @@ def choose(trainer: Trainer, truth: Truth, cfg: BenchConfig, choice_seed: int) -
         "advisor_seconds": round(advisor_seconds, 1),
         "advisor_confidence": rec.confidence.label,
         "advisor_reasoning": rec.reasoning,
+        "loss_forecast": loss_forecast_check(trainer, advised, rec),
         "contenders": {
             name: {
                 "batch_size": c[0],
@@ -374,6 +375,26 @@ def choose(trainer: Trainer, truth: Truth, cfg: BenchConfig, choice_seed: int) -
             }
             for name, (c, spent) in rows.items()
         },
+    }
+
+
+def loss_forecast_check(trainer: Trainer, advised: Config, rec: Recommendation) -> dict[str, Any]:
+    """The advisor's predicted eval loss against what its pick reached in full runs (the mean over
+    FRESH_SEEDS), beside the top rung's L* that it used to report: relative errors, and whether the 90%
+    interval held the outcome."""
+    actual = trainer.fresh_score(*advised)
+    forecast = rec.evidence.get("loss_forecast") or {}
+    predicted, interval = rec.predicted_eval_loss, rec.predicted_eval_loss_interval
+    top_rung = forecast.get("from_loss")
+    return {
+        "actual": actual,
+        "predicted": predicted,
+        "interval": interval,
+        "top_rung_loss": top_rung,
+        "measured_at": forecast.get("measured_at"),
+        "error": predicted / actual - 1 if predicted is not None else None,
+        "top_rung_error": top_rung / actual - 1 if top_rung is not None else None,
+        "covered": interval is not None and interval[0] <= actual <= interval[1],
     }
 
 
@@ -444,6 +465,15 @@ def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
         c["contenders"]["advisor"]["regret"] < c["contenders"]["tpe"]["regret"] for _, c in everything
     )
     summary["pairs"] = len(everything)
+    forecasts = [c["loss_forecast"] for _, c in everything if c["loss_forecast"]["error"] is not None]
+    if forecasts:
+        summary["loss_forecast"] = {
+            "median_abs_error": statistics.median(abs(f["error"]) for f in forecasts),
+            "worst_abs_error": max(abs(f["error"]) for f in forecasts),
+            "median_abs_top_rung_error": statistics.median(abs(f["top_rung_error"]) for f in forecasts),
+            "covered": sum(f["covered"] for f in forecasts),
+            "forecasts": len(forecasts),
+        }
     summary["median_seed_noise"] = statistics.median(t["seed_noise_relative"] for t in tasks)
     return summary
 
@@ -474,6 +504,31 @@ def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         f"advisor beats TPE in {summary['advisor_beats_tpe']} of {summary['pairs']} pairs; "
         f"median seed noise {summary['median_seed_noise']:.2%}"
     )
+    print_loss_forecasts(tasks, summary.get("loss_forecast"))
+
+
+def print_loss_forecasts(tasks: list[dict[str, Any]], overall: dict[str, Any] | None) -> None:
+    """Predicted eval loss (at the real run's length) against the pick's loss in full runs."""
+    print(
+        f"\n{'task':<10}{'seed':>5}{'top-rung L*':>13}{'predicted':>11}{'90% interval':>19}"
+        f"{'actual':>9}{'error':>9}"
+    )
+    for t in tasks:
+        for c in t["choices"]:
+            f = c["loss_forecast"]
+            if f["predicted"] is None:
+                continue
+            low, high = f["interval"] or (math.nan, math.nan)
+            print(
+                f"{t['task']:<10}{c['choice_seed']:>5}{f['top_rung_loss'] or math.nan:>13.4f}"
+                f"{f['predicted']:>11.4f}{f'{low:.3f} … {high:.3f}':>19}{f['actual']:>9.4f}{f['error']:>9.2%}"
+            )
+    if overall:
+        print(
+            f"loss forecast: median |error| {overall['median_abs_error']:.2%} (the top rung's L*: "
+            f"{overall['median_abs_top_rung_error']:.2%}), worst {overall['worst_abs_error']:.2%}; the 90% "
+            f"interval held the outcome in {overall['covered']} of {overall['forecasts']}"
+        )
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,14 +34,14 @@ from advisor.method_catalog import METHODS
 from advisor.records import HALVING_ROLE, RunRecord, RunStatus
 from advisor.science.fits import (
     CurveFit,
-    LrMeasurement,
+    LogMeasurement,
     Observation,
     SurfaceFit,
     bootstrap_optimum,
     bowl_coefficient,
     fit_surface,
     interval_sd,
-    lr_path,
+    loglog_line,
     lr_star_sd,
     replicate_noise,
     shrink_kappa,
@@ -55,6 +56,7 @@ from advisor.science.knowledge import (
     StudyContext,
     stored_priors,
 )
+from advisor.science.loss_forecast import forecast_loss, loss_measurement
 from advisor.science.planner import (
     HORIZON_RUNS,
     LATTICE_ANCHOR,
@@ -613,6 +615,7 @@ def _finish(
             rec = _apply_size_trend(
                 rec, plan, top, by_rung[answer_rung], *length_runs, bowl, priors.size_exponent
             )
+            rec = _forecast_real_run_loss(rec, plan, deepest, length_runs, bowl)
         rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta)
         rec = band_holding_interval(_apply_outcome_correction(rec, priors.lr_correction))
         dropped = plan.dropped_batch_note(rec.batch_size)
@@ -750,32 +753,89 @@ def deepest_bowl(fits: dict[int, SurfaceFit | NoRecommendation], batch: int) -> 
     return None
 
 
-def _horizon_measurement(top: SurfaceFit, horizon: TrendResult, bowl: Bowl | None) -> LrMeasurement | str:
-    """LR* at the horizon from its two runs and a rung's bowl, scaled to the horizon's loss level (a longer
-    run has a lower loss; the bowl's depth and the seed noise are taken to shrink in proportion)."""
-    finite = sorted((o.learning_rate, float(o.loss or 0.0)) for o in horizon.observations if not o.diverged)
+def _finished_horizon_runs(horizon: TrendResult) -> list[tuple[float, float]]:
+    return sorted((o.learning_rate, float(o.loss or 0.0)) for o in horizon.observations if not o.diverged)
+
+
+def _horizon_scale(
+    top: SurfaceFit, finite: list[tuple[float, float]], bowl: Bowl | None
+) -> tuple[float | None, float]:
+    """(bowl width c, seed noise) at the horizon runs' loss level: a longer run has a lower loss, and the
+    bowl's depth and the seed noise are taken to shrink in proportion."""
+    level = statistics.fmean(loss for _, loss in finite)
+    noise = max(top.noise_sd, NOISE_FLOOR * top.loss) * level / top.loss
+    return (bowl[0] * level / bowl[1] if bowl is not None else None), noise
+
+
+def _horizon_measurement(top: SurfaceFit, horizon: TrendResult, bowl: Bowl | None) -> LogMeasurement | str:
+    """LR* at the horizon from its two runs and a rung's bowl, scaled to the horizon's loss level."""
+    finite = _finished_horizon_runs(horizon)
     if len(finite) < HORIZON_RUNS:
         diverged = [o.learning_rate for o in horizon.observations if o.diverged]
         if len(finite) == 1 and diverged and diverged[0] > finite[0][0]:
             # The higher LR diverged: LR* is at or below the lower one, known to about one spacing.
-            return LrMeasurement(horizon.examples, math.log10(finite[0][0]), HORIZON_SPACING / 4)
+            return LogMeasurement(horizon.examples, math.log10(finite[0][0]), HORIZON_SPACING / 4)
         return f"{len(finite)} of the {HORIZON_RUNS} horizon runs finished"
-    if bowl is None:
+    bowl_width, noise = _horizon_scale(top, finite, bowl)
+    if bowl_width is None:
         return "no rung shows a bowl at B* to read the horizon pair by"
-    coefficient, bowl_level = bowl
-    level = (finite[0][1] + finite[1][1]) / 2
-    noise = max(top.noise_sd, NOISE_FLOOR * top.loss) * level / top.loss
-    return vertex_of_pair(finite[0], finite[1], coefficient * level / bowl_level, noise, horizon.examples)
+    return vertex_of_pair(finite[0], finite[1], bowl_width, noise, horizon.examples)
 
 
-def _trend_measurement(top: SurfaceFit, trend: TrendResult) -> LrMeasurement | str:
+def _horizon_best_loss(
+    top: SurfaceFit, horizon: TrendResult | None, bowl: Bowl | None
+) -> LogMeasurement | None:
+    """L* at the horizon: the bowl's bottom through the pair when it has one, else the lower run's loss (an
+    upper bound: LR* may lie between the two)."""
+    finite = _finished_horizon_runs(horizon) if horizon is not None else []
+    if horizon is None or not finite:
+        return None
+    bowl_width, noise = _horizon_scale(top, finite, bowl)
+    best = min(loss for _, loss in finite)
+    if len(finite) == HORIZON_RUNS and bowl_width is not None:
+        vertex = vertex_of_pair(finite[0], finite[1], bowl_width, noise, horizon.examples).log_value
+        bottom = statistics.fmean(loss - bowl_width * (math.log10(lr) - vertex) ** 2 for lr, loss in finite)
+        best = min(best, bottom)
+    return loss_measurement(horizon.examples, best, noise)
+
+
+def _forecast_real_run_loss(
+    rec: Recommendation,
+    plan: StudyPlan,
+    answer: tuple[int, SurfaceFit],
+    length_runs: tuple[TrendResult | None, TrendResult | None],
+    bowl: Bowl | None,
+) -> Recommendation:
+    """The predicted eval loss at the real run's length (`advisor.science.loss_forecast`): L* of the answer's
+    rung moved along L* ∝ N^−α, through L* of the trend or horizon runs where they ran."""
+    examples, top = answer
+    trend, horizon = length_runs
+    anchor = loss_measurement(examples, top.loss, max(top.noise_sd, NOISE_FLOOR * top.loss))
+    measured = []
+    if trend is not None and trend.fit is not None:
+        measured.append(
+            loss_measurement(trend.examples, trend.fit.loss, max(trend.fit.noise_sd, top.noise_sd))
+        )
+    at_horizon = _horizon_best_loss(top, horizon, bowl)
+    if at_horizon is not None:
+        measured.append(at_horizon)
+    forecast = forecast_loss(anchor, measured, max(plan.full_examples, examples))
+    rec.evidence["loss_forecast"] = forecast.model_dump()
+    rec.reasoning.append(forecast.sentence())
+    interval = (forecast.low, forecast.high)
+    return rec.model_copy(
+        update={"predicted_eval_loss": forecast.loss, "predicted_eval_loss_interval": interval}
+    )
+
+
+def _trend_measurement(top: SurfaceFit, trend: TrendResult) -> LogMeasurement | str:
     """LR* on the trend study's shorter runs, with its bootstrap spread (single seeds: at least as noisy as
     the top rung)."""
     if trend.fit is None:
         return trend.skipped or "no trend run finished"
     trend.fit.noise_sd = max(trend.fit.noise_sd, top.noise_sd)
     spread = lr_star_sd(bootstrap_optimum(trend.observations, trend.fit, replicates=100))
-    return LrMeasurement(trend.examples, math.log10(trend.fit.learning_rate), spread)
+    return LogMeasurement(trend.examples, math.log10(trend.fit.learning_rate), spread)
 
 
 def _apply_size_trend(
@@ -790,14 +850,14 @@ def _apply_size_trend(
 ) -> Recommendation:
     """Move LR* from the top rung's length to the real run's along LR* ∝ N^γ: a straight line in log-log
     through the top rung's LR*, whatever the trend study or the horizon runs measured, and the prior of γ
-    (seed 001's −0.25 ± 0.3, or sharpened by stored studies; `fits.lr_path`); the prior alone when nothing
+    (seed 001's −0.25 ± 0.3, or sharpened by stored studies; `fits.loglog_line`); the prior alone when nothing
     else was measured."""
     prior = prior or ExponentPrior()
     reached, full = plan.top_examples, plan.full_examples
     if full <= reached:
         return rec
     evidence: dict[str, Any] = {"from_examples": reached, "to_examples": full}
-    measurements: list[LrMeasurement] = []
+    measurements: list[LogMeasurement] = []
     if bowl is None:
         bowl = deepest_bowl({reached: top}, top.batch_size)
     for kind, runs in (("trend", trend), ("horizon", horizon)):
@@ -812,16 +872,18 @@ def _apply_size_trend(
             evidence[kind]["skipped"] = runs.skipped or measured
             continue
         measurements.append(measured)
-        evidence[kind] |= {"lr_star": 10**measured.log_lr, "sd_decades": measured.sd}
+        evidence[kind] |= {"lr_star": 10**measured.log_value, "sd_decades": measured.sd}
     anchor_sd = interval_sd(rec.confidence.lr_interval)  # the top rung's bootstrap, as the answer has it
-    anchor = LrMeasurement(reached, math.log10(top.learning_rate), anchor_sd)
-    path = lr_path(anchor, measurements, prior.mean, prior.sd)
-    at_full, spread = path.log_lr_at(full)
-    exponent, factor = path.exponent, 10 ** (at_full - anchor.log_lr)
+    anchor = LogMeasurement(reached, math.log10(top.learning_rate), anchor_sd)
+    path = loglog_line(anchor, measurements, prior.mean, prior.sd)
+    at_full, spread = path.at(full)
+    exponent, factor = path.exponent, 10 ** (at_full - anchor.log_value)
     if not measurements:
         source = prior.describe()
     else:
-        said = "; ".join(f"LR* {10**m.log_lr:.3g} ± {m.sd:.2f} decades on {m.examples}" for m in measurements)
+        said = "; ".join(
+            f"LR* {10**m.log_value:.3g} ± {m.sd:.2f} decades on {m.examples}" for m in measurements
+        )
         source = (
             f"a line through the top rung's LR* ({top.learning_rate:.3g} ± {anchor_sd:.2f} decades), {said} "
             f"examples at B* = {top.batch_size}, and {prior.describe()}"

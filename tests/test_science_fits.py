@@ -12,7 +12,7 @@ from advisor.science.fits import (
     KAPPA_PRIOR,
     BootstrapSummary,
     GridEdge,
-    LrMeasurement,
+    LogMeasurement,
     Observation,
     SurfaceFit,
     bootstrap_optimum,
@@ -20,7 +20,7 @@ from advisor.science.fits import (
     confidence_score,
     fit_curve,
     fit_surface,
-    lr_path,
+    loglog_line,
     lr_star_sd,
     shrink_kappa,
     vertex_of_pair,
@@ -205,25 +205,23 @@ def test_no_runs_is_a_no_recommendation() -> None:
 
 def test_a_precise_measurement_at_a_longer_run_pins_the_lr_path_and_a_noisy_one_barely_moves_it() -> None:
     # LR* is 0.1 at 300 examples (±0.1 decade) and truly falls as N^-0.8; the real run sees 3000.
-    anchor = LrMeasurement(300, -1.0, 0.1)
+    anchor = LogMeasurement(300, -1.0, 0.1)
     at_900 = -1.0 - 0.8 * math.log10(3)
-    precise = lr_path(anchor, [LrMeasurement(900, at_900, 0.05)], prior_exponent=-0.25, prior_sd=0.3)
-    noisy = lr_path(anchor, [LrMeasurement(900, at_900, 1.0)], prior_exponent=-0.25, prior_sd=0.3)
-    prior_only = lr_path(anchor, [], prior_exponent=-0.25, prior_sd=0.3)
-    assert prior_only.exponent == pytest.approx(-0.25) and prior_only.log_lr_at(300) == pytest.approx(
-        (-1.0, 0.1)
-    )
+    precise = loglog_line(anchor, [LogMeasurement(900, at_900, 0.05)], prior_exponent=-0.25, prior_sd=0.3)
+    noisy = loglog_line(anchor, [LogMeasurement(900, at_900, 1.0)], prior_exponent=-0.25, prior_sd=0.3)
+    prior_only = loglog_line(anchor, [], prior_exponent=-0.25, prior_sd=0.3)
+    assert prior_only.exponent == pytest.approx(-0.25) and prior_only.at(300) == pytest.approx((-1.0, 0.1))
     assert precise.exponent < -0.5 < noisy.exponent < -0.25
     truth = -1.0 - 0.8
-    (precise_mean, precise_sd), (noisy_mean, _) = precise.log_lr_at(3000), noisy.log_lr_at(3000)
+    (precise_mean, precise_sd), (noisy_mean, _) = precise.at(3000), noisy.at(3000)
     assert abs(precise_mean - truth) < abs(noisy_mean - truth) and abs(precise_mean - truth) < 2 * precise_sd
-    assert precise_sd < prior_only.log_lr_at(3000)[1]  # measuring narrows the answer at the real run
+    assert precise_sd < prior_only.at(3000)[1]  # measuring narrows the answer at the real run
 
 
 def test_a_measurement_at_the_anchor_length_sharpens_the_anchor_not_the_exponent() -> None:
-    path = lr_path(LrMeasurement(300, -1.0, 0.2), [LrMeasurement(300, -1.2, 0.2)], -0.25, 0.3)
+    path = loglog_line(LogMeasurement(300, -1.0, 0.2), [LogMeasurement(300, -1.2, 0.2)], -0.25, 0.3)
     assert path.intercept == pytest.approx(-1.1) and path.exponent == pytest.approx(-0.25)
-    assert path.log_lr_at(300)[1] == pytest.approx(0.2 / math.sqrt(2))
+    assert path.at(300)[1] == pytest.approx(0.2 / math.sqrt(2))
 
 
 def test_two_runs_and_a_known_bowl_width_locate_the_vertex() -> None:
@@ -232,12 +230,12 @@ def test_two_runs_and_a_known_bowl_width_locate_the_vertex() -> None:
 
     pair = [(lr, loss(lr)) for lr in (0.0356, 0.112)]
     found = vertex_of_pair(pair[0], pair[1], bowl=0.3, noise_sd=0.01, examples=900)
-    assert found.log_lr == pytest.approx(-1.4) and found.examples == 900
+    assert found.log_value == pytest.approx(-1.4) and found.examples == 900
     assert found.sd == pytest.approx(
         max(0.01 * math.sqrt(2) / (2 * 0.3 * 0.5), GRID_STEP / math.sqrt(12)), rel=0.01
     )
     far = vertex_of_pair(pair[0], (0.112, loss(0.112) + 1.0), bowl=0.3, noise_sd=0.01, examples=900)
-    assert far.log_lr == pytest.approx(math.log10(0.0356) - 0.25, abs=0.01)  # at most half a spacing out
+    assert far.log_value == pytest.approx(math.log10(0.0356) - 0.25, abs=0.01)  # at most half a spacing out
     assert far.sd >= math.log10(0.112 / 0.0356) / 2  # a clamped vertex is known only to half a spacing
 
 

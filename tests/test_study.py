@@ -22,6 +22,7 @@ from proxy_runs.study import (
     StudyResult,
     TrendResult,
     _apply_size_trend,
+    _forecast_real_run_loss,
     _Ledger,
     curvature_prior,
     deepest_bowl,
@@ -265,6 +266,31 @@ def test_horizon_runs_near_the_real_run_carry_the_lr_where_they_found_it(tiny_sp
     # A decade of extrapolation on the prior alone (γ ± 0.3) is less certain than the measured horizon.
     assert interval_decades(prior_only) > max(interval_decades(moved), interval_decades(rec))
     assert prior_only.confidence.score <= min(moved.confidence.score, rec.confidence.score)
+
+
+def test_the_predicted_loss_is_the_real_runs_read_off_the_horizon_runs_not_the_short_top_rung(
+    tiny_spec: StudySpec,
+) -> None:
+    # L* is 2.0 after the top rung's 300 examples; the horizon pair at the real run's 3000 sits on a bowl
+    # 0.8× as deep whose bottom, 1.6, lies between them.
+    top_runs = bowl_runs(0.0356, 300, seeds=2)
+    plan, top_fit, rec = short_top_rung(tiny_spec, top_runs)
+    bowl = deepest_bowl({300: top_fit}, 8)
+    lrs = horizon_lrs(tiny_spec, top_fit.learning_rate, 300, 3000)
+    horizon_runs = [
+        Observation(8, lr, 0.8 * (2.0 + 0.2 * math.log10(lr / 0.0112) ** 2), 0, 3000, 3000) for lr in lrs
+    ]
+    horizon = TrendResult(3000, 8, None, horizon_runs)
+    measured = _forecast_real_run_loss(rec, plan, (300, top_fit), (None, horizon), bowl)
+    assert rec.predicted_eval_loss == pytest.approx(2.0, rel=1e-3)  # the top rung's L*, 300 examples in
+    assert measured.predicted_eval_loss == pytest.approx(1.6, rel=0.01)
+    assert measured.predicted_eval_loss_interval is not None
+    low, high = measured.predicted_eval_loss_interval
+    assert low < measured.predicted_eval_loss < high < 2.0
+    assert measured.evidence["loss_forecast"]["measured_at"] == [3000]
+    prior_only = _forecast_real_run_loss(rec, plan, (300, top_fit), (None, None), bowl)
+    assert prior_only.predicted_eval_loss == pytest.approx(2.0 * 10**-0.1, rel=1e-3)  # α's prior, 10× longer
+    assert "from the prior alone" in prior_only.reasoning[-1]
 
 
 def test_a_prior_learned_from_stored_studies_moves_the_lr_when_nothing_was_measured(

@@ -544,18 +544,18 @@ def bowl_coefficient(curve: CurveFit) -> float | None:
 
 
 @dataclass(frozen=True)
-class LrMeasurement:
-    """log10 LR* measured on runs of `examples` examples, give or take `sd` decades (one standard
-    deviation)."""
+class LogMeasurement:
+    """log10 of a quantity that moves with run length (LR*, or the best loss L*), measured on complete runs
+    of `examples` examples, give or take `sd` decades (one standard deviation)."""
 
     examples: int
-    log_lr: float
+    log_value: float
     sd: float
 
 
 def vertex_of_pair(
     low: tuple[float, float], high: tuple[float, float], bowl: float, noise_sd: float, examples: int
-) -> LrMeasurement:
+) -> LogMeasurement:
     """LR* from two runs, (lr, loss) a known distance apart, and the bowl's width c measured elsewhere.
 
     With loss = L* + c·(x − x*)², two points fix x*: x* = (x₁ + x₂)/2 − (y₁ − y₂) / (2c·(x₁ − x₂)). Its
@@ -570,12 +570,13 @@ def vertex_of_pair(
     clamped = min(max(vertex, x1 - spacing / 2), x2 + spacing / 2)
     if clamped != vertex:
         sd = max(sd, spacing / 2)
-    return LrMeasurement(examples, clamped, sd)
+    return LogMeasurement(examples, clamped, sd)
 
 
 @dataclass(frozen=True)
-class LrPath:
-    """log10 LR*(N) = intercept + exponent · log10(N / anchor): the posterior of a straight line in log-log.
+class LogLogLine:
+    """log10 y(N) = intercept + exponent · log10(N / anchor): the posterior of a straight line in log-log, for
+    y = LR* (LR* ∝ N^γ) or y = L* (L* ∝ N^−α, `advisor.science.loss_forecast`).
 
     `covariance` is of (intercept, exponent); the line's spread at any N follows from it.
     """
@@ -585,32 +586,34 @@ class LrPath:
     exponent: float
     covariance: tuple[tuple[float, float], tuple[float, float]]
 
-    def log_lr_at(self, examples: int) -> tuple[float, float]:
-        """(mean, sd) of log10 LR* at `examples`."""
+    def at(self, examples: int) -> tuple[float, float]:
+        """(mean, sd) of log10 y at `examples`."""
         ell = math.log10(examples / self.anchor_examples)
         h = np.array([1.0, ell])
         variance = float(h @ np.array(self.covariance) @ h)
         return self.intercept + self.exponent * ell, math.sqrt(max(variance, 0.0))
 
 
-def lr_path(
-    anchor: LrMeasurement, measurements: Sequence[LrMeasurement], prior_exponent: float, prior_sd: float
-) -> LrPath:
-    """Bayesian straight line through LR* measured at several run lengths, LR* ∝ N^γ.
+def loglog_line(
+    anchor: LogMeasurement, measurements: Sequence[LogMeasurement], prior_exponent: float, prior_sd: float
+) -> LogLogLine:
+    """Bayesian straight line through a quantity measured at several run lengths, y ∝ N^exponent: LR*
+    (exponent γ, seed 001's prior −0.25 ± 0.3) or the best loss L* (exponent −α).
 
-    Unknowns: log10 LR* at the anchor (the top rung; prior = its own measurement and spread) and γ (prior =
-    seed 001's −0.25 ± `prior_sd`). Each other measurement at N_i observes intercept + γ·log10(N_i/anchor)
-    with its own spread. A Gaussian linear model, so the posterior is closed form: a precise measurement
-    far from the anchor pins the line; a noisy one close to it barely moves γ off its prior. Measuring at a
-    longer run (interpolating towards the real run) is worth more than at a shorter one (extrapolating).
+    Unknowns: log10 y at the anchor (the top rung; prior = its own measurement and spread) and the exponent
+    (prior = `prior_exponent` ± `prior_sd`). Each other measurement at N_i observes
+    intercept + exponent·log10(N_i/anchor) with its own spread. A Gaussian linear model, so the posterior is
+    closed form: a precise measurement far from the anchor pins the line; a noisy one close to it barely
+    moves the exponent off its prior. Measuring at a longer run (interpolating towards the real run) is
+    worth more than at a shorter one (extrapolating).
     """
     precision = np.diag([1 / anchor.sd**2, 1 / prior_sd**2])
-    weighted = np.array([anchor.log_lr / anchor.sd**2, prior_exponent / prior_sd**2])
+    weighted = np.array([anchor.log_value / anchor.sd**2, prior_exponent / prior_sd**2])
     for m in measurements:
         h = np.array([1.0, math.log10(m.examples / anchor.examples)])
         precision += np.outer(h, h) / m.sd**2
-        weighted += h * m.log_lr / m.sd**2
+        weighted += h * m.log_value / m.sd**2
     covariance = np.linalg.inv(precision)
     intercept, exponent = covariance @ weighted
     (a, b), (c, d) = covariance.tolist()
-    return LrPath(anchor.examples, float(intercept), float(exponent), ((a, b), (c, d)))
+    return LogLogLine(anchor.examples, float(intercept), float(exponent), ((a, b), (c, d)))

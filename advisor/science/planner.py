@@ -19,7 +19,7 @@ Numbers a plan is made of:
   top rung's length (up to the real run's), at two LRs half a decade apart around the prior's prediction;
   their losses and the top rung's bowl locate LR* there, interpolating towards the real run. Otherwise a
   trend study: 4 LRs at B* as complete runs on a third of the top rung's examples (extrapolating away
-  from the real run, so it is worth less). Either measurement and the prior combine in `fits.lr_path`.
+  from the real run, so it is worth less). Either measurement and the prior combine in `fits.loglog_line`.
 - A tight budget gives way in this order: the top fidelity shortens (down to 9 steps of the largest batch),
   the LR grid narrows (to MIN_LRS points), then the largest batch sizes go (to MIN_BATCH_SIZES): a whole
   step of the largest batch sets rung 0's length, so one large candidate can price a small dataset's whole

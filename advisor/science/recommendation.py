@@ -83,7 +83,7 @@ class Recommendation(BaseModel):
     method: str
     band: Band
     confidence: Confidence
-    predicted_eval_loss: float | None
+    predicted_eval_loss: float | None  # at the real run's length (`loss_forecast`), None for another model
     lr_rule: LrRule
     lora_plus_ratio: float | None = None  # only for method lora_plus: LR of B = ratio × LR of A
     cost: Cost
@@ -91,6 +91,7 @@ class Recommendation(BaseModel):
     derived: bool = False  # True: carried over from another method or context, not measured directly
     provisional: bool = False  # True: a warm-start answer from stored studies, before any compute
     reasoning: list[str] = Field(default_factory=list)
+    predicted_eval_loss_interval: tuple[float, float] | None = None  # 90%
 
     def search_space(self, widen_decades: float = 0.25) -> dict[str, Any]:
         """The band as a search space for Optuna and Ray Tune, for users who still want to search.
@@ -123,7 +124,7 @@ class Recommendation(BaseModel):
             f"confidence      {self.confidence.label} ({self.confidence.score:.2f})"
             + (" — derived" if self.derived else "")
             + (" — provisional" if self.provisional else ""),
-            f"predicted loss  {_fmt(self.predicted_eval_loss)}",
+            f"predicted loss  {_fmt(self.predicted_eval_loss)}{self._loss_interval_text()}",
             f"other batches   {self.lr_rule.formula}",
         ]
         if self.lora_plus_ratio is not None:
@@ -134,6 +135,12 @@ class Recommendation(BaseModel):
         )
         lines.extend(f"  · {sentence}" for sentence in self.reasoning)
         return "\n".join(lines)
+
+    def _loss_interval_text(self) -> str:
+        if self.predicted_eval_loss is None or self.predicted_eval_loss_interval is None:
+            return ""
+        low, high = self.predicted_eval_loss_interval
+        return f"  (90%: {low:.4f} … {high:.4f}, at the real run's length)"
 
 
 def _fmt(value: float | None) -> str:

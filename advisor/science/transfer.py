@@ -195,7 +195,9 @@ def transfer_to_target(
     )
     if confirmations:
         sentence += f" Short target runs at {len(confirmations)} LRs chose {chosen:.3g}."
-    return _rescaled(
+    # The proxy's loss says nothing about another model's: the target's loss is not predicted.
+    sentence += " The study measured the proxy model's loss, so no eval loss is predicted for the target."
+    moved = _rescaled(
         rec,
         chosen,
         chosen / rec.learning_rate,
@@ -211,6 +213,7 @@ def transfer_to_target(
             "confirmations": confirmations or [],
         },
     )
+    return moved.model_copy(update={"predicted_eval_loss": None, "predicted_eval_loss_interval": None})
 
 
 def derive_method(
@@ -245,6 +248,7 @@ def derive_method(
         update={
             "method": method,
             "predicted_eval_loss": None,
+            "predicted_eval_loss_interval": None,
             "lora_plus_ratio": rec.lora_plus_ratio if method == "lora_plus" else None,
         }
     )

@@ -1,0 +1,98 @@
+"""The eval loss the real run will reach, forecast from the study's shorter runs: L*(N) ∝ N^−α.
+
+A study measures its best loss L* on runs shorter than the real run (the top rung: 288 of 900 examples,
+say). A fine-tune's loss keeps falling with the examples it sees, so L* at the top rung overstates the
+real run's: on the quality benchmark's tasks by 2% (`add`, nearly saturated) to 40% (`repeat`, 288 of
+1800 examples). The forecast moves L* to the real run's length along a straight line in log L* against
+log N, the same Bayesian line that moves LR* (`fits.loglog_line`):
+
+- the anchor is the top rung's L*, known to its seed noise;
+- horizon runs (complete runs at B* near the real run's length) and trend runs (complete runs on a third
+  of the top rung's examples) each add their own L* at their length;
+- the exponent's prior, α = 0.10 ± 0.07, is a judgement from complete runs at B* = 4 at the grid's best
+  LRs on the 4 tasks of `bench/quality.py`: between 288 examples and the full run α was 0.016 (`add`),
+  0.05–0.08 (`reverse`), 0.13–0.18 (`upper`) and 0.14–0.18 (`repeat`). Those are the benchmark's own
+  tasks, so its figures for forecasts made from the prior alone are in-sample.
+
+A pure power law in the total loss has no floor, so far past the last measurement it errs low; the
+interval (90%) widens with the distance in log N. The forecast never rises above an L* measured at a
+shorter length: one epoch of more data does not make the best loss worse, so a rise is noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from advisor.science.fits import LogMeasurement, loglog_line
+
+LOSS_EXPONENT = -0.10  # log10 L* against log10 N: the prior slope, −α
+LOSS_EXPONENT_SD = 0.07
+Z90 = 1.645  # a 90% normal interval is ± this many standard deviations
+
+
+class LossForecast(BaseModel):
+    """L* at the real run's length with its 90% interval, and the line that carried it there."""
+
+    examples: int  # the real run's
+    loss: float
+    low: float
+    high: float
+    exponent: float  # −α: the posterior slope of log L* against log N
+    exponent_sd: float
+    from_examples: int  # the anchor's length (the top rung)
+    from_loss: float
+    measured_at: list[int]  # the other lengths whose L* went into the line (horizon, trend)
+
+    def sentence(self) -> str:
+        if self.examples == self.from_examples:
+            return (
+                f"The predicted eval loss is L* at the real run's length, {self.loss:.4g} "
+                f"(90%: {self.low:.4g} … {self.high:.4g})."
+            )
+        prior = f"{LOSS_EXPONENT:.2f} ± {LOSS_EXPONENT_SD:.2f}"
+        source = (
+            f"measured on {', '.join(str(n) for n in self.measured_at)} examples, with the prior {prior}"
+            if self.measured_at
+            else "from the prior alone: nothing longer was measured"
+        )
+        return (
+            f"The real run's loss: L* {self.from_loss:.4g} on {self.from_examples} examples falls as "
+            f"N^{self.exponent:.2f} ± {self.exponent_sd:.2f} (L* {source}) to {self.loss:.4g} on "
+            f"{self.examples} (90%: {self.low:.4g} … {self.high:.4g})."
+        )
+
+
+def loss_measurement(examples: int, loss: float, noise_sd: float) -> LogMeasurement:
+    """L* on runs of `examples` examples, ± `noise_sd` (in loss units), as a point on the log-log line."""
+    relative = max(noise_sd, 1e-6 * loss) / loss
+    return LogMeasurement(examples, math.log10(loss), math.log10(1.0 + relative))
+
+
+def forecast_loss(
+    anchor: LogMeasurement,
+    measurements: Sequence[LogMeasurement],
+    full_examples: int,
+    *,
+    prior_exponent: float = LOSS_EXPONENT,
+    prior_sd: float = LOSS_EXPONENT_SD,
+) -> LossForecast:
+    """L* at `full_examples` from the anchor (the top rung's L*) and L* measured at other lengths."""
+    line = loglog_line(anchor, measurements, prior_exponent, prior_sd)
+    mean, sd = line.at(full_examples)
+    shorter = [m.log_value for m in (anchor, *measurements) if m.examples <= full_examples]
+    mean = min(mean, *shorter) if shorter else mean
+    exponent_sd = math.sqrt(line.covariance[1][1])
+    return LossForecast(
+        examples=full_examples,
+        loss=10**mean,
+        low=10 ** (mean - Z90 * sd),
+        high=10 ** (mean + Z90 * sd),
+        exponent=line.exponent,
+        exponent_sd=exponent_sd,
+        from_examples=anchor.examples,
+        from_loss=10**anchor.log_value,
+        measured_at=sorted({m.examples for m in measurements}),
+    )
