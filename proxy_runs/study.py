@@ -56,7 +56,7 @@ from advisor.science.knowledge import (
     StudyContext,
     stored_priors,
 )
-from advisor.science.loss_forecast import forecast_loss, loss_measurement
+from advisor.science.loss_forecast import LossExponentPrior, forecast_loss, loss_measurement
 from advisor.science.planner import (
     HORIZON_RUNS,
     LATTICE_ANCHOR,
@@ -615,7 +615,7 @@ def _finish(
             rec = _apply_size_trend(
                 rec, plan, top, by_rung[answer_rung], *length_runs, bowl, priors.size_exponent
             )
-            rec = _forecast_real_run_loss(rec, plan, deepest, length_runs, bowl)
+            rec = _forecast_real_run_loss(rec, plan, deepest, length_runs, bowl, priors.loss_exponent)
         rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta)
         rec = band_holding_interval(_apply_outcome_correction(rec, priors.lr_correction))
         dropped = plan.dropped_batch_note(rec.batch_size)
@@ -805,9 +805,11 @@ def _forecast_real_run_loss(
     answer: tuple[int, SurfaceFit],
     length_runs: tuple[TrendResult | None, TrendResult | None],
     bowl: Bowl | None,
+    prior: LossExponentPrior | None = None,
 ) -> Recommendation:
     """The predicted eval loss at the real run's length (`advisor.science.loss_forecast`): L* of the answer's
-    rung moved along L* ∝ N^−α, through L* of the trend or horizon runs where they ran."""
+    rung moved along L* ∝ N^−α (α's prior sharpened by reported outcomes), through L* of the trend or
+    horizon runs where they ran."""
     examples, top = answer
     trend, horizon = length_runs
     anchor = loss_measurement(examples, top.loss, max(top.noise_sd, NOISE_FLOOR * top.loss))
@@ -819,7 +821,7 @@ def _forecast_real_run_loss(
     at_horizon = _horizon_best_loss(top, horizon, bowl)
     if at_horizon is not None:
         measured.append(at_horizon)
-    forecast = forecast_loss(anchor, measured, max(plan.full_examples, examples))
+    forecast = forecast_loss(anchor, measured, max(plan.full_examples, examples), prior)
     rec.evidence["loss_forecast"] = forecast.model_dump()
     rec.reasoning.append(forecast.sentence())
     interval = (forecast.low, forecast.high)

@@ -13,6 +13,7 @@ import pytest
 from advisor.jobs import queue
 from advisor.records import RunConfig, RunRecord, RunStatus
 from advisor.science.knowledge import StudyContext, warm_start
+from advisor.science.loss_forecast import LOSS_EXPONENT, LossExponentPrior
 from advisor.science.recommendation import NoRecommendation
 from advisor.specs import StudySpec, parse_spec
 from advisor.storage import repository as repo
@@ -250,3 +251,11 @@ def test_a_second_study_starts_from_the_run_length_trend_the_first_one_measured(
     assert correction["outcomes_used"] == 1
     assert correction["factor"] == pytest.approx(4 ** (1 / 3))  # one outcome against a prior worth two
     assert "1 reported full-run outcome(s)" in third.reasoning[-1]
+    # The best full run's loss (1.5) against the first study's L* measures the loss forecast's slope.
+    first_forecast = first.evidence["loss_forecast"]
+    reported = math.log10(1.5 / first_forecast["from_loss"]) / math.log10(
+        first_forecast["examples"] / first_forecast["from_examples"]
+    )
+    loss_prior = third.evidence["loss_forecast"]["prior"]
+    assert loss_prior["outcomes"] == 1 and loss_prior["sd"] < LossExponentPrior().sd
+    assert min(reported, LOSS_EXPONENT) < loss_prior["mean"] < max(reported, LOSS_EXPONENT)

@@ -14,6 +14,7 @@ from advisor.science.knowledge import (
     ReportedOutcome,
     StudyContext,
     context_distance,
+    loss_exponent_prior,
     provisional_recommendation,
     rank_bucket,
     recalibrate_beta,
@@ -21,6 +22,7 @@ from advisor.science.knowledge import (
     size_exponent_prior,
     warm_start,
 )
+from advisor.science.loss_forecast import LossExponentPrior
 from advisor.science.transfer import BETA_BAND, BETA_DEFAULT
 from advisor.specs import parse_spec
 
@@ -120,6 +122,28 @@ def test_outcomes_recalibrate_beta_towards_what_full_runs_found() -> None:
 def test_beta_stays_inside_the_band_and_ignores_uninformative_outcomes() -> None:
     assert recalibrate_beta([outcome(5.0, 10.0)] * 20).beta == BETA_BAND[1]
     assert recalibrate_beta([outcome(0.8, 1.01)]).outcomes_used == 0  # curvature ratio ≈ 1 says nothing
+
+
+def test_full_run_losses_reported_back_measure_the_loss_forecasts_slope() -> None:
+    # The study's L* was 2.0 on 300 examples; full runs of 3000 examples ended at 2.0 × 10^−0.3 = 1.0.
+    def reported(final: float | None, forecast_examples: int = 3000) -> ReportedOutcome:
+        return ReportedOutcome(
+            context=context(),
+            batch_size=16,
+            proxy_lr=2e-4,
+            recommended_lr=2e-4,
+            best_lr=2e-4,
+            final_eval_loss=final,
+            forecast_from=(300, 2.0),
+            forecast_examples=forecast_examples,
+        )
+
+    default = LossExponentPrior()
+    assert loss_exponent_prior([reported(None), reported(1.9, forecast_examples=300)]) == default
+    learned = loss_exponent_prior([reported(2.0 * 10**-0.3)] * 3)
+    assert learned.outcomes == 3 and learned.sd < default.sd
+    assert -0.3 < learned.mean < -0.25  # three outcomes at ± 0.03 outweigh the prior's ± 0.07
+    assert "from 3 reported full-run outcome(s)" in learned.describe()
 
 
 def test_reported_outcomes_correct_the_provisional_lr() -> None:

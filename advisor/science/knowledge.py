@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
+from advisor.science.loss_forecast import LossExponentPrior
 from advisor.science.recommendation import (
     Band,
     Confidence,
@@ -114,6 +115,11 @@ class ReportedOutcome(BaseModel):
     best_lr: float  # the LR that worked best in the full runs
     lambda_proxy: float | None = None
     lambda_target: float | None = None
+    # The loss side: the full run's final eval loss, and the study's L* (examples, loss) that its forecast
+    # started from and the length it forecast for; None when either is unknown.
+    final_eval_loss: float | None = None
+    forecast_from: tuple[int, float] | None = None
+    forecast_examples: int | None = None
 
 
 class KnowledgeStore(Protocol):
@@ -209,6 +215,32 @@ def lr_correction(outcomes: list[ReportedOutcome]) -> LrCorrection:
     if not logs:
         return LrCorrection()
     return LrCorrection(factor=math.exp(sum(logs) / (len(logs) + BETA_SHRINKAGE)), outcomes_used=len(logs))
+
+
+# One outcome's α, a judgement: 1% seed noise in each of two losses over half a decade of N is ± 0.012,
+# and a full run's LR is seldom exactly at the optimum its study's L* was measured at.
+OUTCOME_LOSS_EXPONENT_SD = 0.03
+
+
+def loss_exponent_prior(outcomes: list[ReportedOutcome]) -> LossExponentPrior:
+    """The loss forecast's slope −α sharpened by full runs reported back: each outcome measures
+    log(final loss / the study's L*) / log(real run / top rung), counted with OUTCOME_LOSS_EXPONENT_SD
+    against the default prior's ± 0.07. Outcomes of runs no longer than the study's own are skipped."""
+    default = LossExponentPrior()
+    precision, weighted, used = 1 / default.sd**2, default.mean / default.sd**2, 0
+    for o in outcomes:
+        if not (o.final_eval_loss and o.forecast_from and o.forecast_examples):
+            continue
+        examples, loss = o.forecast_from
+        if o.forecast_examples <= examples or loss <= 0 or o.final_eval_loss <= 0:
+            continue
+        exponent = math.log10(o.final_eval_loss / loss) / math.log10(o.forecast_examples / examples)
+        precision += 1 / OUTCOME_LOSS_EXPONENT_SD**2
+        weighted += exponent / OUTCOME_LOSS_EXPONENT_SD**2
+        used += 1
+    if not used:
+        return default
+    return LossExponentPrior(mean=weighted / precision, sd=1 / math.sqrt(precision), outcomes=used)
 
 
 # 3. The provisional answer ----------------------------------------------------------------------------------
@@ -320,13 +352,14 @@ def size_exponent_prior(context: StudyContext, neighbours: list[KnownResult]) ->
 
 class Priors(BaseModel):
     """What stored studies say before any compute: a provisional answer, β (curvature transfer), the prior
-    of γ (run-length transfer) and the correction reported outcomes call for; seed 001's defaults and no
-    correction when nothing is stored."""
+    of γ (run-length transfer), the correction reported outcomes call for and the loss forecast's slope
+    they measured; seed 001's defaults and no correction when nothing is stored."""
 
     provisional: Recommendation | None = None
     calibration: BetaCalibration = Field(default_factory=BetaCalibration)
     size_exponent: ExponentPrior = Field(default_factory=ExponentPrior)
     lr_correction: LrCorrection = Field(default_factory=LrCorrection)
+    loss_exponent: LossExponentPrior = Field(default_factory=LossExponentPrior)
 
     @property
     def beta(self) -> float:
@@ -342,6 +375,7 @@ def stored_priors(store: KnowledgeStore, context: StudyContext) -> Priors:
         calibration=recalibrate_beta(outcomes),
         size_exponent=exponent,
         lr_correction=lr_correction(outcomes),
+        loss_exponent=loss_exponent_prior(outcomes),
     )
 
 

@@ -12,7 +12,9 @@ log N, the same Bayesian line that moves LR* (`fits.loglog_line`):
 - the exponent's prior, α = 0.10 ± 0.07, is a judgement from complete runs at B* = 4 at the grid's best
   LRs on the 4 tasks of `bench/quality.py`: between 288 examples and the full run α was 0.016 (`add`),
   0.05–0.08 (`reverse`), 0.13–0.18 (`upper`) and 0.14–0.18 (`repeat`). Those are the benchmark's own
-  tasks, so its figures for forecasts made from the prior alone are in-sample.
+  tasks, so its figures for forecasts made from the prior alone are in-sample. Full runs reported back
+  (`POST /v1/outcomes` with `final_eval_loss`) each measure α between their study's L* and the real run,
+  and sharpen the prior for later studies of that context (`knowledge.loss_exponent_prior`).
 
 A pure power law in the total loss has no floor, so far past the last measurement it errs low; the
 interval (90%) widens with the distance in log N. The forecast never rises above an L* measured at a
@@ -33,6 +35,18 @@ LOSS_EXPONENT_SD = 0.07
 Z90 = 1.645  # a 90% normal interval is ± this many standard deviations
 
 
+class LossExponentPrior(BaseModel):
+    """The prior of the slope −α of log L* against log N; sharpened by reported full-run outcomes."""
+
+    mean: float = LOSS_EXPONENT
+    sd: float = LOSS_EXPONENT_SD
+    outcomes: int = 0  # reported full runs that went into it
+
+    def describe(self) -> str:
+        said = f"the prior {self.mean:.2f} ± {self.sd:.2f}"
+        return said if not self.outcomes else f"{said} from {self.outcomes} reported full-run outcome(s)"
+
+
 class LossForecast(BaseModel):
     """L* at the real run's length with its 90% interval, and the line that carried it there."""
 
@@ -45,6 +59,7 @@ class LossForecast(BaseModel):
     from_examples: int  # the anchor's length (the top rung)
     from_loss: float
     measured_at: list[int]  # the other lengths whose L* went into the line (horizon, trend)
+    prior: LossExponentPrior = LossExponentPrior()
 
     def sentence(self) -> str:
         if self.examples == self.from_examples:
@@ -52,11 +67,11 @@ class LossForecast(BaseModel):
                 f"The predicted eval loss is L* at the real run's length, {self.loss:.4g} "
                 f"(90%: {self.low:.4g} … {self.high:.4g})."
             )
-        prior = f"{LOSS_EXPONENT:.2f} ± {LOSS_EXPONENT_SD:.2f}"
+        prior = self.prior.describe()
         source = (
-            f"measured on {', '.join(str(n) for n in self.measured_at)} examples, with the prior {prior}"
+            f"measured on {', '.join(str(n) for n in self.measured_at)} examples, with {prior}"
             if self.measured_at
-            else "from the prior alone: nothing longer was measured"
+            else f"from the prior alone, {prior}: nothing longer was measured"
         )
         return (
             f"The real run's loss: L* {self.from_loss:.4g} on {self.from_examples} examples falls as "
@@ -75,12 +90,11 @@ def forecast_loss(
     anchor: LogMeasurement,
     measurements: Sequence[LogMeasurement],
     full_examples: int,
-    *,
-    prior_exponent: float = LOSS_EXPONENT,
-    prior_sd: float = LOSS_EXPONENT_SD,
+    prior: LossExponentPrior | None = None,
 ) -> LossForecast:
     """L* at `full_examples` from the anchor (the top rung's L*) and L* measured at other lengths."""
-    line = loglog_line(anchor, measurements, prior_exponent, prior_sd)
+    prior = prior or LossExponentPrior()
+    line = loglog_line(anchor, measurements, prior.mean, prior.sd)
     mean, sd = line.at(full_examples)
     shorter = [m.log_value for m in (anchor, *measurements) if m.examples <= full_examples]
     mean = min(mean, *shorter) if shorter else mean
@@ -95,4 +109,5 @@ def forecast_loss(
         from_examples=anchor.examples,
         from_loss=10**anchor.log_value,
         measured_at=sorted({m.examples for m in measurements}),
+        prior=prior,
     )

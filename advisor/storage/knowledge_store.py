@@ -176,6 +176,7 @@ def _reported(
         return None
     recommended = float(row.learning_rate)  # type: ignore[arg-type]  # checked by _positive
     lambda_proxy, lambda_target = _lambdas(row.payload or {})
+    forecast_from, forecast_examples = _loss_forecast(row.payload or {})
     return ReportedOutcome(
         context=context,
         batch_size=best.batch_size,
@@ -184,7 +185,24 @@ def _reported(
         best_lr=best.learning_rate,
         lambda_proxy=lambda_proxy,
         lambda_target=lambda_target,
+        final_eval_loss=_number(best.final_eval_loss),
+        forecast_from=forecast_from,
+        forecast_examples=forecast_examples,
     )
+
+
+def _loss_forecast(payload: dict[str, Any]) -> tuple[tuple[int, float] | None, int | None]:
+    """((examples, L*) the study's loss forecast started from, the length it forecast for); (None, None)
+    when it forecast no loss for the model the user ran (a sibling proxy's loss is not the target's)."""
+    forecast = (payload.get("evidence") or {}).get("loss_forecast") or {}
+    examples, loss, full = (
+        forecast.get("from_examples"),
+        _number(forecast.get("from_loss")),
+        forecast.get("examples"),
+    )
+    if payload.get("predicted_eval_loss") is None or not examples or loss is None or not full:
+        return None, None
+    return (int(examples), loss), int(full)
 
 
 def _lambdas(payload: dict[str, Any]) -> tuple[float | None, float | None]:
