@@ -105,6 +105,11 @@ def test_study_page_embeds_the_stored_numbers(
     assert sorted(x for trace in timeline for x in trace["x"]) == sorted(r["run_index"] for r in runs)
     star = data["figures"]["chart-heatmap"]["data"][-1]
     assert star["name"] == "recommended" and star["y"] == [str(rec["batch_size"])]
+    low, high = rec["details"]["predicted_eval_loss_interval"]
+    assert f"(90%: {low:.4f} – {high:.4f}, at the real run's length)" in page
+    predicted = data["figures"]["chart-loss-lr"]["data"][-1]
+    assert predicted["y"] == [rec["details"]["predicted_eval_loss"]]
+    assert predicted["error_y"]["arrayminus"][0] == pytest.approx(predicted["y"][0] - low)
     for sentence in rec["details"]["reasoning"]:
         assert sentence in page
 

@@ -110,9 +110,17 @@ def loss_vs_lr(runs: Sequence[RunPoint], recommendation: dict[str, Any] | None) 
         )
     rec_loss = finite((recommendation or {}).get("predicted_eval_loss"))
     if recommendation and rec_loss is not None:
-        data.append(
-            _star("recommended (predicted, full budget)", [recommendation["learning_rate"]], [rec_loss])
-        )
+        star = _star("recommended (predicted, full budget)", [recommendation["learning_rate"]], [rec_loss])
+        interval = [finite(end) for end in recommendation.get("predicted_eval_loss_interval") or ()]
+        if len(interval) == 2 and interval[0] is not None and interval[1] is not None:
+            # the forecast's 90% interval, as an asymmetric error bar
+            star["error_y"] = {
+                "type": "data",
+                "symmetric": False,
+                "array": [interval[1] - rec_loss],
+                "arrayminus": [rec_loss - interval[0]],
+            }
+        data.append(star)
     missing = sum(1 for loss in losses.values() if loss is None)
     note = f" — {missing} diverged config(s) not shown" if missing else ""
     return {

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from advisor.records import RunConfig, RunRecord, RunStatus
+from advisor.science.loss_forecast import forecast_loss, loss_measurement
 from advisor.science.recommendation import (
     Band,
     BandPair,
@@ -149,6 +150,12 @@ def recommendation(sample: SampleStudy, runs: list[RunRecord]) -> Recommendation
         )
         for b in sample.batch_sizes
     ]
+    # The top rung is the sample's whole run, so the forecast only adds the loss's noise (1%) as an interval.
+    forecast = forecast_loss(
+        loss_measurement(best.examples_seen, best.eval_loss or math.nan, 0.01 * (best.eval_loss or 0.0)),
+        [],
+        best.examples_seen,
+    )
     return Recommendation(
         batch_size=batch,
         learning_rate=lr,
@@ -161,7 +168,8 @@ def recommendation(sample: SampleStudy, runs: list[RunRecord]) -> Recommendation
             pairs=pairs,
         ),
         confidence=Confidence(score=0.72, label=confidence_label(0.72)),
-        predicted_eval_loss=best.eval_loss,
+        predicted_eval_loss=forecast.loss,
+        predicted_eval_loss_interval=(forecast.low, forecast.high),
         lr_rule=LrRule(
             kappa=0.5, reference_batch=batch, reference_lr=lr, formula=f"LR(B) = {lr:.3g} × (B/{batch})^0.5"
         ),

@@ -176,10 +176,19 @@ def _recommendation_box(payload: dict[str, Any], row: RecommendationRow) -> str:
             f"<b>Confidence</b> {esc(confidence['label'])} ({finite(confidence.get('score')) or 0:.2f})"
         )
     if loss is not None:
-        items.append(f"<b>Predicted eval loss</b> {loss:.4f}")
+        items.append(f"<b>Predicted eval loss</b> {loss:.4f}{_interval_text(payload)}")
     if rule:
         items.append(f"<b>LR rule</b> <code>{esc(rule)}</code>")
     return '<div class="answer" id="recommendation">' + " · ".join(items) + "</div>"
+
+
+def _interval_text(payload: dict[str, Any]) -> str:
+    """The predicted loss's 90% interval, when the stored answer has one (older answers do not)."""
+    interval = payload.get("predicted_eval_loss_interval") or ()
+    ends = [finite(end) for end in interval]
+    if len(ends) != 2 or ends[0] is None or ends[1] is None:
+        return ""
+    return f" (90%: {ends[0]:.4f} – {ends[1]:.4f}, at the real run's length)"
 
 
 def _reasoning(sentences: Any) -> str:
