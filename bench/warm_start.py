@@ -55,6 +55,7 @@ from quality import (  # the sibling benchmark: same base, tasks, ground truth a
     Truth,
     advisor_spec,
     ground_truth,
+    loss_forecast_check,
     regret,
     run_suite,
     task_spec,
@@ -176,6 +177,7 @@ def scored(truth: Truth, rec: Recommendation, examples: int | None = None) -> di
         "provisional": rec.provisional,
         "examples": spent,
         "compute_share": spent / truth.grid_examples,
+        "loss_forecast": loss_forecast_check(truth.trainer, config, rec),
     }
 
 
@@ -267,9 +269,17 @@ def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
             "median_regret": statistics.median(t["contenders"][name]["regret"] for t in tasks),
             "mean_regret": statistics.fmean(t["contenders"][name]["regret"] for t in tasks),
             "median_compute_share": statistics.median(t["contenders"][name]["compute_share"] for t in tasks),
+            "median_abs_loss_error": median_abs_loss_error([t["contenders"][name] for t in tasks]),
         }
         for name in COLUMNS
     }
+
+
+def median_abs_loss_error(rows: list[dict[str, Any]]) -> float | None:
+    """How far the predicted eval loss was from the pick's full runs; None where nothing was predicted
+    (instant answers predict no loss)."""
+    errors = [abs(r["loss_forecast"]["error"]) for r in rows if r["loss_forecast"]["error"] is not None]
+    return statistics.median(errors) if errors else None
 
 
 def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -283,6 +293,12 @@ def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         f"{'compute (median)':<30}"
         + "".join(f"{summary[n]['median_compute_share']:>11.1%} " for n in COLUMNS)
     )
+    errors = [summary[n]["median_abs_loss_error"] for n in COLUMNS]
+    print(f"{'loss forecast |error| (median)':<30}" + "".join(f"{_pct(e):>11} " for e in errors))
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2%}"
 
 
 def print_check_table(tasks: list[dict[str, Any]]) -> None:
@@ -311,10 +327,10 @@ def main() -> None:
     started = time.perf_counter()
     tasks = run_suite(cfg, lambda base, folder, task: run_task(base, folder, task, cfg))
     summary = summarise(tasks)
-    print_table(tasks, summary)
-    print_check_table(tasks)
     seeds = {"first": FIRST_SEED, "next": NEXT_SEED}
     write_results(args.json, started, cfg, tasks, summary, quick=args.quick, seeds=seeds)
+    print_table(tasks, summary)
+    print_check_table(tasks)
 
 
 if __name__ == "__main__":

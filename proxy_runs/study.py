@@ -615,7 +615,7 @@ def _finish(
             rec = _apply_size_trend(
                 rec, plan, top, by_rung[answer_rung], *length_runs, bowl, priors.size_exponent
             )
-            rec = _forecast_real_run_loss(rec, plan, deepest, length_runs, bowl, priors.loss_exponent)
+            rec = _forecast_real_run_loss(rec, plan, deepest, length_runs[1], bowl, priors.loss_exponent)
         rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta)
         rec = band_holding_interval(_apply_outcome_correction(rec, priors.lr_correction))
         dropped = plan.dropped_batch_note(rec.batch_size)
@@ -803,24 +803,17 @@ def _forecast_real_run_loss(
     rec: Recommendation,
     plan: StudyPlan,
     answer: tuple[int, SurfaceFit],
-    length_runs: tuple[TrendResult | None, TrendResult | None],
+    horizon: TrendResult | None,
     bowl: Bowl | None,
     prior: LossExponentPrior | None = None,
 ) -> Recommendation:
     """The predicted eval loss at the real run's length (`advisor.science.loss_forecast`): L* of the answer's
-    rung moved along L* ∝ N^−α (α's prior sharpened by reported outcomes), through L* of the trend or
-    horizon runs where they ran."""
+    rung moved along L* ∝ N^−α (α's prior sharpened by reported outcomes), through L* of the horizon runs
+    where they ran (trend runs are shorter than the top rung: the forecast does not read them)."""
     examples, top = answer
-    trend, horizon = length_runs
     anchor = loss_measurement(examples, top.loss, max(top.noise_sd, NOISE_FLOOR * top.loss))
-    measured = []
-    if trend is not None and trend.fit is not None:
-        measured.append(
-            loss_measurement(trend.examples, trend.fit.loss, max(trend.fit.noise_sd, top.noise_sd))
-        )
     at_horizon = _horizon_best_loss(top, horizon, bowl)
-    if at_horizon is not None:
-        measured.append(at_horizon)
+    measured = [at_horizon] if at_horizon is not None else []
     forecast = forecast_loss(anchor, measured, max(plan.full_examples, examples), prior)
     rec.evidence["loss_forecast"] = forecast.model_dump()
     rec.reasoning.append(forecast.sentence())

@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from advisor.science.loss_forecast import LOSS_EXPONENT, forecast_loss, loss_measurement
+from advisor.science.loss_forecast import (
+    LOSS_EXPONENT,
+    SLOPE_DRIFT_SD,
+    Z90,
+    forecast_loss,
+    loss_measurement,
+)
 
 
 def test_from_the_top_rung_alone_the_loss_falls_along_the_prior_and_the_interval_widens_with_distance() -> (
@@ -41,3 +47,19 @@ def test_a_longer_run_that_scored_worse_by_noise_does_not_raise_the_forecast_abo
     anchor = loss_measurement(300, 2.0, 0.05)
     noisy = forecast_loss(anchor, [loss_measurement(900, 2.1, 0.05)], 900)
     assert noisy.loss <= 2.0 and noisy.high > 2.0  # the rise is noise, but the interval still holds it
+
+
+def test_runs_shorter_than_the_top_rung_do_not_bend_the_forecast() -> None:
+    # A trend run on a third of the top rung's examples, still in the loss's first fast drop.
+    anchor = loss_measurement(300, 2.0, 0.02)
+    with_short = forecast_loss(anchor, [loss_measurement(100, 2.6, 0.02)], 3000)
+    assert with_short == forecast_loss(anchor, [], 3000) and with_short.measured_at == []
+
+
+def test_a_measured_slope_is_trusted_less_the_further_past_its_longest_run_it_is_carried() -> None:
+    anchor = loss_measurement(300, 2.0, 0.005)
+    horizon = loss_measurement(600, 2.0 * 2**-0.2, 0.005)
+    near, far = forecast_loss(anchor, [horizon], 600), forecast_loss(anchor, [horizon], 6000)
+    assert near.exponent == pytest.approx(far.exponent)
+    assert math.log10(far.high / far.low) > 2 * Z90 * SLOPE_DRIFT_SD * 0.95  # a decade past the horizon
+    assert math.log10(near.high / near.low) < 2 * Z90 * SLOPE_DRIFT_SD / 2

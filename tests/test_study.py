@@ -281,14 +281,14 @@ def test_the_predicted_loss_is_the_real_runs_read_off_the_horizon_runs_not_the_s
         Observation(8, lr, 0.8 * (2.0 + 0.2 * math.log10(lr / 0.0112) ** 2), 0, 3000, 3000) for lr in lrs
     ]
     horizon = TrendResult(3000, 8, None, horizon_runs)
-    measured = _forecast_real_run_loss(rec, plan, (300, top_fit), (None, horizon), bowl)
+    measured = _forecast_real_run_loss(rec, plan, (300, top_fit), horizon, bowl)
     assert rec.predicted_eval_loss == pytest.approx(2.0, rel=1e-3)  # the top rung's L*, 300 examples in
     assert measured.predicted_eval_loss == pytest.approx(1.6, rel=0.01)
     assert measured.predicted_eval_loss_interval is not None
     low, high = measured.predicted_eval_loss_interval
     assert low < measured.predicted_eval_loss < high < 2.0
     assert measured.evidence["loss_forecast"]["measured_at"] == [3000]
-    prior_only = _forecast_real_run_loss(rec, plan, (300, top_fit), (None, None), bowl)
+    prior_only = _forecast_real_run_loss(rec, plan, (300, top_fit), None, bowl)
     assert prior_only.predicted_eval_loss == pytest.approx(2.0 * 10**-0.1, rel=1e-3)  # α's prior, 10× longer
     assert "from the prior alone" in prior_only.reasoning[-1]
 

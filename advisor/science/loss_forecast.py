@@ -7,8 +7,10 @@ real run's: on the quality benchmark's tasks by 2% (`add`, nearly saturated) to 
 log N, the same Bayesian line that moves LR* (`fits.loglog_line`):
 
 - the anchor is the top rung's L*, known to its seed noise;
-- horizon runs (complete runs at B* near the real run's length) and trend runs (complete runs on a third
-  of the top rung's examples) each add their own L* at their length;
+- horizon runs (complete runs at B* between the top rung's length and the real run's) add their L*.
+  Shorter runs do not: trend runs on a third of the top rung's examples are 6–30 optimizer steps, still
+  in the first fast drop of the loss, and a slope read there does not carry to the real run (in
+  `bench/warm_start.py --quick`, forecasts through them missed by 3–6% with 90% intervals of ±2%);
 - the exponent's prior, α = 0.10 ± 0.07, is a judgement from complete runs at B* = 4 at the grid's best
   LRs on the 4 tasks of `bench/quality.py`: between 288 examples and the full run α was 0.016 (`add`),
   0.05–0.08 (`reverse`), 0.13–0.18 (`upper`) and 0.14–0.18 (`repeat`). Those are the benchmark's own
@@ -16,8 +18,10 @@ log N, the same Bayesian line that moves LR* (`fits.loglog_line`):
   (`POST /v1/outcomes` with `final_eval_loss`) each measure α between their study's L* and the real run,
   and sharpen the prior for later studies of that context (`knowledge.loss_exponent_prior`).
 
-A pure power law in the total loss has no floor, so far past the last measurement it errs low; the
-interval (90%) widens with the distance in log N. The forecast never rises above an L* measured at a
+A pure power law in the total loss has no floor, so its local slope drifts as N grows: on the benchmark's
+tasks by up to 0.05 between successive ranges (`repeat`: α 0.21 from 288 to 600 examples, 0.16 from 600 to
+1800). Past the longest measured length the interval (90%) therefore widens by SLOPE_DRIFT_SD per decade
+on top of the line's own spread. The forecast never rises above an L* measured at a
 shorter length: one epoch of more data does not make the best loss worse, so a rise is noise.
 """
 
@@ -32,6 +36,7 @@ from advisor.science.fits import LogMeasurement, loglog_line
 
 LOSS_EXPONENT = -0.10  # log10 L* against log10 N: the prior slope, −α
 LOSS_EXPONENT_SD = 0.07
+SLOPE_DRIFT_SD = 0.05  # how far the slope may move past the longest measured length (per decade of N)
 Z90 = 1.645  # a 90% normal interval is ± this many standard deviations
 
 
@@ -92,11 +97,16 @@ def forecast_loss(
     full_examples: int,
     prior: LossExponentPrior | None = None,
 ) -> LossForecast:
-    """L* at `full_examples` from the anchor (the top rung's L*) and L* measured at other lengths."""
+    """L* at `full_examples` from the anchor (the top rung's L*) and L* measured at longer lengths (shorter
+    ones are left out: see the module's docstring)."""
     prior = prior or LossExponentPrior()
-    line = loglog_line(anchor, measurements, prior.mean, prior.sd)
+    longer = [m for m in measurements if m.examples > anchor.examples]
+    line = loglog_line(anchor, longer, prior.mean, prior.sd)
     mean, sd = line.at(full_examples)
-    shorter = [m.log_value for m in (anchor, *measurements) if m.examples <= full_examples]
+    if longer:  # a measured slope, extrapolated past the longest run that measured it
+        beyond = max(0.0, math.log10(full_examples / max(m.examples for m in longer)))
+        sd = math.hypot(sd, SLOPE_DRIFT_SD * beyond)
+    shorter = [m.log_value for m in (anchor, *longer) if m.examples <= full_examples]
     mean = min(mean, *shorter) if shorter else mean
     exponent_sd = math.sqrt(line.covariance[1][1])
     return LossForecast(
@@ -108,6 +118,6 @@ def forecast_loss(
         exponent_sd=exponent_sd,
         from_examples=anchor.examples,
         from_loss=10**anchor.log_value,
-        measured_at=sorted({m.examples for m in measurements}),
+        measured_at=sorted({m.examples for m in longer}),
         prior=prior,
     )
