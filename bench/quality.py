@@ -522,6 +522,8 @@ def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for name in names
     }
+    for name in names:
+        summary[name]["median_regret_interval"] = median_interval(tasks, name)
     summary["advisor_beats_tpe"] = sum(
         c["contenders"]["advisor"]["regret"] < c["contenders"]["tpe"]["regret"] for _, c in everything
     )
@@ -537,6 +539,26 @@ def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
         }
     summary["median_seed_noise"] = statistics.median(t["seed_noise_relative"] for t in tasks)
     return summary
+
+
+BOOTSTRAP_REPLICATES = 2000
+
+
+def median_interval(tasks: list[dict[str, Any]], name: str, level: float = 0.9) -> tuple[float, float]:
+    """A cluster bootstrap of a contender's median regret: resample the tasks, then the choice seeds within
+    each (pairs of one task share its ground truth and yardstick, so they are not independent)."""
+    rng = random.Random(0)
+    medians = []
+    for _ in range(BOOTSTRAP_REPLICATES):
+        sample = []
+        for task in rng.choices(tasks, k=len(tasks)):
+            sample += [
+                c["contenders"][name]["regret"] for c in rng.choices(task["choices"], k=len(task["choices"]))
+            ]
+        medians.append(statistics.median(sample))
+    medians.sort()
+    tail = int((1 - level) / 2 * BOOTSTRAP_REPLICATES)
+    return medians[tail], medians[-tail - 1]
 
 
 def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
@@ -566,6 +588,9 @@ def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     ):
         label = f"{stat.replace('_', ' ')} ({summary['pairs']} pairs)"
         print(f"{label:<55}" + "".join(f"{summary[n][stat]:>14.2%} " for n in names))
+    intervals = [summary[n]["median_regret_interval"] for n in names]
+    cells = "".join(f"{f'{lo * 100:.2f}…{hi * 100:.2f}%':>14} " for lo, hi in intervals)
+    print(f"{'median regret, 90% cluster bootstrap':<55}{cells}")
     print(f"{'compute':<55}" + "".join(f"{summary[n]['median_compute_share']:>14.1%} " for n in names))
     print(
         f"advisor beats TPE in {summary['advisor_beats_tpe']} of {summary['pairs']} pairs; "
@@ -620,7 +645,15 @@ def main() -> None:
         help="the seeds every contender chooses on, against one ground truth (none of the scoring seeds)",
     )
     parser.add_argument("--tasks", nargs="+", metavar="NAME", help="only these tasks (default: all)")
+    parser.add_argument(
+        "--reprint", metavar="JSON", help="summarise and print an earlier run's JSON again, without training"
+    )
     args = parser.parse_args()
+    if args.reprint:
+        tasks = json.loads(Path(args.reprint).read_text())["tasks"]
+        summary = summarise(tasks)
+        print_table(tasks, summary)
+        return
     scoring = set(args.choice_seed) & set(REFERENCE_SEEDS)
     if scoring:
         parser.error(f"--choice-seed: {sorted(scoring)} are scoring seeds {REFERENCE_SEEDS}")
