@@ -15,6 +15,7 @@ from advisor.cli_recommend import LogProgress, add_recommend, render
 from advisor.records import RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.knowledge import SIZE_EXPONENT, ExponentPrior
+from advisor.science.loss_forecast import LOSS_EXPONENT
 from advisor.science.planner import Rung, StudyPlan, lattice_index, lattice_lr, plan_study
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.specs import StudySpec, parse_spec
@@ -289,7 +290,7 @@ def test_the_predicted_loss_is_the_real_runs_read_off_the_horizon_runs_not_the_s
     assert low < measured.predicted_eval_loss < high < 2.0
     assert measured.evidence["loss_forecast"]["measured_at"] == [3000]
     prior_only = _forecast_real_run_loss(rec, plan, (300, top_fit), None, bowl)
-    assert prior_only.predicted_eval_loss == pytest.approx(2.0 * 10**-0.1, rel=1e-3)  # α's prior, 10× longer
+    assert prior_only.predicted_eval_loss == pytest.approx(2.0 * 10**LOSS_EXPONENT, rel=1e-3)  # 10× longer
     assert "from the prior alone" in prior_only.reasoning[-1]
 
 

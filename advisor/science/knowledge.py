@@ -225,7 +225,7 @@ OUTCOME_LOSS_EXPONENT_SD = 0.03
 def loss_exponent_prior(outcomes: list[ReportedOutcome]) -> LossExponentPrior:
     """The loss forecast's slope −α sharpened by full runs reported back: each outcome measures
     log(final loss / the study's L*) / log(real run / top rung), counted with OUTCOME_LOSS_EXPONENT_SD
-    against the default prior's ± 0.07. Outcomes of runs no longer than the study's own are skipped."""
+    against the default prior's ± 0.05. Outcomes of runs no longer than the study's own are skipped."""
     default = LossExponentPrior()
     precision, weighted, used = 1 / default.sd**2, default.mean / default.sd**2, 0
     for o in outcomes:

@@ -11,10 +11,10 @@ log N, the same Bayesian line that moves LR* (`fits.loglog_line`):
   Shorter runs do not: trend runs on a third of the top rung's examples are 6–30 optimizer steps, still
   in the first fast drop of the loss, and a slope read there does not carry to the real run (in
   `bench/warm_start.py --quick`, forecasts through them missed by 3–6% with 90% intervals of ±2%);
-- the exponent's prior, α = 0.10 ± 0.07, is a judgement from complete runs at B* = 4 at the grid's best
-  LRs on the 4 tasks of `bench/quality.py`: between 288 examples and the full run α was 0.016 (`add`),
-  0.05–0.08 (`reverse`), 0.13–0.18 (`upper`) and 0.14–0.18 (`repeat`). Those are the benchmark's own
-  tasks, so its figures for forecasts made from the prior alone are in-sample. Full runs reported back
+- the exponent's prior, α = 0.05 ± 0.05, is measured out of sample: SmolLM2-135M with LoRA r = 8 on
+  real FAQ instructions gave α = 0.042–0.061 between 64, 160 and 478 examples (`bench/loss_scaling.py`).
+  The spread is a judgement: on the quality benchmark's tiny-model tasks α from the top rung to the
+  real run was 0.007 (`add`) to 0.18 (`repeat`). Full runs reported back
   (`POST /v1/outcomes` with `final_eval_loss`) each measure α between their study's L* and the real run,
   and sharpen the prior for later studies of that context (`knowledge.loss_exponent_prior`).
 
@@ -34,8 +34,8 @@ from pydantic import BaseModel
 
 from advisor.science.fits import LogMeasurement, loglog_line
 
-LOSS_EXPONENT = -0.10  # log10 L* against log10 N: the prior slope, −α
-LOSS_EXPONENT_SD = 0.07
+LOSS_EXPONENT = -0.05  # log10 L* against log10 N: the prior slope, −α
+LOSS_EXPONENT_SD = 0.05
 SLOPE_DRIFT_SD = 0.05  # how far the slope may move past the longest measured length (per decade of N)
 Z90 = 1.645  # a 90% normal interval is ± this many standard deviations
 
