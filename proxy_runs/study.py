@@ -33,6 +33,7 @@ from advisor.errors import AdvisorError, SpecError
 from advisor.method_catalog import METHODS
 from advisor.records import HALVING_ROLE, RunRecord, RunStatus
 from advisor.science.fits import (
+    Z90,
     CurveFit,
     LogMeasurement,
     Observation,
@@ -787,8 +788,7 @@ def _horizon_best_loss(
 ) -> LogMeasurement | None:
     """L* at the horizon: the bowl's bottom through the pair when it has one, else the lower run's loss (an
     upper bound: LR* may lie between the two)."""
-    finite = _finished_horizon_runs(horizon) if horizon is not None else []
-    if horizon is None or not finite:
+    if horizon is None or not (finite := _finished_horizon_runs(horizon)):
         return None
     bowl_width, noise = _horizon_scale(top, finite, bowl)
     best = min(loss for _, loss in finite)
@@ -919,9 +919,6 @@ def _apply_size_trend(
         confidence_factor=_width_factor(rec, 2 * Z90 * spread),
         lr_interval=interval,
     )
-
-
-Z90 = 1.645  # a 90% normal interval is ± this many standard deviations (the bootstrap's level)
 
 
 def _width_factor(rec: Recommendation, new_width: float) -> float:

@@ -35,6 +35,7 @@ from advisor.science.recommendation import NoRecommendation
 GRID_STEP = 0.25  # decades between LR grid points: 4 per decade, as in seed 001
 WINDOW_DECADES = 0.5  # half-width of the local fit: 2 grid steps each side of the grid minimum
 DEFAULT_EPSILON = 0.005  # the band holds configs within 0.5% of the best loss (the benchmark's regret target)
+Z90 = 1.645  # a 90% normal interval is ± this many standard deviations (the bootstrap's level)
 
 Side = Literal["low", "high"]
 Axis = Literal["lr", "batch"]

@@ -32,12 +32,11 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from advisor.science.fits import LogMeasurement, loglog_line
+from advisor.science.fits import Z90, LogMeasurement, loglog_line
 
 LOSS_EXPONENT = -0.05  # log10 L* against log10 N: the prior slope, −α
 LOSS_EXPONENT_SD = 0.05
 SLOPE_DRIFT_SD = 0.05  # how far the slope may move past the longest measured length (per decade of N)
-Z90 = 1.645  # a 90% normal interval is ± this many standard deviations
 
 
 class LossExponentPrior(BaseModel):
@@ -63,7 +62,7 @@ class LossForecast(BaseModel):
     exponent_sd: float
     from_examples: int  # the anchor's length (the top rung)
     from_loss: float
-    measured_at: list[int]  # the other lengths whose L* went into the line (horizon, trend)
+    measured_at: list[int]  # the longer lengths whose L* went into the line (horizon runs)
     prior: LossExponentPrior = LossExponentPrior()
 
     def sentence(self) -> str:
