@@ -3,8 +3,9 @@ to the best config of a dense grid, and at what compute?
 
 1. A base model is pretrained here: a tiny Llama trained in full on synthetic text (a small grammar), so
    fine-tuning starts from a model that knows the tokens, like a real base model.
-2. Each task is a fine-tune of that base on instruction records (reverse, add, upper, repeat), and the
-   tasks differ in method (LoRA, rsLoRA, DoRA), rank (4 … 32) and dataset size (450 … 1800 examples).
+2. Each task is a fine-tune of that base on instruction records (reverse, add, upper, repeat, or a mixture),
+   and the 7 tasks differ in method (LoRA, rsLoRA, DoRA, PiSSA, LoRA+, full fine-tuning), rank (4 … 32) and
+   dataset size (450 … 1800 examples).
 3. Ground truth: every (B, LR) of a dense grid (4 LRs per decade over the search range × candidate batch
    sizes) is trained for the full run on 3 seeds (0, 8, 9); the grid's best is the config of the lowest
    mean loss over them. Seed noise: the grid's best config's spread over seeds.
@@ -44,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from advisor.method_catalog import METHODS
 from advisor.science.planner import lr_grid
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec, parse_spec
@@ -74,11 +76,16 @@ TRUTH_SEEDS = (0, 8, 9)
 
 @dataclass(frozen=True)
 class Task:
-    name: str  # the instruction task of proxy_runs.synthetic
+    name: str  # an instruction task of proxy_runs.synthetic, unless `mixes` names several
     method: str
-    rank: int
+    rank: int  # ignored by full fine-tuning
     records: int  # 10% are held out for evaluation
     lr_range: tuple[float, float]  # the search range every contender is given (2 decades: an 8-LR grid)
+    mixes: tuple[str, ...] = ()  # the synthetic tasks a mixed dataset draws from (default: `name` alone)
+
+    @property
+    def instruction_tasks(self) -> list[str]:
+        return list(self.mixes or (self.name,))
 
 
 @dataclass
@@ -99,6 +106,13 @@ FULL = BenchConfig(
         # DoRA at rank 4 on 450 examples wants large steps: its optimum sat on 0.2, the top of 3e-3 … 3e-1.
         Task("upper", "dora", 4, 500, (5e-3, 5e-1)),
         Task("repeat", "lora", 16, 2000, (3e-3, 3e-1)),
+        # Three more since 2026-12-02, for methods whose LR scale differs (ranges centred by a probe on
+        # seed 0 at B = 4 and 16, so that the dense grid's optimum is inside): PiSSA on a mixture of all
+        # four tasks (optimum near 0.03); full fine-tuning (rank ignored), whose loss falls far lower and
+        # whose bowl is flat from 0.003 to 0.02; LoRA+, which trains B at 16× the LR (optimum near 0.01).
+        Task("mixed", "pissa", 8, 1200, (3e-3, 3e-1), mixes=("reverse", "add", "upper", "repeat")),
+        Task("add_full", "full", 8, 600, (1e-3, 1e-1), mixes=("add",)),
+        Task("reverse_plus", "lora_plus", 8, 700, (1e-3, 1e-1), mixes=("reverse",)),
     ],
     [4, 8, 16, 32],
     1.0,
@@ -151,7 +165,7 @@ def build_base(folder: Path, cfg: BenchConfig) -> Path:
 
 
 def task_spec(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> StudySpec:
-    records = synthetic.instruction_records(task.records, seed=10, tasks=[task.name])
+    records = synthetic.instruction_records(task.records, seed=10, tasks=task.instruction_tasks)
     path = synthetic.write_jsonl(records, folder / f"{task.name}.jsonl")
     return parse_spec(
         {
@@ -561,24 +575,29 @@ def median_interval(tasks: list[dict[str, Any]], name: str, level: float = 0.9) 
     return medians[tail], medians[-tail - 1]
 
 
+def method_label(task: dict[str, Any]) -> str:
+    """'lora r8', or the method alone where it has no rank (full fine-tuning, prompt tuning)."""
+    return f"{task['method']} r{task['rank']}" if METHODS[task["method"]].uses_rank else task["method"]
+
+
 def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     names = list(tasks[0]["choices"][0]["contenders"])
     print(
-        f"{'task':<28}{'best (B, LR) → loss':<22}{'seed':>5}"
+        f"{'task':<36}{'best (B, LR) → loss':<22}{'seed':>5}"
         + "".join(f"{n:>15}" for n in names)
         + f"{'seed noise':>12}"
     )
     for t in tasks:
         best = t["grid_best"]
         head = f"({best['batch_size']}, {best['learning_rate']:.3g}) → {best['eval_loss']:.4f}"
-        label = f"{t['task']} ({t['method']} r{t['rank']}, N={t['train_examples']})"
+        label = f"{t['task']} ({method_label(t)}, N={t['train_examples']})"
         for i, c in enumerate(t["choices"]):
             cells = "".join(f"{c['contenders'][n]['regret']:>14.2%} " for n in names)
             first = (label, head, f"{t['seed_noise_relative']:>11.2%}") if i == 0 else ("", "", "")
-            print(f"{first[0]:<28}{first[1]:<22}{c['choice_seed']:>5}{cells}{first[2]}")
+            print(f"{first[0]:<36}{first[1]:<22}{c['choice_seed']:>5}{cells}{first[2]}")
     for seed in summary[names[0]]["median_regret_by_choice_seed"]:
         cells = "".join(f"{summary[n]['median_regret_by_choice_seed'][seed]:>14.2%} " for n in names)
-        print(f"{'median, choice seed':<50}{seed:>5}{cells}")
+        print(f"{'median, choice seed':<58}{seed:>5}{cells}")
     for stat in (
         "median_regret",
         "mean_regret",
@@ -587,11 +606,11 @@ def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         "median_regret_paired_4",
     ):
         label = f"{stat.replace('_', ' ')} ({summary['pairs']} pairs)"
-        print(f"{label:<55}" + "".join(f"{summary[n][stat]:>14.2%} " for n in names))
+        print(f"{label:<63}" + "".join(f"{summary[n][stat]:>14.2%} " for n in names))
     intervals = [summary[n]["median_regret_interval"] for n in names]
     cells = "".join(f"{f'{lo * 100:.2f}…{hi * 100:.2f}%':>14} " for lo, hi in intervals)
-    print(f"{'median regret, 90% cluster bootstrap':<55}{cells}")
-    print(f"{'compute':<55}" + "".join(f"{summary[n]['median_compute_share']:>14.1%} " for n in names))
+    print(f"{'median regret, 90% cluster bootstrap':<63}{cells}")
+    print(f"{'compute':<63}" + "".join(f"{summary[n]['median_compute_share']:>14.1%} " for n in names))
     print(
         f"advisor beats TPE in {summary['advisor_beats_tpe']} of {summary['pairs']} pairs; "
         f"median seed noise {summary['median_seed_noise']:.2%}"

@@ -56,6 +56,7 @@ from quality import (  # the sibling benchmark: same base, tasks, ground truth a
     advisor_spec,
     ground_truth,
     loss_forecast_check,
+    method_label,
     regret,
     run_suite,
     task_spec,
@@ -65,6 +66,7 @@ from quality import (  # the sibling benchmark: same base, tasks, ground truth a
 
 from advisor.check import decide
 from advisor.cli_recommend import knowledge_store, open_database, run_leased, start_study
+from advisor.method_catalog import METHODS
 from advisor.science.knowledge import StudyContext, stored_priors
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec
@@ -216,17 +218,14 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str
         rows["warm_from_half"] = scored(truth, stored_study(db, spec_on[NEXT_SEED])[1])
     finally:
         db.dispose()
-    # 5: a store that knows only the task at another rank (two rank buckets away, the same data)
-    other_rank = task.rank * 4 if task.rank <= 8 else task.rank // 4
-    rank_spec = task_spec(base, folder / "rank", replace(task, rank=other_rank), cfg).model_copy(
-        update={"budget": spec_on[FIRST_SEED].budget}
-    )
-    db = open_database(folder / task.name / "store_rank")
-    try:
-        stored_study(db, rank_spec.with_seed(FIRST_SEED))
-        rows["instant_from_rank"] = scored(truth, instant_answer(db, spec_on[NEXT_SEED], data))
-    finally:
-        db.dispose()
+    # 5: a store that knows only the task at another rank (two rank buckets away, the same data); a
+    # method without a rank (full fine-tuning) has no such neighbour
+    other_rank = None
+    if METHODS[task.method].uses_rank:
+        other_rank = task.rank * 4 if task.rank <= 8 else task.rank // 4
+        rows["instant_from_rank"] = instant_from_rank(
+            base, folder, task, cfg, other_rank, spec_on, data, truth
+        )
     return {
         "task": task.name,
         "neighbour_rank": other_rank,
@@ -243,6 +242,28 @@ def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str
         "check": check,
         "contenders": rows,
     }
+
+
+def instant_from_rank(
+    base: Path,
+    folder: Path,
+    task: Task,
+    cfg: BenchConfig,
+    other_rank: int,
+    spec_on: dict[int, StudySpec],
+    data: PreparedData,
+    truth: Truth,
+) -> dict[str, Any]:
+    """The instant answer to the task's question from a store that holds only a study at `other_rank`."""
+    rank_spec = task_spec(base, folder / "rank", replace(task, rank=other_rank), cfg).model_copy(
+        update={"budget": spec_on[FIRST_SEED].budget}
+    )
+    db = open_database(folder / task.name / "store_rank")
+    try:
+        stored_study(db, rank_spec.with_seed(FIRST_SEED))
+        return scored(truth, instant_answer(db, spec_on[NEXT_SEED], data))
+    finally:
+        db.dispose()
 
 
 def require(rec: object) -> Recommendation:
@@ -264,15 +285,18 @@ COLUMNS = {
 
 
 def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        name: {
-            "median_regret": statistics.median(t["contenders"][name]["regret"] for t in tasks),
-            "mean_regret": statistics.fmean(t["contenders"][name]["regret"] for t in tasks),
-            "median_compute_share": statistics.median(t["contenders"][name]["compute_share"] for t in tasks),
-            "median_abs_loss_error": median_abs_loss_error([t["contenders"][name] for t in tasks]),
+    """Per contender, over the tasks that have it (a method without a rank has no `instant_from_rank`)."""
+    summary = {}
+    for name in COLUMNS:
+        rows = [t["contenders"][name] for t in tasks if name in t["contenders"]]
+        summary[name] = {
+            "median_regret": statistics.median(r["regret"] for r in rows),
+            "mean_regret": statistics.fmean(r["regret"] for r in rows),
+            "median_compute_share": statistics.median(r["compute_share"] for r in rows),
+            "median_abs_loss_error": median_abs_loss_error(rows),
+            "tasks": len(rows),
         }
-        for name in COLUMNS
-    }
+    return summary
 
 
 def median_abs_loss_error(rows: list[dict[str, Any]]) -> float | None:
@@ -283,18 +307,19 @@ def median_abs_loss_error(rows: list[dict[str, Any]]) -> float | None:
 
 
 def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    print(f"{'task':<30}" + "".join(f"{label:>12}" for label in COLUMNS.values()))
+    print(f"{'task':<36}" + "".join(f"{label:>12}" for label in COLUMNS.values()))
     for t in tasks:
-        label = f"{t['task']} ({t['method']} r{t['rank']}, N={t['train_examples']})"
-        print(f"{label:<30}" + "".join(f"{t['contenders'][n]['regret']:>11.2%} " for n in COLUMNS))
+        label = f"{t['task']} ({method_label(t)}, N={t['train_examples']})"
+        regrets = [t["contenders"][n]["regret"] if n in t["contenders"] else None for n in COLUMNS]
+        print(f"{label:<36}" + "".join(f"{_pct(r):>11} " for r in regrets))
     for stat in ("median_regret", "mean_regret"):
-        print(f"{stat.replace('_', ' '):<30}" + "".join(f"{summary[n][stat]:>11.2%} " for n in COLUMNS))
+        print(f"{stat.replace('_', ' '):<36}" + "".join(f"{summary[n][stat]:>11.2%} " for n in COLUMNS))
     print(
-        f"{'compute (median)':<30}"
+        f"{'compute (median)':<36}"
         + "".join(f"{summary[n]['median_compute_share']:>11.1%} " for n in COLUMNS)
     )
     errors = [summary[n]["median_abs_loss_error"] for n in COLUMNS]
-    print(f"{'loss forecast |error| (median)':<30}" + "".join(f"{_pct(e):>11} " for e in errors))
+    print(f"{'loss forecast |error| (median)':<36}" + "".join(f"{_pct(e):>11} " for e in errors))
 
 
 def _pct(value: float | None) -> str:
@@ -306,13 +331,13 @@ def print_check_table(tasks: list[dict[str, Any]]) -> None:
         f"\n`advisor check` on the grid, against the 1st study: good = within {GOOD_REGRET:.0%} of the best, "
         f"bad = over {BAD_REGRET:.0%} worse (mean losses over the grid's 3 seeds)"
     )
-    print(f"{'task':<30}{'good passed':>14}{'bad failed':>14}{'passed':>10}{'worst passed':>15}")
+    print(f"{'task':<36}{'good passed':>14}{'bad failed':>14}{'passed':>10}{'worst passed':>15}")
     for t in tasks:
         c = t["check"]
         worst = "—" if c["worst_passed_regret"] is None else f"{c['worst_passed_regret']:.2%}"
-        label = f"{t['task']} ({t['method']} r{t['rank']}, N={t['train_examples']})"
+        label = f"{t['task']} ({method_label(t)}, N={t['train_examples']})"
         print(
-            f"{label:<30}{c['good_passed']:>7} of {c['good']:<4}{c['bad_failed']:>7} of {c['bad']:<4}"
+            f"{label:<36}{c['good_passed']:>7} of {c['good']:<4}{c['bad_failed']:>7} of {c['bad']:<4}"
             f"{c['passed']:>10}{worst:>15}"
         )
 
