@@ -96,6 +96,7 @@ class BenchConfig:
     pretrain_examples: int
     hidden: int = 32
     max_seq_len: int = 40
+    layers: int = 2
 
 
 FULL = BenchConfig(
@@ -133,7 +134,9 @@ def build_base(folder: Path, cfg: BenchConfig) -> Path:
     """Pretrain a tiny Llama in full on synthetic text; the tokenizer also knows the tasks' vocabulary."""
     text = synthetic.text_records(2000, seed=1)
     corpus = synthetic.corpus_of(text) + synthetic.corpus_of(synthetic.instruction_records(2000, seed=2))
-    init = tiny.save_tiny_model(folder / "init", "llama", corpus, vocab_size=384, hidden=cfg.hidden)
+    init = tiny.save_tiny_model(
+        folder / "init", "llama", corpus, vocab_size=384, hidden=cfg.hidden, layers=cfg.layers
+    )
     data_path = synthetic.write_jsonl(text, folder / "pretrain.jsonl")
     spec = parse_spec(
         {

@@ -210,6 +210,8 @@ def transfer_to_target(
             "lambda_proxy": lambda_proxy,
             "lambda_target": lambda_target,
             "beta": beta,
+            "proxy_learning_rate": rec.learning_rate,  # the proxy's own LR*, before the move
+            "transferred_learning_rate": lr,  # through the curvature ratio, before any confirmation
             "confirmations": confirmations or [],
         },
     )
