@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 # What a study ran each proxy run for, stored in the run's meta as "role": the halving's runs, and the runs
 # a study makes besides it (each of these is short or long by design, neither pruned nor promoted).
 HALVING_ROLE = "halving"
-EXTRA_RUN_ROLES = ("calibration", "second seed", "edge", "trend", "horizon", "target confirmation")
+CONFIRMATION_ROLE = "target confirmation"  # a sibling-proxy study's short runs on the target model
+EXTRA_RUN_ROLES = ("calibration", "second seed", "edge", "trend", "horizon", CONFIRMATION_ROLE)
 
 
 class RunStatus(enum.StrEnum):

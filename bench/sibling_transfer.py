@@ -58,7 +58,7 @@ from quality import (  # the sibling benchmark: same pretraining, ground truth a
     write_results,
 )
 
-from advisor.records import EXTRA_RUN_ROLES
+from advisor.records import CONFIRMATION_ROLE
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec
 from proxy_runs.data import prepare_data
@@ -95,10 +95,6 @@ def sibling_trainer(target: Truth, sibling_base: Path) -> Trainer:
         spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=spec.training.max_seq_len
     )
     return Trainer(spec, data)
-
-
-CONFIRMATION_ROLE = "target confirmation"  # how proxy_runs.study tags its short runs on the target
-assert CONFIRMATION_ROLE in EXTRA_RUN_ROLES
 
 
 def timed_study(spec: StudySpec) -> tuple[Recommendation, float, int, int]:

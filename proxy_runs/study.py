@@ -15,8 +15,9 @@ Read top to bottom:
 5. When the top rung fell short of the real run, LR* moves to the real run's length along LR* ∝ N^γ: 2
    horizon runs at B* (complete, at least twice the top rung's length) or else a trend study on a third of
    its examples measure where LR* went, and a Bayesian line through them and seed 001's prior γ extends it.
-6. A sibling proxy's LR moves to the target through the curvature ratio when probes are available, and
-   2–3 short target runs confirm it when the budget allows.
+6. A sibling proxy's LR moves to the target by the model ratio of LR* that 3–4 target runs at B* measure
+   at one of the proxy's rungs (their LRs placed by the curvature ratio) when the budget allows, else by
+   the curvature ratio alone when probes are available.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 
 from advisor.errors import AdvisorError, SpecError
 from advisor.method_catalog import METHODS
-from advisor.records import HALVING_ROLE, RunRecord, RunStatus
+from advisor.records import CONFIRMATION_ROLE, HALVING_ROLE, RunRecord, RunStatus
 from advisor.science.fits import (
     Z90,
     CurveFit,
@@ -59,6 +60,7 @@ from advisor.science.knowledge import (
 )
 from advisor.science.loss_forecast import LossExponentPrior, forecast_loss, loss_measurement
 from advisor.science.planner import (
+    CONFIRM_EXTENSIONS,
     HORIZON_RUNS,
     LATTICE_ANCHOR,
     PROXY_RANK,
@@ -75,8 +77,10 @@ from advisor.science.recommendation import Cost, NoRecommendation, Recommendatio
 from advisor.science.transfer import (
     band_holding_interval,
     build_recommendation,
-    curvature_ratio_lr,
+    confirmation_lrs,
     derive_method,
+    measured_model_ratio,
+    past_the_edge,
     transfer_to_target,
     with_lr_scaled,
 )
@@ -617,7 +621,7 @@ def _finish(
                 rec, plan, top, by_rung[answer_rung], *length_runs, bowl, priors.size_exponent
             )
             rec = _forecast_real_run_loss(rec, plan, deepest, length_runs[1], bowl, priors.loss_exponent)
-        rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta)
+        rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta, fits)
         rec = band_holding_interval(_apply_outcome_correction(rec, priors.lr_correction))
         dropped = plan.dropped_batch_note(rec.batch_size)
         if dropped:
@@ -971,9 +975,10 @@ def _confirm_on_target(
     proxy_data: PreparedData,
     ledger: _Ledger,
     beta: float,
+    fits: dict[int, SurfaceFit | NoRecommendation],
 ) -> Recommendation:
-    """A sibling proxy's answer on the target: B* as is, LR through the curvature ratio when both λ are
-    measured, then short target runs at 3 LRs a quarter decade apart when the plan affords them."""
+    """A sibling proxy's answer on the target: B* as is; the LR by the model ratio that short target runs
+    measure at one of the proxy's rungs when the plan affords them, else by the curvature ratio."""
     if plan.proxy_is_target:
         return rec
     loaded = load_model_and_tokenizer(spec.model, spec.revision)
@@ -987,29 +992,64 @@ def _confirm_on_target(
     lp, lt = 1.0, 1.0  # no curvature measured: the LR carries over unchanged
     if lambda_proxy is not None and lambda_target is not None:
         lp, lt = lambda_proxy, lambda_target
-    centre = curvature_ratio_lr(rec.learning_rate, lp, lt, beta)
+    anchor = _confirmation_anchor(fits, plan.confirm_examples, rec.batch_size) if plan.confirm_lrs else None
     confirmations: list[tuple[float, float | None]] = []
-    examples = plan.rungs[0].examples
-    for lr in [centre * 10**step for step in (-0.25, 0.0, 0.25)][: plan.confirm_lrs]:
-        record = run_to_rung(
-            spec,
-            target_data,
-            (rec.batch_size, lr),
-            top_examples=examples,
-            stop_at=examples,
-            eval_examples=examples,
+    ratio = None
+    if anchor is not None:
+        examples, proxy_lr = anchor
+        confirmations = _target_runs(
+            spec, target_data, plan, ledger, rec.batch_size, examples, (proxy_lr, lp, lt, beta)
         )
-        ledger.add(record, f"target confirmation LR={lr:.3g}: {record.status}", "target confirmation")
-        confirmations.append((lr, loss_at(record, examples)))
+        ratio = measured_model_ratio(proxy_lr, rec.batch_size, examples, confirmations)
     moved = transfer_to_target(
-        rec,
-        lambda_proxy=lp,
-        lambda_target=lt,
-        beta=beta,
-        confirmations=confirmations,
+        rec, lambda_proxy=lp, lambda_target=lt, beta=beta, confirmations=confirmations, model_ratio=ratio
     )
     if not measured:
         moved.reasoning.append("No curvature probe was available, so the proxy's LR was carried over as is.")
     target_seconds = sum(r.seconds for r in ledger.runs[-len(confirmations) :]) if confirmations else 0.0
     moved.cost = moved.cost.model_copy(update={"target_seconds": round(target_seconds, 2)})
     return moved
+
+
+def _confirmation_anchor(
+    fits: dict[int, SurfaceFit | NoRecommendation], examples: int, batch_size: int
+) -> tuple[int, float] | None:
+    """(rung length, the proxy's LR*(B*) there): the longest rung up to `examples` whose fit has a curve at
+    B*, which the target's runs are measured against at equal examples seen."""
+    for length in sorted(fits, reverse=True):
+        fit = fits[length]
+        if length <= examples and isinstance(fit, SurfaceFit) and batch_size in fit.curves:
+            return length, fit.curves[batch_size].lr_star
+    return None
+
+
+def _target_runs(
+    spec: StudySpec,
+    data: PreparedData,
+    plan: StudyPlan,
+    ledger: _Ledger,
+    batch: int,
+    examples: int,
+    placement: tuple[float, float, float, float],
+) -> list[tuple[float, float | None]]:
+    """(lr, loss at `examples`) of the target's runs at B* on the rungs' schedule: `confirmation_lrs` from
+    `placement` (the proxy's LR there, λ_proxy, λ_target, β), then one LR past an edge if affordable."""
+    results: list[tuple[float, float | None]] = []
+    lrs = confirmation_lrs(*placement)
+    while lrs:
+        lr = lrs.pop(0)
+        if not ledger.in_time():
+            break  # a seconds budget: target examples cost more than the proxy's the plan was priced at
+        record = run_to_rung(
+            spec, data, (batch, lr), top_examples=plan.top_examples, stop_at=examples, eval_examples=examples
+        )
+        ledger.add(
+            record,
+            f"target run B={batch} LR={lr:.3g} to {examples} examples: {record.status}",
+            CONFIRMATION_ROLE,
+        )
+        results.append((lr, loss_at(record, examples)))
+        if not lrs and len(results) < plan.confirm_lrs + CONFIRM_EXTENSIONS and ledger.affords(examples):
+            beyond = past_the_edge(results, batch)
+            lrs = [beyond] if beyond is not None else []
+    return results

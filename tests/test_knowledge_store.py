@@ -179,6 +179,21 @@ def test_outcomes_compare_the_best_full_run_with_the_recommendation(db: Database
     assert beta.outcomes_used == 1 and math.isfinite(beta.beta)
 
 
+def test_an_outcome_reads_the_proxys_lr_the_transfer_stored_when_target_runs_moved_the_answer(
+    db: Database, tmp_path: Path
+) -> None:
+    # Target runs measured a model ratio of 0.2, so undoing the curvature ratio would not give the proxy's LR.
+    transfer = {"lambda_proxy": 10.0, "lambda_target": 40.0, "beta": 1.0, "proxy_learning_rate": 5e-3}
+    study_id = finished_study(db, spec(tmp_path), learning_rate=1e-3, evidence={"transfer": transfer})
+    base = {"model": "Qwen3-0.6B", "method": "lora", "rank": 8, "alpha": 8.0, "batch_size": 16}
+    with db.transaction() as session:
+        values = {**base, "study_id": study_id, "learning_rate": 2e-3, "final_eval_loss": 1.0}
+        repo.add_outcome(session, values=values, token_id=None)
+
+    (outcome,) = DatabaseKnowledgeStore(db).outcomes(context(spec(tmp_path)))
+    assert outcome.proxy_lr == 5e-3 and outcome.recommended_lr == 1e-3
+
+
 def test_an_empty_database_knows_nothing(db: Database, tmp_path: Path) -> None:
     store = DatabaseKnowledgeStore(db)
     assert store.similar(context(spec(tmp_path))) == [] and store.outcomes(context(spec(tmp_path))) == []

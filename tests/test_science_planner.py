@@ -9,6 +9,8 @@ import pytest
 
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.planner import (
+    CONFIRM_EXTENSIONS,
+    CONFIRM_RUNS,
     HORIZON_MIN_RATIO,
     HORIZON_RUNS,
     TOP_EXTRAS,
@@ -142,6 +144,18 @@ def test_a_sibling_proxy_trains_at_low_rank_and_is_confirmed_on_the_target() -> 
     )
     assert not plan.proxy_is_target and plan.proxy_rank == 8
     assert plan.confirm_lrs == 3
+
+
+def test_a_sibling_study_keeps_a_quarter_of_its_budget_for_target_runs_at_a_rung_length() -> None:
+    sibling = plan_study(small_task(6000).model_copy(update={"proxy_model": "org/small"}), n_train=900)
+    on_target = plan_study(small_task(6000), n_train=900)
+    halving = sibling.estimated_examples - sibling.confirm_lrs * sibling.confirm_examples
+    assert halving <= 0.75 * 6000 < on_target.estimated_examples
+    # As long as the longest rung whose 3 runs and one past an edge fit the rest: compared at equal length.
+    assert sibling.confirm_examples in {r.examples for r in sibling.rungs}
+    assert (CONFIRM_RUNS + CONFIRM_EXTENSIONS) * sibling.confirm_examples <= 6000 - halving
+    assert sibling.estimated_examples <= 6000
+    assert f"3 target runs × {sibling.confirm_examples} examples at B*" in sibling.describe()
 
 
 def test_a_budget_below_the_smallest_plan_leaves_out_the_largest_batch_and_says_so() -> None:

@@ -14,9 +14,11 @@ from advisor.science.transfer import (
     band_holding_interval,
     beta_interval,
     build_recommendation,
+    confirmation_lrs,
     curvature_ratio_lr,
     derive_method,
-    pick_confirmed_lr,
+    measured_model_ratio,
+    past_the_edge,
     transfer_to_target,
 )
 
@@ -109,21 +111,42 @@ def test_transfer_keeps_batch_size_and_moves_lr_by_the_curvature_ratio(proxy_rec
     assert high >= proxy_rec.learning_rate * 2**-0.7 * (1 - 1e-9)
 
 
-def test_confirmation_runs_on_the_target_pick_the_best_finite_lr(proxy_rec: Recommendation) -> None:
-    assert pick_confirmed_lr(1e-3, [(5e-4, 2.1), (1e-3, 2.05), (2e-3, None)]) == 1e-3
-    assert pick_confirmed_lr(1e-3, [(2e-3, None)]) == 1e-3
+def test_target_runs_span_beta_from_zero_to_the_curvature_ratio() -> None:
+    # λ_target 100× λ_proxy: β = 1 moves the LR down 2 decades; the runs cover that and the LR as is.
+    low, middle, high = confirmation_lrs(1e-2, lambda_proxy=1.0, lambda_target=100.0, beta=1.0)
+    assert (low, middle, high) == pytest.approx((1e-4, 1e-3, 1e-2))
+    # Curvature alike: a quarter decade either side of the proxy's LR, a loss difference short runs show.
+    assert confirmation_lrs(1e-2, 1.0, 1.0) == pytest.approx([1e-2 * 10**-0.25, 1e-2, 1e-2 * 10**0.25])
+
+
+def test_a_target_run_past_the_edge_is_added_only_when_the_best_lr_is_an_end() -> None:
+    falling = [(1e-3, 3.0), (3e-3, 2.8), (1e-2, 2.6)]  # still falling at the highest LR tried
+    assert past_the_edge(falling, batch_size=8) == pytest.approx(1e-2 * 10 / 3)
+    assert past_the_edge([(1e-3, 2.5), (3e-3, 2.8), (1e-2, None)], batch_size=8) == pytest.approx(1e-3 / 3)
+    assert past_the_edge([(1e-3, 2.9), (3e-3, 2.6), (1e-2, 2.8)], batch_size=8) is None  # a bowl
+
+
+def test_the_model_ratio_is_measured_at_equal_examples_and_scales_the_proxys_answer(
+    proxy_rec: Recommendation,
+) -> None:
+    # The target's bowl bottoms out at 4e-4 where the proxy's LR* at the same rung was 1e-3: ratio 0.4.
+    runs = [(lr, 2.0 + 0.3 * math.log10(lr / 4e-4) ** 2) for lr in (2e-4, 4e-4, 8e-4)]
+    ratio = measured_model_ratio(1e-3, proxy_rec.batch_size, 96, runs)
+    assert ratio is not None and ratio.kind == "quadratic" and ratio.ratio == pytest.approx(0.4, rel=1e-6)
+    assert measured_model_ratio(1e-3, 8, 96, [(1e-3, None)]) is None  # every run diverged
+    # The curvature ratio (λ 2×: LR ÷ 2) is overruled by the measurement.
     confirmed = transfer_to_target(
-        proxy_rec,
-        lambda_proxy=3.0,
-        lambda_target=6.0,
-        confirmations=[(4e-4, 2.2), (7e-4, 2.1), (1.2e-3, 2.3)],
+        proxy_rec, lambda_proxy=3.0, lambda_target=6.0, confirmations=runs, model_ratio=ratio
     )
-    assert confirmed.learning_rate == 7e-4 and confirmed.confidence.score == proxy_rec.confidence.score
+    assert confirmed.learning_rate == pytest.approx(proxy_rec.learning_rate * 0.4)
+    assert confirmed.confidence.score == proxy_rec.confidence.score
+    assert confirmed.evidence["transfer"]["model_ratio"]["examples"] == 96
+    assert "put the target's LR* at 0.0004 against the proxy's 0.001" in " ".join(confirmed.reasoning)
     assert proxy_rec.confidence.lr_interval is not None and confirmed.confidence.lr_interval is not None
     width = math.log10(proxy_rec.confidence.lr_interval[1] / proxy_rec.confidence.lr_interval[0])
     assert math.log10(
         confirmed.confidence.lr_interval[1] / confirmed.confidence.lr_interval[0]
-    ) == pytest.approx(width)  # runs on the target confirmed the LR: β's band no longer matters
+    ) == pytest.approx(width)  # runs on the target measured the move: β's band no longer matters
 
 
 def test_other_methods_are_derived_through_lambda_ratios_with_lower_confidence(

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from advisor.cli_recommend import LogProgress, add_recommend, render
-from advisor.records import RunStatus
+from advisor.records import CONFIRMATION_ROLE, RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.knowledge import SIZE_EXPONENT, ExponentPrior
 from advisor.science.loss_forecast import LOSS_EXPONENT
@@ -112,6 +112,38 @@ def test_no_recommendation_renders_its_reason_in_json() -> None:
     data = json.loads(render(answer, as_json=True))
     assert data["batch_size"] is None and data["no_recommendation"]["reason"] == "all 8 runs diverged"
     assert render(answer, as_json=False).startswith("no recommendation: all 8 runs diverged")
+
+
+def test_a_sibling_proxys_lr_moves_by_the_ratio_target_runs_measure_at_one_of_its_rungs(
+    tmp_path: Path,
+) -> None:
+    records = instruction_records(96, seed=0)
+    write_jsonl(records, tmp_path / "data.jsonl")
+    save_tiny_model(tmp_path / "small", "llama", corpus_of(records), vocab_size=256, hidden=16)
+    save_tiny_model(tmp_path / "big", "llama", corpus_of(records), vocab_size=256, hidden=32)
+    spec = parse_spec(
+        {
+            "model": str(tmp_path / "big"),
+            "proxy_model": str(tmp_path / "small"),
+            "rank": 16,
+            "dataset": {"path": str(tmp_path / "data.jsonl")},
+            "training": {"max_seq_len": 32},
+            "batch_sizes": [4, 8],
+            "lr_range": [1e-3, 1.0],
+            "budget": {"proxy_seconds": None, "proxy_examples": 900},
+        }
+    )
+    result = run_study(spec)
+    rec = result.recommendation
+    assert isinstance(rec, Recommendation) and not rec.derived
+    ratio = rec.evidence["transfer"]["model_ratio"]
+    assert ratio["examples"] == result.plan.confirm_examples  # the rung the plan priced them at
+    target_runs = [r for r in result.runs if r.meta["role"] == CONFIRMATION_ROLE]
+    assert len(target_runs) >= 3 and all(r.config.rank == 16 for r in target_runs)  # the proxy trains at 8
+    assert all(r.examples_seen == ratio["examples"] for r in target_runs)
+    proxy_lr = rec.evidence["transfer"]["proxy_learning_rate"]
+    assert rec.learning_rate == pytest.approx(proxy_lr * ratio["target_lr"] / ratio["proxy_lr"])
+    assert sum(r.examples_seen for r in result.runs) <= 900
 
 
 @pytest.mark.slow

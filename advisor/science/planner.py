@@ -24,6 +24,10 @@ Numbers a plan is made of:
   the LR grid narrows (to MIN_LRS points), then the largest batch sizes go (to MIN_BATCH_SIZES): a whole
   step of the largest batch sets rung 0's length, so one large candidate can price a small dataset's whole
   halving out of the budget, and a halving cut short answers from single-seed runs at a shallow rung.
+- Sibling proxy: the proxy's study gets 1 − CONFIRM_SHARE of the budget; the rest pays for 3 runs on the
+  target at B* (and one past an edge) to the length of the longest rung it affords, which measure how LR*
+  moves from the proxy to the target (`advisor.science.transfer`). Examples on either model count alike:
+  a target example costs more seconds, so under a seconds budget the clock stops those runs early.
 - Cost: a promoted config restarts from scratch (train_proxy cannot resume), so rung r costs
   configs_r × examples_r; the study's total is the rungs, the top extras, the trend or horizon runs and
   the target's confirmation runs.
@@ -50,6 +54,12 @@ TREND_MIN_STEPS = 6  # a trend run needs this many optimizer steps at B* to say 
 HORIZON_RUNS = 2  # LRs at B* trained at the horizon: two points and the top rung's bowl width fix a vertex
 HORIZON_MIN_RATIO = 2  # horizon runs only pay off at least 2× the top rung's length (else the trend study)
 PROXY_RANK = 8  # seed 000: B* is roughly rank-invariant, so a sibling proxy trains at a low rank
+# A sibling-proxy study keeps this share of its budget for short runs on the target that measure the model
+# ratio of LR* (CONFIRM_RUNS LRs, and CONFIRM_EXTENSIONS more past an edge), each as long as the longest of
+# the proxy's rungs that this share affords: the longer, the less their loss is noise.
+CONFIRM_SHARE = 0.25
+CONFIRM_RUNS = 3
+CONFIRM_EXTENSIONS = 1
 DEFAULT_SECONDS_PER_EXAMPLE = 0.02  # before calibration; the study measures the real throughput
 # The method's usual LR when nothing better is known (seed 001 LoRA 2e-4; seed 002 BaLoRA ≈ 3e-6…8e-6).
 METHOD_LR_CENTRE = {"balora": 5e-6, "pissa": 2e-5, "olora": 1e-5, "full": 2e-5, "prompt_tuning": 3e-3}
@@ -94,6 +104,7 @@ class StudyPlan:
         0  # examples the real run sees (epochs × training split): where trends extrapolate to
     )
     confirm_lrs: int = 0  # short runs of this many LRs on the target, when the budget allows
+    confirm_examples: int = 0  # ... each to this rung's length, on the rungs' schedule
     top_extras: int = 0  # runs of top-rung length after halving: an edge at the top, second seeds
     trend_runs: int = 0  # complete runs on dataset_sizes[0] examples at B*, for the dataset-size trend
     horizon_runs: int = 0  # complete runs on dataset_sizes[-1] examples at B*, towards the real run's length
@@ -135,7 +146,7 @@ class StudyPlan:
             + self.trend_runs * (self.trend_examples or 0)
             + self.horizon_runs * (self.horizon_examples or 0)
         )
-        return halving + extras + self.confirm_lrs * self.rungs[0].examples
+        return halving + extras + self.confirm_lrs * self.confirm_examples
 
     @property
     def estimated_seconds(self) -> float:
@@ -164,6 +175,8 @@ class StudyPlan:
             parts.append(f"a dataset-size trend of {self.trend_runs} runs × {self.trend_examples} examples")
         if self.horizon_runs:
             parts.append(f"{self.horizon_runs} horizon runs × {self.horizon_examples} examples at B*")
+        if self.confirm_lrs:
+            parts.append(f"{self.confirm_lrs} target runs × {self.confirm_examples} examples at B*")
         return f", then {' and '.join(parts)}" if parts else ""
 
     def describe(self) -> str:
@@ -291,11 +304,13 @@ def plan_study(
     costs = (seconds_per_example, run_overhead_seconds)
     budget_examples = _budget_examples(spec, budget_seconds, costs, len(batches) * len(lrs), spent_examples)
     full = max(1, int(spec.training.epochs * n_train))
-    plan = _narrowest_plan(spec, batches, lrs, full, budget_examples, size_trend, costs)
+    # A sibling proxy leaves CONFIRM_SHARE of the budget to the target's runs.
+    proxy_budget = budget_examples * (1 - CONFIRM_SHARE) if spec.proxy_model else budget_examples
+    plan = _narrowest_plan(spec, batches, lrs, full, proxy_budget, size_trend, costs)
     dropped: list[int] = []
-    while plan.estimated_examples > budget_examples and len(batches) > MIN_BATCH_SIZES:
+    while plan.estimated_examples > proxy_budget and len(batches) > MIN_BATCH_SIZES:
         dropped, batches = [batches[-1], *dropped], batches[:-1]
-        plan = _narrowest_plan(spec, batches, lrs, full, budget_examples, size_trend, costs)
+        plan = _narrowest_plan(spec, batches, lrs, full, proxy_budget, size_trend, costs)
     if dropped:
         plan.dropped_batch_sizes = dropped
         plan.notes.append(
@@ -431,12 +446,20 @@ def _budget_examples(
 
 
 def _add_confirmation(plan: StudyPlan, budget_examples: float) -> None:
-    """A sibling proxy's LR goes through the curvature ratio; 3 short target runs confirm it if affordable."""
+    """A sibling proxy's LR moves to the target by the model ratio that CONFIRM_RUNS target runs measure, as
+    long as the longest rung whose runs (and an extension) the budget left affords; else by curvature."""
     if plan.proxy_is_target:
         return
     spare = budget_examples - plan.estimated_examples
-    if spare >= 3 * plan.rungs[0].examples:
-        plan.confirm_lrs = 3
+    affordable = [r.examples for r in plan.rungs if (CONFIRM_RUNS + CONFIRM_EXTENSIONS) * r.examples <= spare]
+    if not affordable and CONFIRM_RUNS * plan.rungs[0].examples <= spare:
+        affordable = [plan.rungs[0].examples]  # no room past an edge
+    if affordable:
+        plan.confirm_lrs, plan.confirm_examples = CONFIRM_RUNS, max(affordable)
+    else:
+        plan.notes.append(
+            "the budget leaves no room for runs on the target, so the LR moves by the curvature ratio alone"
+        )
 
 
 def _explain(plan: StudyPlan, prior: CurvaturePrior | None, full: int) -> None:

@@ -5,8 +5,15 @@
 - Learning rate: LR*_target = LR*_proxy × (λ_target / λ_proxy)^(−β), with λ the top Hessian eigenvalue at
   initialisation. Seed 001 reports η* ∝ 1/λ_max (β = 1) but its own numbers span β ≈ 0.7 (OLoRA: 60×
   curvature → 18× lower LR) to β ≈ 1.5 (MiLoRA: 2.2× → 3.2×); so β defaults to 1.0 and is recalibrated
-  from reported full-run outcomes (see `knowledge.recalibrate_beta`). Short target runs at 2–3 LRs
-  confirm the transferred value when the budget allows.
+  from reported full-run outcomes (see `knowledge.recalibrate_beta`).
+- When the budget allows, short target runs measure the model ratio instead: 3 LRs at B* spanning β from
+  0 (the proxy's LR as is) to β (`confirmation_lrs`), on the schedule and to the length of one of the
+  proxy's rungs, so that LR*_target(L) / LR*_proxy(L) is a ratio at equal examples seen. The answer is the
+  proxy's LR* at the real run's length times that ratio: the run-length trend comes from the proxy's
+  study, which measured it, and the short runs do not pull the LR towards the high values short runs
+  favour. On a model pair built by `bench/sibling_transfer.py` the λ ratio pointed the wrong way (the
+  wider target had the lower λ and the lower LR*), which is why the runs span β down to 0 and may add one
+  LR past an edge.
 - Other methods (seed 001): LR*_method = LR*_lora × (λ_method / λ_lora)^(−β), marked derived and given
   a lower confidence because the magnitude of the effect differs between models (PiSSA: 10× on
   Qwen3-0.6B, 2–3× on Gemma-3-1B).
@@ -17,7 +24,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from advisor.science.fits import KAPPA_PRIOR, KAPPA_PRIOR_SD, BootstrapSummary, SurfaceFit, confidence_score
+from pydantic import BaseModel
+
+from advisor.science.fits import (
+    KAPPA_PRIOR,
+    KAPPA_PRIOR_SD,
+    BootstrapSummary,
+    SurfaceFit,
+    confidence_score,
+    fit_curve,
+)
 from advisor.science.recommendation import (
     Band,
     BandPair,
@@ -47,10 +63,55 @@ def beta_interval(lr: float, lambda_from: float, lambda_to: float) -> tuple[floa
     return min(ends), max(ends)
 
 
-def pick_confirmed_lr(transferred: float, confirmations: list[tuple[float, float | None]]) -> float:
-    """The best of the short target runs (lr, eval loss or None when diverged); the transfer when none ran."""
-    finite = [(loss, lr) for lr, loss in confirmations if loss is not None and math.isfinite(loss)]
-    return min(finite)[1] if finite else transferred
+MIN_CONFIRMATION_HALF_SPAN = 0.25  # decades either side of the middle run: a loss difference short runs show
+
+
+def confirmation_lrs(
+    proxy_lr: float, lambda_proxy: float, lambda_target: float, beta: float = BETA_DEFAULT
+) -> list[float]:
+    """3 LRs for the target's short runs: from the proxy's LR as is (β = 0) to the curvature ratio's LR (β),
+    around their geometric middle, at least MIN_CONFIRMATION_HALF_SPAN decades either side of it."""
+    moved = curvature_ratio_lr(proxy_lr, lambda_proxy, lambda_target, beta)
+    middle = math.sqrt(proxy_lr * moved)
+    half = max(MIN_CONFIRMATION_HALF_SPAN, abs(math.log10(moved / proxy_lr)) / 2)
+    return [middle * 10**-half, middle, middle * 10**half]
+
+
+def past_the_edge(confirmations: list[tuple[float, float | None]], batch_size: int) -> float | None:
+    """One more LR, a step beyond the tested end, when the runs' best LR is that end; None otherwise."""
+    curve = fit_curve(batch_size, confirmations)
+    if curve is None or curve.edge is None:
+        return None
+    lrs = sorted(lr for lr, _ in confirmations)
+    step = lrs[1] / lrs[0] if curve.edge == "low" else lrs[-1] / lrs[-2]
+    return lrs[0] / step if curve.edge == "low" else lrs[-1] * step
+
+
+class ModelRatio(BaseModel):
+    """LR*_target / LR*_proxy at equal examples seen, from the target's short runs."""
+
+    examples: int  # the run length both LR* are measured at (one of the proxy's rungs)
+    proxy_lr: float  # the proxy's LR*(B*) at that rung
+    target_lr: float  # the vertex (or best run) of the target's runs
+    kind: str  # "quadratic" (a vertex between the runs) or "grid" (the best run)
+    edge: str | None = None  # the target's best run is the lowest ("low") or highest ("high") LR tried
+
+    @property
+    def ratio(self) -> float:
+        return self.target_lr / self.proxy_lr
+
+
+def measured_model_ratio(
+    proxy_lr: float, batch_size: int, examples: int, confirmations: list[tuple[float, float | None]]
+) -> ModelRatio | None:
+    """The model ratio the target's runs (lr, eval loss or None when diverged) measure; None when none
+    finished."""
+    curve = fit_curve(batch_size, confirmations)
+    if curve is None:
+        return None
+    return ModelRatio(
+        examples=examples, proxy_lr=proxy_lr, target_lr=curve.lr_star, kind=curve.kind, edge=curve.edge
+    )
 
 
 def build_recommendation(
@@ -182,37 +243,45 @@ def transfer_to_target(
     lambda_target: float,
     beta: float = BETA_DEFAULT,
     confirmations: list[tuple[float, float | None]] | None = None,
+    model_ratio: ModelRatio | None = None,
 ) -> Recommendation:
-    """A proxy's answer moved to the target: same B*, LR by the curvature ratio (and confirmed, if run)."""
+    """A proxy's answer moved to the target: same B*, LR by the model ratio the target's short runs measured
+    (`confirmations`, `model_ratio`) or, without them, by the curvature ratio."""
     lr = curvature_ratio_lr(rec.learning_rate, lambda_proxy, lambda_target, beta)
-    chosen = pick_confirmed_lr(lr, confirmations or [])
-    factor = 1.0 if confirmations else TRANSFER_CONFIDENCE_FACTOR
+    chosen = rec.learning_rate * model_ratio.ratio if model_ratio else lr
     low, high = beta_interval(rec.learning_rate, lambda_proxy, lambda_target)
     sentence = (
         f"Moved from the proxy by the curvature ratio λ_target/λ_proxy = {lambda_target / lambda_proxy:.3g}"
         f" with β = {beta:g}: LR {rec.learning_rate:.3g} → {lr:.3g} (β over 0.7–1.5 gives "
         f"{low:.3g} … {high:.3g}); B* = {rec.batch_size} carries over unchanged."
     )
-    if confirmations:
-        sentence += f" Short target runs at {len(confirmations)} LRs chose {chosen:.3g}."
+    if model_ratio:
+        where = {"low": " (the lowest LR tried: it may lie lower)", "high": " (the highest LR tried)"}
+        sentence += (
+            f" Instead, {len(confirmations or [])} short target runs at B* on the proxy's rung of "
+            f"{model_ratio.examples} examples put the target's LR* at {model_ratio.target_lr:.3g}"
+            f"{where.get(model_ratio.edge or '', '')} against the proxy's {model_ratio.proxy_lr:.3g} there: "
+            f"the model ratio ×{model_ratio.ratio:.3g} moves the LR to {chosen:.3g}."
+        )
     # The proxy's loss says nothing about another model's: the target's loss is not predicted.
     sentence += " The study measured the proxy model's loss, so no eval loss is predicted for the target."
     moved = _rescaled(
         rec,
         chosen,
         chosen / rec.learning_rate,
-        factor,
+        1.0 if model_ratio else TRANSFER_CONFIDENCE_FACTOR,
         sentence,
         derived=False,
-        # Unconfirmed, the LR is only as good as β: the interval of LR* holds where β's band puts it.
-        widen_to=None if confirmations else (low, high),
+        # Unmeasured, the LR is only as good as β: the interval of LR* holds where β's band puts it.
+        widen_to=None if model_ratio else (low, high),
         evidence={
             "lambda_proxy": lambda_proxy,
             "lambda_target": lambda_target,
             "beta": beta,
             "proxy_learning_rate": rec.learning_rate,  # the proxy's own LR*, before the move
-            "transferred_learning_rate": lr,  # through the curvature ratio, before any confirmation
+            "transferred_learning_rate": lr,  # through the curvature ratio
             "confirmations": confirmations or [],
+            "model_ratio": model_ratio.model_dump() | {"ratio": model_ratio.ratio} if model_ratio else None,
         },
     )
     return moved.model_copy(update={"predicted_eval_loss": None, "predicted_eval_loss_interval": None})

@@ -214,11 +214,16 @@ def _lambdas(payload: dict[str, Any]) -> tuple[float | None, float | None]:
 def _proxy_lr(
     recommended: float, lambda_proxy: float | None, lambda_target: float | None, payload: dict[str, Any]
 ) -> float:
-    """The proxy's LR*: the curvature transfer undone (moved back from the target's λ to the proxy's);
-    the recommended LR itself when the proxy was the target. Approximate when confirmation runs moved it."""
+    """The proxy's LR*: as the transfer's evidence stored it (at the recommendation's α), else the curvature
+    transfer undone (moved back from the target's λ to the proxy's; answers stored before 2026-12-02); the
+    recommended LR itself when the proxy was the target."""
     if lambda_proxy is None or lambda_target is None:
         return recommended
-    beta = _number(((payload.get("evidence") or {}).get("transfer") or {}).get("beta")) or BETA_DEFAULT
+    transfer = (payload.get("evidence") or {}).get("transfer") or {}
+    stored = _number(transfer.get("proxy_learning_rate"))
+    if stored is not None and stored > 0:
+        return stored
+    beta = _number(transfer.get("beta")) or BETA_DEFAULT
     return curvature_ratio_lr(recommended, lambda_target, lambda_proxy, beta)
 
 
