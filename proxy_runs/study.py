@@ -441,6 +441,17 @@ def calibrate(spec: StudySpec, data: PreparedData) -> tuple[float, float, RunRec
     return per_example, max(0.0, total - train_seconds), record
 
 
+def _target_cost_ratio(spec: StudySpec, proxy_seconds_per_example: float) -> tuple[float, RunRecord]:
+    """(the target's seconds per training example over the proxy's, at least 1; the calibration run on the
+    target): what the plan prices the target's runs at."""
+    loaded = load_model_and_tokenizer(spec.model, spec.revision)
+    data = prepare_data(
+        spec.dataset, loaded.tokenizer, is_seq2seq=loaded.is_seq2seq, max_seq_len=spec.training.max_seq_len
+    )
+    per_example, _, record = calibrate(spec, data)
+    return max(1.0, per_example / proxy_seconds_per_example), record
+
+
 def proxy_spec_for(spec: StudySpec) -> StudySpec:
     """What the proxy trains: the sibling model (if any) at a low rank, α/r kept so that LR scales match."""
     if spec.proxy_model is None:
@@ -478,6 +489,13 @@ def run_study(
     provisional, beta = priors.provisional, priors.beta
     per_example, overhead, calibration = calibrate(proxy, data)
     budget = budget_override if budget_override is not None else spec.budget.proxy_seconds
+    calibrations = [calibration]
+    target_cost_ratio = 1.0
+    if (
+        spec.proxy_model is not None and budget is not None
+    ):  # a sibling under a seconds budget: price its runs
+        target_cost_ratio, target_calibration = _target_cost_ratio(spec, per_example)
+        calibrations.append(target_calibration)
     prior, prior_evidence = (
         (None, {}) if provisional else curvature_prior(proxy, data, per_example, budget, beta)
     )
@@ -490,7 +508,8 @@ def run_study(
         budget_seconds=remaining,
         prior=prior,
         lr_centre=provisional.learning_rate if provisional else None,
-        spent_examples=calibration.examples_seen,
+        spent_examples=sum(c.examples_seen for c in calibrations),
+        target_cost_ratio=target_cost_ratio,
     )
     # Extensions may use the budget the plan leaves unspent, up to 70% of it; halving then completes.
     ledger = _Ledger(
@@ -499,7 +518,7 @@ def run_study(
         deadline=time.perf_counter() + 0.7 * remaining if remaining is not None else math.inf,
         budget_examples=plan.budget_examples,
         hard_deadline=started + budget if budget is not None else math.inf,
-        runs=[calibration],  # its examples count towards the study's cost
+        runs=calibrations,  # their examples count towards the study's cost
     )
     if progress:
         progress(0, plan.estimated_runs, plan.describe())

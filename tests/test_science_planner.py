@@ -158,6 +158,15 @@ def test_a_sibling_study_keeps_a_quarter_of_its_budget_for_target_runs_at_a_rung
     assert f"3 target runs × {sibling.confirm_examples} examples at B*" in sibling.describe()
 
 
+def test_under_a_seconds_budget_a_dearer_target_gets_shorter_runs() -> None:
+    sibling = spec(proxy_model="org/small", batch_sizes=[4, 8, 16, 32], lr_range=[3e-3, 3e-1])
+    timed = {"n_train": 900, "seconds_per_example": 0.01, "budget_seconds": 60.0}
+    alike, dearer = (plan_study(sibling, **timed, target_cost_ratio=ratio) for ratio in (1.0, 8.0))
+    assert dearer.confirm_examples < alike.confirm_examples
+    target_seconds = dearer.confirm_lrs * dearer.confirm_examples * 8 * 0.01  # at 8× a proxy example
+    assert target_seconds <= 0.25 * 60.0 and dearer.estimated_seconds <= 60.0
+
+
 def test_a_budget_below_the_smallest_plan_leaves_out_the_largest_batch_and_says_so() -> None:
     # 4 batch sizes up to 32 need ≥ 2400 examples on 450: B = 32 sets rung 0 at 32 examples per config
     plan = plan_study(small_task(1400), n_train=450)

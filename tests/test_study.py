@@ -130,10 +130,13 @@ def test_a_sibling_proxys_lr_moves_by_the_ratio_target_runs_measure_at_one_of_it
             "training": {"max_seq_len": 32},
             "batch_sizes": [4, 8],
             "lr_range": [1e-3, 1.0],
-            "budget": {"proxy_seconds": None, "proxy_examples": 900},
+            # A seconds budget prices the target's runs by a calibration on it; the examples cap binds.
+            "budget": {"proxy_seconds": 3600, "proxy_examples": 900},
         }
     )
     result = run_study(spec)
+    calibrations = [r for r in result.runs if r.meta["role"] == "calibration"]
+    assert sorted(r.config.rank for r in calibrations) == [8, 16] and result.plan.target_cost_ratio >= 1
     rec = result.recommendation
     assert isinstance(rec, Recommendation) and not rec.derived
     ratio = rec.evidence["transfer"]["model_ratio"]

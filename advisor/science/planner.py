@@ -105,6 +105,9 @@ class StudyPlan:
     )
     confirm_lrs: int = 0  # short runs of this many LRs on the target, when the budget allows
     confirm_examples: int = 0  # ... each to this rung's length, on the rungs' schedule
+    # Seconds per training example on the target over the proxy's: what a target example costs in proxy
+    # examples under a seconds budget (1 under an examples budget, where examples count alike).
+    target_cost_ratio: float = 1.0
     top_extras: int = 0  # runs of top-rung length after halving: an edge at the top, second seeds
     trend_runs: int = 0  # complete runs on dataset_sizes[0] examples at B*, for the dataset-size trend
     horizon_runs: int = 0  # complete runs on dataset_sizes[-1] examples at B*, towards the real run's length
@@ -150,10 +153,10 @@ class StudyPlan:
 
     @property
     def estimated_seconds(self) -> float:
+        dearer_target = self.confirm_lrs * self.confirm_examples * (self.target_cost_ratio - 1)
         return (
-            self.estimated_examples * self.seconds_per_example
-            + self.estimated_runs * self.run_overhead_seconds
-        )
+            self.estimated_examples + dearer_target
+        ) * self.seconds_per_example + self.estimated_runs * self.run_overhead_seconds
 
     @property
     def grid_examples(self) -> int:
@@ -290,6 +293,7 @@ def plan_study(
     lr_centre: float | None = None,
     size_trend: bool | None = None,
     spent_examples: int = 0,
+    target_cost_ratio: float = 1.0,
 ) -> StudyPlan:
     """Plan a study that fits the budget; `n_train` is the proxy's training split size.
 
@@ -318,7 +322,7 @@ def plan_study(
             f"largest sets the first rung's length; B = {dropped[-1]} takes {full // dropped[-1]} steps in "
             "the real run), so they are left out"
         )
-    _add_confirmation(plan, budget_examples)
+    _add_confirmation(plan, budget_examples, target_cost_ratio if budget_seconds is not None else 1.0)
     _explain(plan, prior, full)
     if plan.estimated_examples > budget_examples:
         plan.notes.append(
@@ -445,12 +449,14 @@ def _budget_examples(
     return min(by_time, by_examples)
 
 
-def _add_confirmation(plan: StudyPlan, budget_examples: float) -> None:
+def _add_confirmation(plan: StudyPlan, budget_examples: float, cost_ratio: float) -> None:
     """A sibling proxy's LR moves to the target by the model ratio that CONFIRM_RUNS target runs measure, as
-    long as the longest rung whose runs (and an extension) the budget left affords; else by curvature."""
+    long as the longest rung whose runs (and an extension) the budget left affords, a target example
+    costing `cost_ratio` proxy examples; else by curvature."""
     if plan.proxy_is_target:
         return
-    spare = budget_examples - plan.estimated_examples
+    plan.target_cost_ratio = cost_ratio
+    spare = (budget_examples - plan.estimated_examples) / cost_ratio
     affordable = [r.examples for r in plan.rungs if (CONFIRM_RUNS + CONFIRM_EXTENSIONS) * r.examples <= spare]
     if not affordable and CONFIRM_RUNS * plan.rungs[0].examples <= spare:
         affordable = [plan.rungs[0].examples]  # no room past an edge
