@@ -166,7 +166,9 @@ def run_to_rung(
     """Train `config` on the schedule of `top_examples` and stop once `stop_at` examples are seen.
 
     Evaluations every `eval_examples` line up with every rung (rungs are multiples of it), so the loss at a
-    rung is measured at exactly that many examples for every batch size.
+    rung is measured at exactly that many examples for every batch size. None before training: the
+    untrained loss is the same for every config, and on a short rung an evaluation of MAX_EVAL_EXAMPLES
+    costs about as much as the training (a forward pass is a third of a training step's work).
     """
     batch, lr = config
     eval_every = max(1, eval_examples // batch)
@@ -179,6 +181,7 @@ def run_to_rung(
         setup=setup,
         eval_every=eval_every,
         max_eval_examples=MAX_EVAL_EXAMPLES,
+        eval_at_start=False,
         should_stop=None if stop_at >= top_examples else lambda p: p.examples_seen >= stop_at,
     )
 
@@ -265,7 +268,8 @@ def successive_halving(
     for previous, rung in itertools.pairwise(rungs):
         for config in promote(by_rung[previous.examples], rung.configs, plan.learning_rates):
             if ledger.affords(rung.examples):  # best first: a cut budget drops the weakest promotions
-                _run_and_record(spec, data, config, top, rung.examples, first, by_rung, ledger)
+                # Evaluated every rung below: η points per run for its curve, the last at its own rung.
+                _run_and_record(spec, data, config, top, rung.examples, previous.examples, by_rung, ledger)
     top_extras(spec, data, plan, by_rung[top], ledger)
     return by_rung
 
@@ -280,14 +284,15 @@ def top_extras(
     optimum when it sits on the edge of the LRs promoted there (at most 2 steps: promotions come from a
     shorter rung, whose optimum can be off by a step).
     """
-    top, first = plan.top_examples, plan.rungs[0].examples
+    top = plan.top_examples
+    below = plan.rungs[-2].examples if len(plan.rungs) > 1 else top  # evaluated as the promoted runs are
     by_rung, left = {top: top_rung}, plan.top_extras
     second_seed = spec.with_seed(spec.training.seed + 1)
     best = sorted((o for o in top_rung if not o.diverged), key=lambda o: float(o.loss or 0.0))
     for obs in best[: min(2, left)]:
         if ledger.affords(top):
             config = (obs.batch_size, obs.learning_rate)
-            _run_and_record(second_seed, data, config, top, top, first, by_rung, ledger, "second seed")
+            _run_and_record(second_seed, data, config, top, top, below, by_rung, ledger, "second seed")
             left -= 1
     # Edge runs leave the trend study or horizon runs planned after them their share of the budget.
     reserve = plan.trend_runs * (plan.trend_examples or 0) + plan.horizon_runs * (plan.horizon_examples or 0)
@@ -301,7 +306,7 @@ def top_extras(
             break
         _grow(plan, [(curve.batch_size, beyond[0])])
         edge = (curve.batch_size, beyond[0])
-        _run_and_record(spec, data, edge, top, top, first, by_rung, ledger, "edge")
+        _run_and_record(spec, data, edge, top, top, below, by_rung, ledger, "edge")
 
 
 def _beyond_edge(spec: StudySpec, curve: CurveFit) -> list[float]:
