@@ -118,22 +118,28 @@ class _Ledger:
     # The seconds budget is planned as examples from a calibration at the largest batch; small batches and
     # evaluations cost more per example, so the clock is also checked: past it, no new run starts.
     hard_deadline: float = math.inf
+    # Kept back from the proxy's runs for a sibling study's runs on the target, until those start.
+    reserved_examples: float = 0.0
+    reserved_seconds: float = 0.0
 
     @property
     def examples(self) -> int:
         return sum(r.examples_seen for r in self.runs)
 
     def affords(self, examples: int) -> bool:
-        return self.examples + examples <= self.budget_examples and self.in_time()
+        return self.examples + examples <= self.budget_examples - self.reserved_examples and self.in_time()
 
     def in_time(self) -> bool:
-        return time.perf_counter() < self.hard_deadline
+        return time.perf_counter() < self.hard_deadline - self.reserved_seconds
+
+    def release_reserve(self) -> None:
+        self.reserved_examples = self.reserved_seconds = 0.0
 
     def examples_left(self, batch_size: int) -> float:
         """Training examples the budget still affords at `batch_size`: the examples budget left, and for a
         seconds budget the time left at the throughput this study's runs at that batch size measured
         (a small batch trains fewer examples per second than the calibration's largest batch)."""
-        left = self.budget_examples - self.examples
+        left = self.budget_examples - self.reserved_examples - self.examples
         timed = [r for r in self.runs if r.config.batch_size == batch_size and r.examples_seen > 0]
         if math.isinf(self.hard_deadline) or not timed:
             return left
@@ -524,6 +530,8 @@ def run_study(
         budget_examples=plan.budget_examples,
         hard_deadline=started + budget if budget is not None else math.inf,
         runs=calibrations,  # their examples count towards the study's cost
+        reserved_examples=plan.target_reserve_examples,
+        reserved_seconds=plan.target_reserve_seconds,
     )
     if progress:
         progress(0, plan.estimated_runs, plan.describe())
@@ -1059,6 +1067,7 @@ def _target_runs(
     """(lr, loss at `examples`) of the target's runs at B* on the rungs' schedule: `confirmation_lrs` from
     `placement` (the proxy's LR there, λ_proxy, λ_target, β), then one LR past an edge if affordable."""
     results: list[tuple[float, float | None]] = []
+    ledger.release_reserve()
     lrs = confirmation_lrs(*placement)
     while lrs:
         lr = lrs.pop(0)

@@ -159,6 +159,17 @@ class StudyPlan:
         ) * self.seconds_per_example + self.estimated_runs * self.run_overhead_seconds
 
     @property
+    def target_reserve_examples(self) -> float:
+        """What the proxy's runs leave for the target's (an edge's run included), in examples as the budget
+        counts them."""
+        runs = self.confirm_lrs + CONFIRM_EXTENSIONS if self.confirm_lrs else 0
+        return runs * self.confirm_examples * self.target_cost_ratio
+
+    @property
+    def target_reserve_seconds(self) -> float:
+        return self.target_reserve_examples * self.seconds_per_example
+
+    @property
     def grid_examples(self) -> int:
         """What the full grid of full-length runs would cost: the yardstick for the study's savings."""
         return len(self.configs) * (self.full_examples or self.rungs[-1].examples)
