@@ -61,9 +61,7 @@ from quality import (  # the sibling benchmark: same pretraining, ground truth a
 from advisor.records import CONFIRMATION_ROLE
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec
-from proxy_runs.data import prepare_data
-from proxy_runs.models import load_model_and_tokenizer
-from proxy_runs.study import proxy_spec_for, run_study
+from proxy_runs.study import prepared_data, proxy_spec_for, run_study
 
 TARGET_SIZE = {"hidden": 64, "layers": 4}  # the sibling is the quality benchmark's hidden 32, 2 layers
 
@@ -90,11 +88,7 @@ QUICK_SETUP = Setup(
 def sibling_trainer(target: Truth, sibling_base: Path) -> Trainer:
     """Full runs of the sibling at the proxy's rank on the target's data: its own dense grid."""
     spec = proxy_spec_for(target.trainer.spec.model_copy(update={"proxy_model": str(sibling_base)}))
-    loaded = load_model_and_tokenizer(spec.model)
-    data = prepare_data(
-        spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=spec.training.max_seq_len
-    )
-    return Trainer(spec, data)
+    return Trainer(spec, prepared_data(spec))
 
 
 def timed_study(spec: StudySpec) -> tuple[Recommendation, float, int, int]:

@@ -452,13 +452,19 @@ def calibrate(spec: StudySpec, data: PreparedData) -> tuple[float, float, RunRec
     return per_example, max(0.0, total - train_seconds), record
 
 
-def _target_cost_ratio(spec: StudySpec, proxy_seconds_per_example: float) -> tuple[float, RunRecord]:
-    """(the target's seconds per training example over the proxy's, at least 1; the calibration run on the
-    target): what the plan prices the target's runs at."""
+def prepared_data(spec: StudySpec) -> PreparedData:
+    """The spec's dataset tokenized for the spec's model (its tokenizer decides the token counts)."""
     loaded = load_model_and_tokenizer(spec.model, spec.revision)
-    data = prepare_data(
+    return prepare_data(
         spec.dataset, loaded.tokenizer, is_seq2seq=loaded.is_seq2seq, max_seq_len=spec.training.max_seq_len
     )
+
+
+def _target_cost_ratio(
+    spec: StudySpec, data: PreparedData, proxy_seconds_per_example: float
+) -> tuple[float, RunRecord]:
+    """(the target's seconds per training example over the proxy's, at least 1; the calibration run on the
+    target): what the plan prices the target's runs at."""
     per_example, _, record = calibrate(spec, data)
     return max(1.0, per_example / proxy_seconds_per_example), record
 
@@ -492,20 +498,18 @@ def run_study(
         )
     started = time.perf_counter()
     proxy = proxy_spec_for(spec)
-    loaded = load_model_and_tokenizer(proxy.model, proxy.revision)
-    data = prepare_data(
-        proxy.dataset, loaded.tokenizer, is_seq2seq=loaded.is_seq2seq, max_seq_len=proxy.training.max_seq_len
-    )
+    data = prepared_data(proxy)
+    # A sibling study trains and probes the target too: its data is prepared once, and a bad target fails
+    # before any budget is spent.
+    target_data = prepared_data(spec) if spec.proxy_model is not None else None
     priors = _warm_start(spec, data, store, progress)
     provisional, beta = priors.provisional, priors.beta
     per_example, overhead, calibration = calibrate(proxy, data)
     budget = budget_override if budget_override is not None else spec.budget.proxy_seconds
     calibrations = [calibration]
     target_cost_ratio = 1.0
-    if (
-        spec.proxy_model is not None and budget is not None
-    ):  # a sibling under a seconds budget: price its runs
-        target_cost_ratio, target_calibration = _target_cost_ratio(spec, per_example)
+    if target_data is not None and budget is not None:  # a seconds budget prices the target's runs
+        target_cost_ratio, target_calibration = _target_cost_ratio(spec, target_data, per_example)
         calibrations.append(target_calibration)
     prior, prior_evidence = (
         (None, {}) if provisional else curvature_prior(proxy, data, per_example, budget, beta)
@@ -540,7 +544,7 @@ def run_study(
     top = _top_fit(fits)
     trend = trend_study(proxy, data, plan, top, ledger) if top is not None else None
     horizon = horizon_study(proxy, data, plan, top, ledger, priors.size_exponent) if top is not None else None
-    result = _finish(spec, plan, ledger, by_rung, fits, (trend, horizon), priors, data)
+    result = _finish(spec, plan, ledger, by_rung, fits, (trend, horizon), priors, (data, target_data))
     if prior_evidence and isinstance(result.recommendation, Recommendation):
         result.recommendation.evidence["curvature_prior"] = prior_evidence
     if derive_methods and isinstance(result.recommendation, Recommendation):
@@ -628,7 +632,7 @@ def _finish(
     fits: dict[int, SurfaceFit | NoRecommendation],
     length_runs: tuple[TrendResult | None, TrendResult | None],
     priors: Priors,
-    data: PreparedData,
+    data: tuple[PreparedData, PreparedData | None],  # the proxy's; the target's when the proxy is a sibling
 ) -> StudyResult:
     cost = Cost(
         proxy_seconds=round(sum(r.seconds for r in ledger.runs), 2),
@@ -1004,19 +1008,16 @@ def _confirm_on_target(
     spec: StudySpec,
     plan: StudyPlan,
     rec: Recommendation,
-    proxy_data: PreparedData,
+    data: tuple[PreparedData, PreparedData | None],
     ledger: _Ledger,
     beta: float,
     fits: dict[int, SurfaceFit | NoRecommendation],
 ) -> Recommendation:
     """A sibling proxy's answer on the target: B* as is; the LR by the model ratio that short target runs
     measure at one of the proxy's rungs when the plan affords them, else by the curvature ratio."""
-    if plan.proxy_is_target:
+    proxy_data, target_data = data
+    if plan.proxy_is_target or target_data is None:
         return rec
-    loaded = load_model_and_tokenizer(spec.model, spec.revision)
-    target_data = prepare_data(
-        spec.dataset, loaded.tokenizer, is_seq2seq=loaded.is_seq2seq, max_seq_len=spec.training.max_seq_len
-    )
     lambda_proxy, proxy_probe = probe_lambda(proxy_spec_for(spec), proxy_data)
     lambda_target, target_probe = probe_lambda(spec, target_data)
     rec.evidence["probes"] = {"proxy": proxy_probe, "target": target_probe}

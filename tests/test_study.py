@@ -114,14 +114,13 @@ def test_no_recommendation_renders_its_reason_in_json() -> None:
     assert render(answer, as_json=False).startswith("no recommendation: all 8 runs diverged")
 
 
-def test_a_sibling_proxys_lr_moves_by_the_ratio_target_runs_measure_at_one_of_its_rungs(
-    tmp_path: Path,
-) -> None:
-    records = instruction_records(96, seed=0)
-    write_jsonl(records, tmp_path / "data.jsonl")
-    save_tiny_model(tmp_path / "small", "llama", corpus_of(records), vocab_size=256, hidden=16)
-    save_tiny_model(tmp_path / "big", "llama", corpus_of(records), vocab_size=256, hidden=32)
-    spec = parse_spec(
+def sibling_pair_spec(tmp_path: Path, records: int, **fields: object) -> StudySpec:
+    """A target (tiny Llama, hidden 32) at rank 16 with a sibling proxy half as wide, on instruction data."""
+    data = instruction_records(records, seed=0)
+    write_jsonl(data, tmp_path / "data.jsonl")
+    save_tiny_model(tmp_path / "small", "llama", corpus_of(data), vocab_size=256, hidden=16)
+    save_tiny_model(tmp_path / "big", "llama", corpus_of(data), vocab_size=256, hidden=32)
+    return parse_spec(
         {
             "model": str(tmp_path / "big"),
             "proxy_model": str(tmp_path / "small"),
@@ -129,10 +128,20 @@ def test_a_sibling_proxys_lr_moves_by_the_ratio_target_runs_measure_at_one_of_it
             "dataset": {"path": str(tmp_path / "data.jsonl")},
             "training": {"max_seq_len": 32},
             "batch_sizes": [4, 8],
-            "lr_range": [1e-3, 1.0],
-            # A seconds budget prices the target's runs by a calibration on it; the examples cap binds.
-            "budget": {"proxy_seconds": 3600, "proxy_examples": 900},
+            **fields,
         }
+    )
+
+
+def test_a_sibling_proxys_lr_moves_by_the_ratio_target_runs_measure_at_one_of_its_rungs(
+    tmp_path: Path,
+) -> None:
+    spec = sibling_pair_spec(
+        tmp_path,
+        96,
+        lr_range=[1e-3, 1.0],
+        # A seconds budget prices the target's runs by a calibration on it; the examples cap binds.
+        budget={"proxy_seconds": 3600, "proxy_examples": 900},
     )
     result = run_study(spec)
     calibrations = [r for r in result.runs if r.meta["role"] == "calibration"]
@@ -153,24 +162,11 @@ def test_a_sibling_proxys_lr_moves_by_the_ratio_target_runs_measure_at_one_of_it
 def test_a_sibling_proxy_is_transferred_by_curvature_confirmed_and_derives_other_methods(
     tmp_path: Path,
 ) -> None:
-    records = instruction_records(160, seed=0)
-    write_jsonl(records, tmp_path / "data.jsonl")
-    save_tiny_model(tmp_path / "small", "llama", corpus_of(records), vocab_size=256, hidden=16)
-    save_tiny_model(tmp_path / "big", "llama", corpus_of(records), vocab_size=256, hidden=32)
-    spec = parse_spec(
-        {
-            "model": str(tmp_path / "big"),
-            "proxy_model": str(tmp_path / "small"),
-            "rank": 16,
-            "dataset": {"path": str(tmp_path / "data.jsonl")},
-            "training": {"max_seq_len": 32},
-            "batch_sizes": [4, 8],
-            "lr_range": [1e-4, 1.0],
-            "budget": {
-                "proxy_seconds": None,
-                "proxy_examples": 1500,
-            },  # examples: the same plan on any machine
-        }
+    spec = sibling_pair_spec(
+        tmp_path,
+        160,
+        lr_range=[1e-4, 1.0],
+        budget={"proxy_seconds": None, "proxy_examples": 1500},  # examples: the same plan on any machine
     )
     result = run_study(spec, derive_methods=["pissa"])
     rec = result.recommendation
