@@ -901,7 +901,7 @@ def _apply_size_trend(
 ) -> Recommendation:
     """Move LR* from the top rung's reading to the real run's end along LR* ∝ N^γ: a straight line in log-log
     through the top rung's LR*, whatever the trend study or the horizon runs measured, and the prior of γ
-    (the prefix prior 0 ± 0.4, or sharpened by stored studies; `fits.loglog_line`); the prior alone when
+    (the prefix prior −0.15 ± 0.4, or sharpened by stored studies; `fits.loglog_line`); the prior alone when
     nothing else was measured."""
     prior = prior or prefix_prior()
     reached, full = plan.top_examples, plan.full_examples

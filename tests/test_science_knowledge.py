@@ -174,10 +174,10 @@ def test_stored_studies_that_measured_the_run_length_trend_sharpen_its_prior() -
 
 def test_the_prefix_prior_learns_only_from_studies_that_read_the_real_runs_schedule() -> None:
     # Studies since 2026-12-02 read LR* part-way through the real run's schedule; the drift from there to
-    # the run's end (γ around 0) is another quantity than γ across complete runs (seed 001's −0.25).
+    # the run's end (γ near −0.15) is another quantity than γ across complete runs (seed 001's −0.25).
     alone = size_exponent_prior(context(), [known()], prefix=True)
     assert (alone.mean, alone.sd, alone.studies) == (PREFIX_EXPONENT, PREFIX_EXPONENT_SD, 0)
-    assert alone.describe() == "the prefix prior 0.00 ± 0.4"
+    assert alone.describe() == "the prefix prior -0.15 ± 0.4"
     old_kind = known().model_copy(update={"size_exponent": -0.9, "size_exponent_sd": 0.1})
     assert size_exponent_prior(context(), [old_kind], prefix=True).studies == 0
     new_kind = known().model_copy(update={"prefix_exponent": 0.5, "prefix_exponent_sd": 0.1})

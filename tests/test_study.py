@@ -288,7 +288,7 @@ def test_a_measured_dataset_size_trend_moves_the_lr_between_the_measurement_and_
 
 
 def test_horizon_runs_near_the_real_run_carry_the_lr_where_they_found_it(tiny_spec: StudySpec) -> None:
-    # LR* reads 0.0356 at 300 examples and 0.0112 at the real run's end, 3000 (γ = −0.5; the prior's is 0).
+    # LR* reads 0.0356 at 300 examples and 0.0112 at the real run's end, 3000 (γ = −0.5; the prior −0.15).
     top_runs = bowl_runs(0.0356, 300, seeds=2)
     plan, top_fit, rec = short_top_rung(tiny_spec, top_runs)
     lrs = horizon_lrs(tiny_spec, top_fit.learning_rate, 300, 3000)
@@ -299,7 +299,7 @@ def test_horizon_runs_near_the_real_run_carry_the_lr_where_they_found_it(tiny_sp
     moved = _apply_size_trend(rec, plan, top_fit, top_runs, None, TrendResult(3000, 8, None, horizon_runs))
     evidence = moved.evidence["size_trend"]
     assert evidence["horizon"]["examples"] == 3000 and len(evidence["horizon"]["runs"]) == 2
-    assert abs(math.log10(moved.learning_rate / 0.0112)) < 0.1  # the prior alone would keep 0.0356
+    assert abs(math.log10(moved.learning_rate / 0.0112)) < 0.1  # the prior alone would say 0.025
     prior_only = _apply_size_trend(rec, plan, top_fit, top_runs, None, None)
     assert prior_only.learning_rate == pytest.approx(rec.learning_rate * 10**PREFIX_EXPONENT, rel=1e-6)
     for answer in (moved, prior_only):  # the interval of LR* moves with the answer

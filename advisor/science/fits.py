@@ -13,7 +13,7 @@ Why a *robust local quadratic in log LR* per batch size (and not a global quadra
 
 Across run lengths (§4): LR* read at a few points of the real run's schedule (the top rung, horizon or
 trend runs) is joined by a Bayesian straight line in log LR* against log N whose slope has a prior (the
-prefix prior, 0 ± 0.4, `advisor.science.knowledge`), because two or three noisy points cannot fit a slope
+prefix prior, −0.15 ± 0.4, `advisor.science.knowledge`), because two or three noisy points cannot fit a slope
 on their own.
 
 Diverged runs carry no loss; they bound LR* from above. Everything here is numpy/scipy, no torch.
@@ -600,7 +600,7 @@ def loglog_line(
     anchor: LogMeasurement, measurements: Sequence[LogMeasurement], prior_exponent: float, prior_sd: float
 ) -> LogLogLine:
     """Bayesian straight line through a quantity measured at several run lengths, y ∝ N^exponent: LR*
-    (exponent γ, the prefix prior 0 ± 0.4) or the best loss L* (exponent −α).
+    (exponent γ, the prefix prior −0.15 ± 0.4) or the best loss L* (exponent −α).
 
     Unknowns: log10 y at the anchor (the top rung; prior = its own measurement and spread) and the exponent
     (prior = `prior_exponent` ± `prior_sd`). Each other measurement at N_i observes

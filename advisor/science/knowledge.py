@@ -35,11 +35,11 @@ SIZE_EXPONENT_SD = 0.3  # how far γ may stray from seed 001's −0.25 on anothe
 # The prefix prior: how far LR* moves from a reading part-way through the real run's LR schedule (where a
 # study's rungs read it) to the run's end. Two effects pull against each other: the run goes on longer (LR*
 # falls, seed 001's γ) and its LR decays at the end, which a reading part-way has not seen yet (a high LR,
-# still undecayed, looks worse than it will end). Measured on the quality benchmark's 7 tasks (2–4 seeds,
-# B = 4, 288 of 900–1800 or 144 of 450–630 examples; 2026-12-02, in sample): the reading's LR* against the
-# complete run's drifted by −0.25 … +0.46 decades, mean +0.01, where complete short runs drifted by −0.52 …
-# +0.27, mean −0.19. Hence γ = 0, and ±0.4 covers the spread over half a decade of N.
-PREFIX_EXPONENT = 0.0
+# still undecayed, looks worse than it will end). `bench/prefix_reading.py` (the quality benchmark's 7 tasks,
+# 4 seeds, B = 4, read at 144–288 of 450–1800 examples; 2026-12-02, in sample) measured γ from the reading
+# to the end at −1.06 … +0.23, median −0.14, mean −0.21 (LoRA+ the outlier), where complete short runs
+# (studies before 2026-12-02) gave −0.69 … +0.28, median −0.38. Hence −0.15, and ±0.4 covers the spread.
+PREFIX_EXPONENT = -0.15
 PREFIX_EXPONENT_SD = 0.4
 # A prior learned from stored studies never claims γ to better than this: tasks of one family still differ.
 LEARNED_EXPONENT_SD_FLOOR = 0.1

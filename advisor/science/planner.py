@@ -17,12 +17,13 @@ Numbers a plan is made of:
   (without it the noise is guessed from fit residuals, which can be off by 10× either way), then up to 2
   more LRs at B* when the top rung's optimum sits on the edge of the LRs promoted to it.
 - Run length: when the top rung sees less than half of the real run, LR* read at the top rung has to move
-  to the end of the run along LR* ∝ N^γ (the prefix prior, γ = 0 ± 0.4: read on the real run's schedule,
-  the optimum drifts either way and not far). Best, when the budget left after the second seeds affords
-  it: 2 "horizon" runs at B*, on the same schedule to at least twice the top rung's length (up to the real
-  run's end), at two LRs half a decade apart around the prior's prediction; their losses and the top
-  rung's bowl locate LR* there, interpolating towards the real run. Otherwise a trend study: 4 LRs at B*
-  read at a third of the top rung's examples (extrapolating away from the real run, so it is worth less).
+  to the end of the run along LR* ∝ N^γ (the prefix prior, γ = −0.15 ± 0.4: read on the real run's
+  schedule, the optimum drifts less far than between complete runs, and either way). Best, when the
+  budget left after the second seeds affords it: 2 "horizon" runs at B*, on the same schedule to at least
+  twice the top rung's length (up to the real run's end), at two LRs half a decade apart around the
+  prior's prediction; their losses and the top rung's bowl locate LR* there, interpolating towards the
+  real run. Otherwise a trend study: 4 LRs at B* read at a third of the top rung's examples
+  (extrapolating away from the real run, so it is worth less).
   Either measurement and the prior combine in `fits.loglog_line`.
 - A tight budget gives way in this order: the top fidelity shortens (down to 9 steps of the largest batch),
   the LR grid narrows (to MIN_LRS points), then the largest batch sizes go (to MIN_BATCH_SIZES): a whole
