@@ -14,13 +14,15 @@ reaches on the quality benchmark's budget and at its end, and the complete short
 the study's own fit (`fit_surface`) over all seeds; the drift is log10(LR* at the end / LR* of the reading),
 what the study has to move by. A drift near 0 on every task is what makes the reading a good proxy.
 
-    python bench/prefix_reading.py [--seeds 0 3 6 7] [--tasks reverse ...] [--json FILE]
+    python bench/prefix_reading.py [--seeds 0 3 6 7] [--tasks reverse ...] [--json FILE] [--reprint JSON]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -100,27 +102,40 @@ def measure_task(base: Path, folder: Path, task: quality.Task, seeds: list[int])
     }
 
 
+def exponents(task: dict[str, Any]) -> dict[str, float | None]:
+    """γ of each reading: its drift per decade of run length, from the reading point to the real run's end."""
+    span = math.log10(task["full_examples"] / task["read_at"])
+    return {r: (d / span if d is not None else None) for r, d in task["drift_decades"].items()}
+
+
 def summary(tasks: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for reading in READINGS[1:]:
         drifts = [t["drift_decades"][reading] for t in tasks if t["drift_decades"][reading] is not None]
+        gammas = [g for t in tasks if (g := exponents(t)[reading]) is not None]
         if drifts:
             out[reading] = {
-                "mean": sum(drifts) / len(drifts),
-                "mean_abs": sum(abs(d) for d in drifts) / len(drifts),
+                "mean": statistics.fmean(drifts),
+                "mean_abs": statistics.fmean(abs(d) for d in drifts),
                 "range": [min(drifts), max(drifts)],
+                "exponent_median": statistics.median(gammas),
+                "exponent_mean": statistics.fmean(gammas),
+                "exponent_range": [min(gammas), max(gammas)],
             }
     return out
 
 
 def print_table(tasks: list[dict[str, Any]], totals: dict[str, Any]) -> None:
-    print("| task | read at / real run | LR* at the end | prefix: LR* (drift) | complete: LR* (drift) |")
+    columns = ["task", "read at / real run", "LR* at the end"]
+    columns += [f"{reading}: LR* (drift, γ)" for reading in READINGS[1:]]
+    print("| " + " | ".join(columns) + " |")
     print("|---|---|---|---|---|")
     for t in tasks:
         cells = []
         for reading in READINGS[1:]:
-            star, drift = t["lr_star"][reading], t["drift_decades"][reading]
-            cells.append(f"{star:.3g} ({drift:+.2f})" if star and drift is not None else "no fit")
+            star, drift, gamma = t["lr_star"][reading], t["drift_decades"][reading], exponents(t)[reading]
+            ok = star and drift is not None and gamma is not None
+            cells.append(f"{star:.3g} ({drift:+.2f}, {gamma:+.2f})" if ok else "no fit")
         end = t["lr_star"]["end"]
         end_text = f"{end:.3g}" if end else "no fit"
         print(
@@ -130,9 +145,11 @@ def print_table(tasks: list[dict[str, Any]], totals: dict[str, Any]) -> None:
         )
     for reading, s in totals.items():
         low, high = s["range"]
+        g_low, g_high = s["exponent_range"]
         print(
             f"{reading}: drift mean {s['mean']:+.2f}, mean |drift| {s['mean_abs']:.2f}, "
-            f"range {low:+.2f} … {high:+.2f} decades"
+            f"range {low:+.2f} … {high:+.2f} decades; γ median {s['exponent_median']:+.2f}, "
+            f"mean {s['exponent_mean']:+.2f}, range {g_low:+.2f} … {g_high:+.2f}"
         )
 
 
@@ -141,7 +158,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 3, 6, 7])
     parser.add_argument("--tasks", nargs="+", default=[t.name for t in quality.FULL.tasks])
     parser.add_argument("--json", default="bench/out/prefix_reading.json")
+    parser.add_argument("--reprint", metavar="JSON", help="print an earlier run's table again")
     args = parser.parse_args()
+    if args.reprint:
+        earlier = json.loads(Path(args.reprint).read_text())
+        print_table(earlier["tasks"], summary(earlier["tasks"]))
+        return
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,7 +37,7 @@ SIZE_EXPONENT_SD = 0.3  # how far γ may stray from seed 001's −0.25 on anothe
 # falls, seed 001's γ) and its LR decays at the end, which a reading part-way has not seen yet (a high LR,
 # still undecayed, looks worse than it will end). `bench/prefix_reading.py` (the quality benchmark's 7 tasks,
 # 4 seeds, B = 4, read at 144–288 of 450–1800 examples; 2026-12-02, in sample) measured γ from the reading
-# to the end at −1.06 … +0.23, median −0.14, mean −0.21 (LoRA+ the outlier), where complete short runs
+# to the end at −1.06 … +0.22, median −0.14, mean −0.22 (LoRA+ the outlier), where complete short runs
 # (studies before 2026-12-02) gave −0.69 … +0.28, median −0.38. Hence −0.15, and ±0.4 covers the spread.
 PREFIX_EXPONENT = -0.15
 PREFIX_EXPONENT_SD = 0.4
