@@ -4,9 +4,10 @@ A study cannot afford the real run's length for every config, so its top rung st
 real run's examples or less, and LR* read there has to be moved to the real run's end. How far it has to
 move depends on which short run is read:
 
-- complete: a run whose own LR schedule (warm-up, cosine decay) ends at the top rung (studies until
-  2026-12-02);
-- prefix: the real run's schedule, stopped at the top rung (studies since).
+- complete: a run whose own LR schedule (warm-up, cosine decay) ends at the top rung (what a study runs);
+- prefix: the real run's schedule, stopped at the top rung (tried on 2026-12-02 and not kept: in
+  `bench/quality.py` such readings mis-ranked batch sizes when the top rung was a sixth of the real run;
+  bench/RESULTS.md has the figures).
 
 For each task of `bench/quality.py` (same base model, data and LR grid) this trains, at B = 4 (every task's
 grid best) and every grid LR on several seeds: the real run once, read at the top rung the advisor's plan
@@ -69,12 +70,8 @@ def measure_task(base: Path, folder: Path, task: quality.Task, seeds: list[int])
     for lr in lrs:
         for seed in seeds:
             seeded = spec.with_seed(seed)
-            real = run_to_rung(
-                seeded, data, (BATCH, lr), schedule_examples=full, stop_at=full, eval_examples=top
-            )
-            short = run_to_rung(
-                seeded, data, (BATCH, lr), schedule_examples=top, stop_at=top, eval_examples=top
-            )
+            real = run_to_rung(seeded, data, (BATCH, lr), top_examples=full, stop_at=full, eval_examples=top)
+            short = run_to_rung(seeded, data, (BATCH, lr), top_examples=top, stop_at=top, eval_examples=top)
             losses = {
                 "end": loss_at(real, full),
                 "prefix": loss_at(real, top),

@@ -7,15 +7,14 @@ Read top to bottom:
    LR grid by their λ ratio.
 3. Successive halving (synchronous, η = 3): every config runs to rung 0; the grid is extended when the
    optimum lands on its edge; the best third (plus the leader's LR neighbours, so the top rung can fit a
-   bowl) is re-run further. Runs follow the real run's LR schedule and stop at their rung via
+   bowl) is re-run further. Runs follow the schedule of the top fidelity and stop at their rung via
    `should_stop`, so configs are compared at equal examples seen; diverged runs stop at once. After the
    top rung: a second seed of its two best configs (the noise level), and LR steps beyond a top-rung edge.
 4. Fits per rung; the recommendation comes from the top rung (B*, LR*, L*), κ from the deepest rung that
    has it, uncertainty from a bootstrap.
-5. When the top rung fell short of the real run, LR* moves to the real run's end along LR* ∝ N^γ: 2 horizon
-   runs at B* (read at least twice as far into the schedule as the top rung) or else a trend study read at a
-   third of its examples measure where LR* went, and a Bayesian line through them and the prefix prior of
-   γ extends it.
+5. When the top rung fell short of the real run, LR* moves to the real run's length along LR* ∝ N^γ: 2
+   horizon runs at B* (complete, at least twice the top rung's length) or else a trend study on a third of
+   its examples measure where LR* went, and a Bayesian line through them and seed 001's prior γ extends it.
 6. A sibling proxy's LR moves to the target by the model ratio of LR* that 3–4 target runs at B* measure
    at one of the proxy's rungs (their LRs placed by the curvature ratio) when the budget allows, else by
    the curvature ratio alone when probes are available.
@@ -51,13 +50,12 @@ from advisor.science.fits import (
     vertex_of_pair,
 )
 from advisor.science.knowledge import (
-    PREFIX_EXPONENT,
+    SIZE_EXPONENT,
     ExponentPrior,
     KnowledgeStore,
     LrCorrection,
     Priors,
     StudyContext,
-    prefix_prior,
     stored_priors,
 )
 from advisor.science.loss_forecast import LossExponentPrior, forecast_loss, loss_measurement
@@ -167,12 +165,11 @@ def run_to_rung(
     data: PreparedData,
     config: Config,
     *,
-    schedule_examples: int,
+    top_examples: int,
     stop_at: int,
     eval_examples: int,
 ) -> RunRecord:
-    """Train `config` on the LR schedule of a run of `schedule_examples` and stop once `stop_at` examples are
-    seen (the study passes the real run's length: every run is the first part of a real run).
+    """Train `config` on the schedule of `top_examples` and stop once `stop_at` examples are seen.
 
     Evaluations every `eval_examples` line up with every rung (rungs are multiples of it), so the loss at a
     rung is measured at exactly that many examples for every batch size. None before training: the
@@ -186,12 +183,12 @@ def run_to_rung(
         spec,
         batch_size=batch,
         learning_rate=lr,
-        budget=RunBudget(max_examples=schedule_examples),
+        budget=RunBudget(max_examples=top_examples),
         setup=setup,
         eval_every=eval_every,
         max_eval_examples=MAX_EVAL_EXAMPLES,
         eval_at_start=False,
-        should_stop=None if stop_at >= schedule_examples else lambda p: p.examples_seen >= stop_at,
+        should_stop=None if stop_at >= top_examples else lambda p: p.examples_seen >= stop_at,
     )
 
 
@@ -257,7 +254,7 @@ def successive_halving(
     spec: StudySpec, data: PreparedData, plan: StudyPlan, ledger: _Ledger
 ) -> dict[int, list[Observation]]:
     """Observations per rung (examples seen → one per config that reached it)."""
-    rungs, schedule = plan.rungs, plan.schedule_examples
+    rungs = plan.rungs
     top, first = rungs[-1].examples, rungs[0].examples
     by_rung: dict[int, list[Observation]] = {r.examples: [] for r in rungs}
     alive, done = list(plan.configs), set()
@@ -265,7 +262,7 @@ def successive_halving(
         for config in [c for c in alive if c not in done]:
             if by_rung[first] and not ledger.in_time():
                 break  # out of time: fit what rung 0 has measured rather than overrun the budget
-            _run_and_record(spec, data, config, schedule, first, first, by_rung, ledger)
+            _run_and_record(spec, data, config, top, first, first, by_rung, ledger)
             done.add(config)
         if extension == MAX_EXTENSIONS or time.perf_counter() > ledger.deadline:
             break  # out of extensions or budget: accept the edge (it lowers the confidence), never overrun
@@ -278,9 +275,7 @@ def successive_halving(
         for config in promote(by_rung[previous.examples], rung.configs, plan.learning_rates):
             if ledger.affords(rung.examples):  # best first: a cut budget drops the weakest promotions
                 # Evaluated every rung below: η points per run for its curve, the last at its own rung.
-                _run_and_record(
-                    spec, data, config, schedule, rung.examples, previous.examples, by_rung, ledger
-                )
+                _run_and_record(spec, data, config, top, rung.examples, previous.examples, by_rung, ledger)
     top_extras(spec, data, plan, by_rung[top], ledger)
     return by_rung
 
@@ -295,7 +290,7 @@ def top_extras(
     optimum when it sits on the edge of the LRs promoted there (at most 2 steps: promotions come from a
     shorter rung, whose optimum can be off by a step).
     """
-    top, schedule = plan.top_examples, plan.schedule_examples
+    top = plan.top_examples
     below = plan.rungs[-2].examples if len(plan.rungs) > 1 else top  # evaluated as the promoted runs are
     by_rung, left = {top: top_rung}, plan.top_extras
     second_seed = spec.with_seed(spec.training.seed + 1)
@@ -303,7 +298,7 @@ def top_extras(
     for obs in best[: min(2, left)]:
         if ledger.affords(top):
             config = (obs.batch_size, obs.learning_rate)
-            _run_and_record(second_seed, data, config, schedule, top, below, by_rung, ledger, "second seed")
+            _run_and_record(second_seed, data, config, top, top, below, by_rung, ledger, "second seed")
             left -= 1
     # Edge runs leave the trend study or horizon runs planned after them their share of the budget.
     reserve = plan.trend_runs * (plan.trend_examples or 0) + plan.horizon_runs * (plan.horizon_examples or 0)
@@ -317,7 +312,7 @@ def top_extras(
             break
         _grow(plan, [(curve.batch_size, beyond[0])])
         edge = (curve.batch_size, beyond[0])
-        _run_and_record(spec, data, edge, schedule, top, below, by_rung, ledger, "edge")
+        _run_and_record(spec, data, edge, top, top, below, by_rung, ledger, "edge")
 
 
 def _beyond_edge(spec: StudySpec, curve: CurveFit) -> list[float]:
@@ -333,7 +328,7 @@ def _run_and_record(
     spec: StudySpec,
     data: PreparedData,
     config: Config,
-    schedule: int,
+    top: int,
     stop_at: int,
     eval_examples: int,
     by_rung: dict[int, list[Observation]],
@@ -341,10 +336,8 @@ def _run_and_record(
     role: str = HALVING_ROLE,
 ) -> None:
     """One run; its loss counts at the rung it was run to (earlier rungs are recorded by their own runs)."""
-    record = run_to_rung(
-        spec, data, config, schedule_examples=schedule, stop_at=stop_at, eval_examples=eval_examples
-    )
-    by_rung[stop_at].append(observation(record, stop_at, schedule))
+    record = run_to_rung(spec, data, config, top_examples=top, stop_at=stop_at, eval_examples=eval_examples)
+    by_rung[stop_at].append(observation(record, stop_at, top))
     ledger.add(
         record,
         f"B={config[0]} LR={config[1]:.3g} to {stop_at} examples: {record.status}"
@@ -550,9 +543,7 @@ def run_study(
     fits = rung_fits(by_rung, plan.batch_sizes)
     top = _top_fit(fits)
     trend = trend_study(proxy, data, plan, top, ledger) if top is not None else None
-    horizon = (
-        horizon_study(proxy, data, plan, top, ledger, priors.prefix_exponent) if top is not None else None
-    )
+    horizon = horizon_study(proxy, data, plan, top, ledger, priors.size_exponent) if top is not None else None
     result = _finish(spec, plan, ledger, by_rung, fits, (trend, horizon), priors, (data, target_data))
     if prior_evidence and isinstance(result.recommendation, Recommendation):
         result.recommendation.evidence["curvature_prior"] = prior_evidence
@@ -663,7 +654,7 @@ def _finish(
             answer_rung, top = deepest
             bowl = deepest_bowl(fits, top.batch_size)
             rec = _apply_size_trend(
-                rec, plan, top, by_rung[answer_rung], *length_runs, bowl, priors.prefix_exponent
+                rec, plan, top, by_rung[answer_rung], *length_runs, bowl, priors.size_exponent
             )
             rec = _forecast_real_run_loss(rec, plan, deepest, length_runs[1], bowl, priors.loss_exponent)
         rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta, fits)
@@ -715,10 +706,9 @@ class TrendResult:
 def trend_study(
     spec: StudySpec, data: PreparedData, plan: StudyPlan, top: SurfaceFit, ledger: _Ledger
 ) -> TrendResult | None:
-    """Runs at B* on the real run's schedule, read at `plan.trend_examples` examples: LR*(top), one step
-    below and two above (an earlier reading usually wants a higher LR), one step further when the optimum
-    lands on an edge."""
-    small, batch, schedule = plan.trend_examples, top.batch_size, plan.schedule_examples
+    """Complete runs of `plan.trend_examples` examples at B*, at LR*(top) one step below and two above (a
+    shorter run wants a higher LR), one step further when the optimum lands on an edge."""
+    small, batch = plan.trend_examples, top.batch_size
     if small is None or not plan.trend_runs:
         return None
     if small < TREND_MIN_STEPS * batch:
@@ -731,9 +721,9 @@ def trend_study(
         for lr in lrs:
             if ledger.affords(small):
                 record = run_to_rung(
-                    spec, data, (batch, lr), schedule_examples=schedule, stop_at=small, eval_examples=small
+                    spec, data, (batch, lr), top_examples=small, stop_at=small, eval_examples=small
                 )
-                observations.append(observation(record, small, schedule))
+                observations.append(observation(record, small, small))
                 message = f"size trend B={batch} LR={lr:.3g} on {small} examples: {record.status}"
                 ledger.add(record, message, "trend")
         fit = fit_surface(observations, batch_candidates=[batch])
@@ -747,7 +737,7 @@ def trend_study(
 
 
 def horizon_lrs(
-    spec: StudySpec, top_lr: float, top_examples: int, length: int, exponent: float = PREFIX_EXPONENT
+    spec: StudySpec, top_lr: float, top_examples: int, length: int, exponent: float = SIZE_EXPONENT
 ) -> list[float]:
     """Two lattice LRs half a decade apart around where the prior γ moves LR*(top) at `length` examples,
     shifted down as a pair when the higher one would leave the user's range."""
@@ -766,9 +756,8 @@ def horizon_study(
     ledger: _Ledger,
     prior: ExponentPrior | None = None,
 ) -> TrendResult | None:
-    """`HORIZON_RUNS` runs at B* on the real run's schedule, as far into it as the budget left affords (≥ 2×
-    the top rung, at most to its end): where LR* has moved nearer the real run's end is measured, not
-    extrapolated."""
+    """`HORIZON_RUNS` complete runs at B*, as long as the budget left affords (≥ 2× the top rung, ≤ the real
+    run): where LR* has moved at a length near the real run's is measured, not extrapolated."""
     if not plan.horizon_runs:
         return None
     length = horizon_length(plan, ledger.examples_left(top.batch_size))
@@ -777,19 +766,14 @@ def horizon_study(
         return TrendResult(plan.horizon_examples or 0, top.batch_size, skipped=reason)
     plan.dataset_sizes[-1] = length  # the plan now says what ran
     observations: list[Observation] = []
-    exponent = (prior or prefix_prior()).mean
+    exponent = (prior or ExponentPrior()).mean
     batch = top.batch_size
     for lr in horizon_lrs(spec, top.learning_rate, plan.top_examples, length, exponent):
         if ledger.affords(length):
             record = run_to_rung(
-                spec,
-                data,
-                (batch, lr),
-                schedule_examples=plan.schedule_examples,
-                stop_at=length,
-                eval_examples=length,
+                spec, data, (batch, lr), top_examples=length, stop_at=length, eval_examples=length
             )
-            observations.append(observation(record, length, plan.schedule_examples))
+            observations.append(observation(record, length, length))
             ledger.add(
                 record, f"horizon B={batch} LR={lr:.3g} on {length} examples: {record.status}", "horizon"
             )
@@ -899,11 +883,11 @@ def _apply_size_trend(
     bowl: Bowl | None = None,
     prior: ExponentPrior | None = None,
 ) -> Recommendation:
-    """Move LR* from the top rung's reading to the real run's end along LR* ∝ N^γ: a straight line in log-log
+    """Move LR* from the top rung's length to the real run's along LR* ∝ N^γ: a straight line in log-log
     through the top rung's LR*, whatever the trend study or the horizon runs measured, and the prior of γ
-    (the prefix prior −0.15 ± 0.4, or sharpened by stored studies; `fits.loglog_line`); the prior alone when
-    nothing else was measured."""
-    prior = prior or prefix_prior()
+    (seed 001's −0.25 ± 0.3, or sharpened by stored studies; `fits.loglog_line`); the prior alone when nothing
+    else was measured."""
+    prior = prior or ExponentPrior()
     reached, full = plan.top_examples, plan.full_examples
     if full <= reached:
         return rec
@@ -946,22 +930,20 @@ def _apply_size_trend(
     ]
     answer_rung = top_observations[0].examples_seen if top_observations else reached
     cut = (
-        f" (the budget stopped the halving at {answer_rung} examples, short of its {reached}-example top "
-        "rung, and the answer comes from there)"
+        f" (the budget stopped the halving at {answer_rung} examples into its {reached}-example schedule, "
+        "and the answer comes from there)"
         if answer_rung < reached
         else ""
     )
     sentence = (
-        f"The top rung read the real run's schedule at {reached} of its {full} examples{cut}; "
-        f"LR* ∝ N^{exponent:.2f} ({source}) moves the LR by ×{factor:.2f} to the run's end "
-        f"(±{spread:.2f} decades)"
+        f"The top rung trained on {reached} of the real run's {full} examples{cut}; LR* ∝ N^{exponent:.2f} "
+        f"({source}) moves the LR by ×{factor:.2f} to the real run's length (±{spread:.2f} decades)"
         f"{''.join(skipped)}."
     )
     evidence |= {
         "lr_exponent": exponent,
         "exponent_sd": math.sqrt(path.covariance[1][1]),
         "measured": bool(measurements),  # a stored γ sharpens later studies' prior only when measured
-        "reading": "prefix",  # read part-way through the real run's schedule (`KnownResult.prefix_exponent`)
         "prior": prior.model_dump(),
         "source": source,
         "factor": factor,
@@ -1093,12 +1075,7 @@ def _target_runs(
         if not ledger.in_time():
             break  # a seconds budget: target examples cost more than the proxy's the plan was priced at
         record = run_to_rung(
-            spec,
-            data,
-            (batch, lr),
-            schedule_examples=plan.schedule_examples,
-            stop_at=examples,
-            eval_examples=examples,
+            spec, data, (batch, lr), top_examples=plan.top_examples, stop_at=examples, eval_examples=examples
         )
         ledger.add(
             record,

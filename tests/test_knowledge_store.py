@@ -205,15 +205,9 @@ def test_a_stored_study_that_measured_the_run_length_trend_passes_it_on(db: Data
     finished_study(db, spec(tmp_path), learning_rate=1e-3, evidence=measured)
     finished_study(db, spec(tmp_path), learning_rate=2e-3, evidence=prior_only)
 
-    prefix = {"size_trend": {"lr_exponent": 0.3, "exponent_sd": 0.2, "measured": True, "reading": "prefix"}}
-    finished_study(db, spec(tmp_path), learning_rate=3e-3, evidence=prefix)
-
     known = DatabaseKnowledgeStore(db).similar(context(spec(tmp_path)))
     by_lr = {k.learning_rate: (k.size_exponent, k.size_exponent_sd) for k in known}
-    assert by_lr == {1e-3: (-0.8, 0.15), 2e-3: (None, None), 3e-3: (None, None)}
-    # A study that read the real run's schedule part-way measured the drift to its end, another quantity.
-    by_lr = {k.learning_rate: (k.prefix_exponent, k.prefix_exponent_sd) for k in known}
-    assert by_lr == {1e-3: (None, None), 2e-3: (None, None), 3e-3: (0.3, 0.2)}
+    assert by_lr == {1e-3: (-0.8, 0.15), 2e-3: (None, None)}
 
 
 def test_a_second_study_starts_from_the_run_length_trend_the_first_one_measured(
@@ -252,8 +246,8 @@ def test_a_second_study_starts_from_the_run_length_trend_the_first_one_measured(
     second = run_leased(db, start_study(db, study_spec), study_spec, budget=None).recommendation
     assert not isinstance(second, NoRecommendation)
     prior = second.evidence["size_trend"]["prior"]
-    assert prior["studies"] == 1 and prior["sd"] < 0.4  # the prefix prior's ± 0.4, sharpened by the first
-    assert any("from the prefix prior and 1 stored studies" in sentence for sentence in second.reasoning)
+    assert prior["studies"] == 1 and prior["sd"] < 0.3  # seed 001's ± 0.3, sharpened by the first study
+    assert any("from seed 001 and 1 stored studies" in sentence for sentence in second.reasoning)
 
     base = {
         "model": study_spec.model,

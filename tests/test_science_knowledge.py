@@ -7,8 +7,6 @@ import math
 import pytest
 
 from advisor.science.knowledge import (
-    PREFIX_EXPONENT,
-    PREFIX_EXPONENT_SD,
     SIZE_EXPONENT,
     SIZE_EXPONENT_SD,
     KnowledgeStore,
@@ -170,18 +168,3 @@ def test_stored_studies_that_measured_the_run_length_trend_sharpen_its_prior() -
     other_method = known(method="dora").model_copy(update=steep)
     assert size_exponent_prior(context(), [other_method]).studies == 0  # LRs of another method do not compare
     assert "1 stored studies" in near.describe() and "seed 001's prior" in alone.describe()
-
-
-def test_the_prefix_prior_learns_only_from_studies_that_read_the_real_runs_schedule() -> None:
-    # Studies since 2026-12-02 read LR* part-way through the real run's schedule; the drift from there to
-    # the run's end (γ near −0.15) is another quantity than γ across complete runs (seed 001's −0.25).
-    alone = size_exponent_prior(context(), [known()], prefix=True)
-    assert (alone.mean, alone.sd, alone.studies) == (PREFIX_EXPONENT, PREFIX_EXPONENT_SD, 0)
-    assert alone.describe() == "the prefix prior -0.15 ± 0.4"
-    old_kind = known().model_copy(update={"size_exponent": -0.9, "size_exponent_sd": 0.1})
-    assert size_exponent_prior(context(), [old_kind], prefix=True).studies == 0
-    new_kind = known().model_copy(update={"prefix_exponent": 0.5, "prefix_exponent_sd": 0.1})
-    learned = size_exponent_prior(context(), [new_kind], prefix=True)
-    assert learned.studies == 1 and 0.4 < learned.mean < 0.5
-    assert "from the prefix prior and 1 stored studies" in learned.describe()
-    assert size_exponent_prior(context(), [new_kind]).studies == 0  # nor the other way round

@@ -120,7 +120,7 @@ def test_second_seeds_come_first_then_horizon_runs_or_a_cheaper_trend_study_then
     assert tight.top_extras == 2 and not tight.trend_runs and not tight.horizon_runs  # second seeds only
     middling = plan_study(small_task(4400), n_train=900)  # no room for 2 runs of 576: the subset study
     assert middling.trend_runs == TREND_LRS and middling.trend_examples == middling.top_examples // 3
-    assert f"run-length trend of {TREND_LRS} runs" in middling.describe()
+    assert f"dataset-size trend of {TREND_LRS} runs" in middling.describe()
     enough = plan_study(small_task(6000), n_train=900)
     assert enough.horizon_runs == HORIZON_RUNS and enough.horizon_examples == 900  # the real run's length
     roomy = plan_study(small_task(7000), n_train=900)

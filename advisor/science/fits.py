@@ -11,10 +11,9 @@ Why a *robust local quadratic in log LR* per batch size (and not a global quadra
 - The vertex is trusted within one grid step of the grid minimum only: interpolation, never extrapolation.
   When the bowl is not convex (flat or noisy) the fit falls back to the grid minimum and says so.
 
-Across run lengths (§4): LR* read at a few points of the real run's schedule (the top rung, horizon or
-trend runs) is joined by a Bayesian straight line in log LR* against log N whose slope has a prior (the
-prefix prior, −0.15 ± 0.4, `advisor.science.knowledge`), because two or three noisy points cannot fit a slope
-on their own.
+Across run lengths (§4): LR* measured at a few lengths (the top rung, horizon or trend runs) is joined by
+a Bayesian straight line in log LR* against log N whose slope has seed 001's prior, −0.25 ± 0.3, because
+two or three noisy points cannot fit a slope on their own.
 
 Diverged runs carry no loss; they bound LR* from above. Everything here is numpy/scipy, no torch.
 """
@@ -547,8 +546,8 @@ def bowl_coefficient(curve: CurveFit) -> float | None:
 
 @dataclass(frozen=True)
 class LogMeasurement:
-    """log10 of a quantity that moves with run length (LR*, or the best loss L*), measured `examples`
-    examples into the real run's schedule, give or take `sd` decades (one standard deviation)."""
+    """log10 of a quantity that moves with run length (LR*, or the best loss L*), measured on complete runs
+    of `examples` examples, give or take `sd` decades (one standard deviation)."""
 
     examples: int
     log_value: float
@@ -600,7 +599,7 @@ def loglog_line(
     anchor: LogMeasurement, measurements: Sequence[LogMeasurement], prior_exponent: float, prior_sd: float
 ) -> LogLogLine:
     """Bayesian straight line through a quantity measured at several run lengths, y ∝ N^exponent: LR*
-    (exponent γ, the prefix prior −0.15 ± 0.4) or the best loss L* (exponent −α).
+    (exponent γ, seed 001's prior −0.25 ± 0.3) or the best loss L* (exponent −α).
 
     Unknowns: log10 y at the anchor (the top rung; prior = its own measurement and spread) and the exponent
     (prior = `prior_exponent` ± `prior_sd`). Each other measurement at N_i observes

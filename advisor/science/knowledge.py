@@ -32,15 +32,6 @@ from advisor.specs import StudySpec
 RANK_EXPONENT = -math.log(5.6) / math.log(256 / 4)
 SIZE_EXPONENT = -math.log(3.0) / math.log(395_000 / 5_000)
 SIZE_EXPONENT_SD = 0.3  # how far γ may stray from seed 001's −0.25 on another model or task (a judgement)
-# The prefix prior: how far LR* moves from a reading part-way through the real run's LR schedule (where a
-# study's rungs read it) to the run's end. Two effects pull against each other: the run goes on longer (LR*
-# falls, seed 001's γ) and its LR decays at the end, which a reading part-way has not seen yet (a high LR,
-# still undecayed, looks worse than it will end). `bench/prefix_reading.py` (the quality benchmark's 7 tasks,
-# 4 seeds, B = 4, read at 144–288 of 450–1800 examples; 2026-12-02, in sample) measured γ from the reading
-# to the end at −1.06 … +0.22, median −0.14, mean −0.22 (LoRA+ the outlier), where complete short runs
-# (studies before 2026-12-02) gave −0.69 … +0.28, median −0.38. Hence −0.15, and ±0.4 covers the spread.
-PREFIX_EXPONENT = -0.15
-PREFIX_EXPONENT_SD = 0.4
 # A prior learned from stored studies never claims γ to better than this: tasks of one family still differ.
 LEARNED_EXPONENT_SD_FLOOR = 0.1
 MAX_DISTANCE = 3.0  # neighbours further than this (e.g. another model family at another rank) are ignored
@@ -109,13 +100,9 @@ class KnownResult(BaseModel):
     predicted_eval_loss: float | None = None
     lambda_max: float | None = None
     # γ in LR* ∝ N^γ and its spread, when the study measured how LR* moves with run length (horizon or
-    # trend runs); None when it only applied the prior. Studies before 2026-12-02 read complete short runs
-    # (γ across run lengths, `size_exponent`); since then they read the real run's schedule part-way (the
-    # drift to its end, `prefix_exponent`).
+    # trend runs); None when it only applied the prior.
     size_exponent: float | None = None
     size_exponent_sd: float | None = None
-    prefix_exponent: float | None = None
-    prefix_exponent_sd: float | None = None
 
 
 class ReportedOutcome(BaseModel):
@@ -332,64 +319,45 @@ def _provisional(
 
 
 class ExponentPrior(BaseModel):
-    """A prior of γ in LR* ∝ N^γ: across complete runs of different lengths (seed 001's, which moves a
-    stored neighbour's answer to this dataset size) or from a rung's reading part-way through the real
-    run's schedule to its end (the prefix prior, which moves a study's own answer)."""
+    """The prior of γ in LR* ∝ N^γ that a study moves its LR to the real run's length with."""
 
     mean: float = SIZE_EXPONENT
     sd: float = SIZE_EXPONENT_SD
     studies: int = 0  # stored studies of a nearby context that measured γ and went into it
-    origin: str = "seed 001's prior"  # where the unsharpened prior comes from
 
     def describe(self) -> str:
         if not self.studies:
-            return f"{self.origin} {self.mean:.2f} ± {self.sd:.2g}"
-        return f"a prior {self.mean:.2f} ± {self.sd:.2f} from {self.origin} and {self.studies} stored studies"
+            return f"seed 001's prior {self.mean:.2f} ± {self.sd:.2g}"
+        return f"a prior {self.mean:.2f} ± {self.sd:.2f} from seed 001 and {self.studies} stored studies"
 
 
-def prefix_prior() -> ExponentPrior:
-    """γ from a reading part-way through the real run's schedule to its end, before any study measured it."""
-    return ExponentPrior(mean=PREFIX_EXPONENT, sd=PREFIX_EXPONENT_SD, origin="the prefix prior")
-
-
-def size_exponent_prior(
-    context: StudyContext, neighbours: list[KnownResult], *, prefix: bool = False
-) -> ExponentPrior:
-    """Seed 001's γ (or with `prefix`, the prefix prior) sharpened by what nearby stored studies measured of
-    it: a precision-weighted mean in which a neighbour at distance d counts with its spread widened by
-    e^(d/2). A neighbour's γ is its posterior, which leaned on the same prior already; counting that prior
-    again errs towards it, the safe side."""
-    base = prefix_prior() if prefix else ExponentPrior()
-    precision, weighted, used = 1 / base.sd**2, base.mean / base.sd**2, 0
+def size_exponent_prior(context: StudyContext, neighbours: list[KnownResult]) -> ExponentPrior:
+    """Seed 001's γ sharpened by what nearby stored studies measured: a precision-weighted mean in which a
+    neighbour at distance d counts with its spread widened by e^(d/2). A neighbour's γ is its posterior,
+    which leaned on seed 001's prior already; counting that prior again errs towards it, the safe side."""
+    precision, weighted, used = 1 / SIZE_EXPONENT_SD**2, SIZE_EXPONENT / SIZE_EXPONENT_SD**2, 0
     for known in neighbours:
         distance = context_distance(context, known.context)
-        exponent, spread = (
-            (known.prefix_exponent, known.prefix_exponent_sd)
-            if prefix
-            else (known.size_exponent, known.size_exponent_sd)
-        )
-        if exponent is None or not spread or distance > MAX_DISTANCE:
+        if known.size_exponent is None or not known.size_exponent_sd or distance > MAX_DISTANCE:
             continue
-        sd = spread * math.exp(distance / 2)
+        sd = known.size_exponent_sd * math.exp(distance / 2)
         precision += 1 / sd**2
-        weighted += exponent / sd**2
+        weighted += known.size_exponent / sd**2
         used += 1
     if not used:
-        return base
+        return ExponentPrior()
     sd = max(1 / math.sqrt(precision), LEARNED_EXPONENT_SD_FLOOR)
-    return base.model_copy(update={"mean": weighted / precision, "sd": sd, "studies": used})
+    return ExponentPrior(mean=weighted / precision, sd=sd, studies=used)
 
 
 class Priors(BaseModel):
-    """What stored studies say before any compute: a provisional answer, β (curvature transfer), the priors
-    of γ (across dataset sizes, for neighbours; from a rung's reading to the real run's end, for the
-    study's own run-length transfer), the correction reported outcomes call for and the loss forecast's
-    slope they measured; seed 001's defaults and no correction when nothing is stored."""
+    """What stored studies say before any compute: a provisional answer, β (curvature transfer), the prior
+    of γ (run-length transfer), the correction reported outcomes call for and the loss forecast's slope
+    they measured; seed 001's defaults and no correction when nothing is stored."""
 
     provisional: Recommendation | None = None
     calibration: BetaCalibration = Field(default_factory=BetaCalibration)
     size_exponent: ExponentPrior = Field(default_factory=ExponentPrior)
-    prefix_exponent: ExponentPrior = Field(default_factory=prefix_prior)
     lr_correction: LrCorrection = Field(default_factory=LrCorrection)
     loss_exponent: LossExponentPrior = Field(default_factory=LossExponentPrior)
 
@@ -406,7 +374,6 @@ def stored_priors(store: KnowledgeStore, context: StudyContext) -> Priors:
         provisional=provisional_recommendation(context, neighbours, outcomes, exponent),
         calibration=recalibrate_beta(outcomes),
         size_exponent=exponent,
-        prefix_exponent=size_exponent_prior(context, neighbours, prefix=True),
         lr_correction=lr_correction(outcomes),
         loss_exponent=loss_exponent_prior(outcomes),
     )

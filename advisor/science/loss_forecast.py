@@ -7,7 +7,7 @@ real run's: on the quality benchmark's tasks by 2% (`add`, nearly saturated) to 
 log N, the same Bayesian line that moves LR* (`fits.loglog_line`):
 
 - the anchor is the top rung's L*, known to its seed noise;
-- horizon runs (at B*, read between the top rung and the real run's end) add their L*.
+- horizon runs (complete runs at B* between the top rung's length and the real run's) add their L*.
   Shorter runs do not: trend runs on a third of the top rung's examples are 6–30 optimizer steps, still
   in the first fast drop of the loss, and a slope read there does not carry to the real run (in
   `bench/warm_start.py --quick`, forecasts through them missed by 3–6% with 90% intervals of ±2%);

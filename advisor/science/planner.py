@@ -6,25 +6,20 @@ Numbers a plan is made of:
   one is given (LR* ∝ λ_max^(−β), seed 001), else by the method's usual LR; ±1 decade wide with a prior,
   ±1.5 decades without one (the centre is less certain).
 - Successive halving with η = 3: every config runs to rung 0 (1/η² of the top fidelity); the best third is
-  re-run to 3× further, and so on. Every run follows the LR schedule of the real run (warm-up, then cosine
-  decay over all of its examples) and stops at its rung, so a run stopped at rung r is exactly the first
-  part of the run the user will make, and configs are compared at equal examples seen (not equal steps: a
-  batch of 64 takes a quarter of the steps of a batch of 16 for the same data). Until 2026-12-02 runs
-  followed a schedule that ended at the top rung: complete short runs, whose LR* sits far above a longer
-  run's (×3 on two benchmark tasks).
+  re-run to 3× further, and so on. Runs at every rung follow the LR schedule of the top fidelity, so a run
+  stopped at rung r is exactly the first part of the full run, and configs are compared at equal examples
+  seen (not equal steps: a batch of 64 takes a quarter of the steps of a batch of 16 for the same data).
 - After the top rung ("top extras", each a run of top-rung length): a second seed of the top two configs,
   which measures the seed-to-seed noise that sets ε, the bootstrap's spread and the trend's weight
   (without it the noise is guessed from fit residuals, which can be off by 10× either way), then up to 2
   more LRs at B* when the top rung's optimum sits on the edge of the LRs promoted to it.
-- Run length: when the top rung sees less than half of the real run, LR* read at the top rung has to move
-  to the end of the run along LR* ∝ N^γ (the prefix prior, γ = −0.15 ± 0.4: read on the real run's
-  schedule, the optimum drifts less far than between complete runs, and either way). Best, when the
-  budget left after the second seeds affords it: 2 "horizon" runs at B*, on the same schedule to at least
-  twice the top rung's length (up to the real run's end), at two LRs half a decade apart around the
-  prior's prediction; their losses and the top rung's bowl locate LR* there, interpolating towards the
-  real run. Otherwise a trend study: 4 LRs at B* read at a third of the top rung's examples
-  (extrapolating away from the real run, so it is worth less).
-  Either measurement and the prior combine in `fits.loglog_line`.
+- Run length: when the top rung sees less than half of the real run, LR* has to move to the real run's
+  length along LR* ∝ N^γ (seed 001's prior γ = −0.25; on short runs it can be far steeper). Best, when the
+  budget left after the second seeds affords it: 2 "horizon" runs at B*, complete runs at least twice the
+  top rung's length (up to the real run's), at two LRs half a decade apart around the prior's prediction;
+  their losses and the top rung's bowl locate LR* there, interpolating towards the real run. Otherwise a
+  trend study: 4 LRs at B* as complete runs on a third of the top rung's examples (extrapolating away
+  from the real run, so it is worth less). Either measurement and the prior combine in `fits.loglog_line`.
 - A tight budget gives way in this order: the top fidelity shortens (down to 9 steps of the largest batch),
   the LR grid narrows (to MIN_LRS points), then the largest batch sizes go (to MIN_BATCH_SIZES): a whole
   step of the largest batch sets rung 0's length, so one large candidate can price a small dataset's whole
@@ -114,8 +109,8 @@ class StudyPlan:
     # examples under a seconds budget (1 under an examples budget, where examples count alike).
     target_cost_ratio: float = 1.0
     top_extras: int = 0  # runs of top-rung length after halving: an edge at the top, second seeds
-    trend_runs: int = 0  # runs at B* read at dataset_sizes[0] examples, for the run-length trend
-    horizon_runs: int = 0  # runs at B* read at dataset_sizes[-1] examples, towards the real run's end
+    trend_runs: int = 0  # complete runs on dataset_sizes[0] examples at B*, for the dataset-size trend
+    horizon_runs: int = 0  # complete runs on dataset_sizes[-1] examples at B*, towards the real run's length
     seconds_per_example: float = DEFAULT_SECONDS_PER_EXAMPLE
     run_overhead_seconds: float = 0.0  # model setup and evaluations, per run
     eta: int = ETA
@@ -132,21 +127,13 @@ class StudyPlan:
         return self.rungs[-1].examples
 
     @property
-    def schedule_examples(self) -> int:
-        """The LR schedule every proxy run follows: the real run's (warm-up and decay over all its examples),
-        stopped at the run's rung. A rung's loss is then the loss of the first part of the real run itself,
-        whose LR* lies nearer the real run's than a complete short run's does (`advisor.science.knowledge`'s
-        prefix prior has the figures)."""
-        return max(self.full_examples, self.top_examples)
-
-    @property
     def trend_examples(self) -> int | None:
-        """Examples at which each trend run stops (on the real run's schedule); None without a trend study."""
+        """Examples of each trend run (a complete run on a subset); None without a trend study."""
         return self.dataset_sizes[0] if self.dataset_sizes[0] < self.top_examples else None
 
     @property
     def horizon_examples(self) -> int | None:
-        """Examples at which each horizon run stops (past the top rung); None without horizon runs."""
+        """Examples of each horizon run (longer than the top rung); None without horizon runs."""
         return self.dataset_sizes[-1] if self.dataset_sizes[-1] > self.top_examples else None
 
     @property
@@ -199,7 +186,7 @@ class StudyPlan:
     def _extras_text(self) -> str:
         parts = [f"{self.top_extras} top-rung runs (edge, second seed)"] if self.top_extras else []
         if self.trend_runs:
-            parts.append(f"a run-length trend of {self.trend_runs} runs × {self.trend_examples} examples")
+            parts.append(f"a dataset-size trend of {self.trend_runs} runs × {self.trend_examples} examples")
         if self.horizon_runs:
             parts.append(f"{self.horizon_runs} horizon runs × {self.horizon_examples} examples at B*")
         if self.confirm_lrs:
@@ -214,8 +201,7 @@ class StudyPlan:
         return (
             f"Study on {proxy} (rank {self.proxy_rank}): batch sizes {self.batch_sizes}, "
             f"{len(self.learning_rates)} LRs {lrs} (4 per decade); successive halving η={self.eta} over "
-            f"rungs configs×examples [{rungs}], each run the first part of the real run's "
-            f"{self.schedule_examples}-example schedule{self._extras_text()}. Estimated cost: "
+            f"rungs configs×examples [{rungs}]{self._extras_text()}. Estimated cost: "
             f"{self.estimated_runs} runs, {self.estimated_examples} examples, "
             f"~{self.estimated_seconds:.0f} s "
             f"({self.estimated_examples / max(self.grid_examples, 1):.0%} of the full grid)."
@@ -385,7 +371,7 @@ def _plan_for(
     costs: tuple[float, float],
 ) -> StudyPlan:
     """The plan for one grid: the longest rungs that leave room for the top extras and, when the top rung
-    falls short of the real run, for horizon runs or the run-length trend study."""
+    falls short of the real run, for horizon runs or the dataset-size trend study."""
     n_configs = len(batches) * len(lrs)
     share = 1.0
     while True:

@@ -152,15 +152,12 @@ def _known_result(row: RecommendationRow, study: Study, fingerprint: str | None)
 
 
 def _size_exponent(payload: dict[str, Any]) -> dict[str, float]:
-    """γ and its spread from the answer's run-length evidence, when the study measured γ itself: the drift
-    from a reading part-way through the real run's schedule (studies since 2026-12-02, `reading` "prefix")
-    or across complete runs of different lengths (before)."""
+    """γ and its spread from the answer's run-length evidence, when the study measured γ itself."""
     trend = (payload.get("evidence") or {}).get("size_trend") or {}
     exponent, spread = _number(trend.get("lr_exponent")), _number(trend.get("exponent_sd"))
     if not trend.get("measured") or exponent is None or spread is None or spread <= 0:
         return {}
-    kind = "prefix_exponent" if trend.get("reading") == "prefix" else "size_exponent"
-    return {kind: exponent, f"{kind}_sd": spread}
+    return {"size_exponent": exponent, "size_exponent_sd": spread}
 
 
 def _best(rows: list[Outcome]) -> Outcome | None:
