@@ -38,17 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # the quality benchmark's base model, tasks and LR grid
 
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
-from advisor.science.planner import lr_grid, plan_study
+from advisor.science.planner import plan_study
+from advisor.specs import StudySpec
 from proxy_runs.study import loss_at, prepared_data, run_to_rung
 
 BATCH = 4  # the grid's best batch size on every quality task
 READINGS = ("end", "prefix", "complete")
 
 
-def reading_point(spec: Any, n_train: int, grid_size: int) -> int:
+def reading_point(spec: StudySpec, n_train: int, grid_size: int) -> int:
     """The top rung the advisor's plan reaches on the quality benchmark's budget for this task."""
-    budget = {"proxy_examples": int(quality.ADVISOR_SHARE * grid_size * n_train), "proxy_seconds": None}
-    planned = spec.model_copy(update={"budget": spec.budget.model_copy(update=budget)})
+    planned = quality.with_advisor_budget(spec, grid_size * n_train)
     return plan_study(planned, n_train=n_train).top_examples
 
 
@@ -62,8 +62,7 @@ def measure_task(base: Path, folder: Path, task: quality.Task, seeds: list[int])
     spec = quality.task_spec(base, folder, task, cfg)
     data = prepared_data(spec)
     full = len(data.train)
-    low, high = task.lr_range
-    lrs = lr_grid(math.sqrt(low * high), half_width_decades=math.log10(high / low) / 2, bounds=task.lr_range)
+    lrs = quality.task_lrs(task)
     top = reading_point(spec, full, len(lrs) * len(cfg.batch_sizes))
     observed: dict[str, list[Observation]] = {reading: [] for reading in READINGS}
     started = time.perf_counter()

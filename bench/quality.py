@@ -281,11 +281,15 @@ def lr_range_test(
     return (batch, min(losses, key=lambda lr: losses[lr]) / 10), batch * steps * len(lrs)
 
 
-def advisor_spec(trainer: Trainer, grid_examples: int, seed: int) -> StudySpec:
-    """The task's spec on `seed` with the advisor's budget: ADVISOR_SHARE of the grid's examples."""
+def with_advisor_budget(spec: StudySpec, grid_examples: int) -> StudySpec:
+    """`spec` with the advisor's budget: ADVISOR_SHARE of the grid's examples."""
     budget = {"proxy_examples": max(1, int(ADVISOR_SHARE * grid_examples)), "proxy_seconds": None}
-    spec = trainer.spec.with_seed(seed)
     return spec.model_copy(update={"budget": spec.budget.model_copy(update=budget)})
+
+
+def advisor_spec(trainer: Trainer, grid_examples: int, seed: int) -> StudySpec:
+    """The task's spec on `seed` with the advisor's budget."""
+    return with_advisor_budget(trainer.spec.with_seed(seed), grid_examples)
 
 
 def advisor(trainer: Trainer, grid_examples: int, seed: int) -> tuple[tuple[int, float], int, Recommendation]:
@@ -367,6 +371,12 @@ class Truth:
         return len(self.grid) * self.trainer.full_examples()
 
 
+def task_lrs(task: Task) -> list[float]:
+    """The dense grid's LRs: 4 per decade over the task's range."""
+    low, high = task.lr_range
+    return lr_grid(math.sqrt(low * high), half_width_decades=math.log10(high / low) / 2, bounds=task.lr_range)
+
+
 def ground_truth(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> Truth:
     spec = task_spec(base, folder, task, cfg)
     loaded = load_model_and_tokenizer(spec.model)
@@ -374,8 +384,7 @@ def ground_truth(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> Trut
         spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=spec.training.max_seq_len
     )
     trainer = Trainer(spec, data)
-    low, high = task.lr_range
-    lrs = lr_grid(math.sqrt(low * high), half_width_decades=math.log10(high / low) / 2, bounds=task.lr_range)
+    lrs = task_lrs(task)
     grid = [(b, lr) for b in cfg.batch_sizes for lr in lrs]
     started = time.perf_counter()
     best, best_loss = grid_truth(trainer, grid)

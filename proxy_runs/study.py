@@ -126,8 +126,13 @@ class _Ledger:
     def examples(self) -> int:
         return sum(r.examples_seen for r in self.runs)
 
+    @property
+    def spendable_examples(self) -> float:
+        """The examples budget less what is kept back for the target's runs."""
+        return self.budget_examples - self.reserved_examples
+
     def affords(self, examples: int) -> bool:
-        return self.examples + examples <= self.budget_examples - self.reserved_examples and self.in_time()
+        return self.examples + examples <= self.spendable_examples and self.in_time()
 
     def in_time(self) -> bool:
         return time.perf_counter() < self.hard_deadline - self.reserved_seconds
@@ -139,7 +144,7 @@ class _Ledger:
         """Training examples the budget still affords at `batch_size`: the examples budget left, and for a
         seconds budget the time left at the throughput this study's runs at that batch size measured
         (a small batch trains fewer examples per second than the calibration's largest batch)."""
-        left = self.budget_examples - self.reserved_examples - self.examples
+        left = self.spendable_examples - self.examples
         timed = [r for r in self.runs if r.config.batch_size == batch_size and r.examples_seen > 0]
         if math.isinf(self.hard_deadline) or not timed:
             return left
@@ -1016,7 +1021,7 @@ def _confirm_on_target(
     """A sibling proxy's answer on the target: B* as is; the LR by the model ratio that short target runs
     measure at one of the proxy's rungs when the plan affords them, else by the curvature ratio."""
     proxy_data, target_data = data
-    if plan.proxy_is_target or target_data is None:
+    if target_data is None:  # the proxy is the target itself
         return rec
     lambda_proxy, proxy_probe = probe_lambda(proxy_spec_for(spec), proxy_data)
     lambda_target, target_probe = probe_lambda(spec, target_data)
