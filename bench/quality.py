@@ -29,8 +29,11 @@ to the best config of a dense grid, and at what compute?
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
+import platform
 import random
 import statistics
 import sys
@@ -186,14 +189,63 @@ def task_spec(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> StudySp
 # 2. True losses ---------------------------------------------------------------------------------------------
 
 
+# What a full run's loss depends on besides the task: the engine and the base model's making. A cached loss
+# is reused only where all of these, the machine's CPU and torch are unchanged (runs are deterministic on
+# one machine, not across machines). The study code is not among them: a change to the advisor keeps the
+# ground truth.
+RUN_SOURCES = ("engine.py", "data.py", "models.py", "loss.py", "tiny.py", "synthetic.py", "methods")
+
+
+def run_cache_file(folder: Path, task: Task, cfg: BenchConfig) -> Path:
+    """Where a task's full-run losses are kept between runs of this benchmark on one machine."""
+    root = Path(__file__).resolve().parents[1] / "proxy_runs"
+    paths = [root / name for name in RUN_SOURCES]
+    sources = sorted(f for path in paths for f in ([path] if path.is_file() else path.rglob("*.py")))
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.read_bytes())
+    setting = {"task": asdict(task), "config": asdict(replace(cfg, tasks=[])), "torch": torch.__version__}
+    digest.update(json.dumps([setting, cpu_model()], sort_keys=True).encode())
+    return folder / f"{task.name}-{digest.hexdigest()[:16]}.json"
+
+
+def cpu_model() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor()
+
+
 @dataclass
 class Trainer:
-    """Full runs of one task, cached by (B, LR, seed); counts the examples each caller spends."""
+    """Full runs of one task, cached by (B, LR, seed) — in `cache_file` too, when given, so that a rerun
+    on the same machine trains only what it has not; counts the examples each caller spends."""
 
     spec: StudySpec
     data: PreparedData
     cache: dict[tuple[int, float, int], float | None] = field(default_factory=dict)
     untrained: float = math.nan  # eval loss before fine-tuning: what a diverged choice is worth
+    cache_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        self._load()
+
+    def _load(self) -> None:
+        if self.cache_file is not None and self.cache_file.exists():
+            stored = json.loads(self.cache_file.read_text())
+            self.untrained = stored["untrained"]
+            self.cache |= {(b, lr, s): loss for b, lr, s, loss in stored["runs"]}
+
+    def _store(self) -> None:
+        """Merge this trainer's runs into the cache file; replaced whole, so that two benchmarks sharing it
+        (two snapshots of the advisor side by side) never read half a file."""
+        if self.cache_file is None:
+            return
+        self._load()
+        runs = [[b, lr, s, loss] for (b, lr, s), loss in self.cache.items()]
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.cache_file.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps({"untrained": self.untrained, "runs": runs}))
+        partial.replace(self.cache_file)
 
     def loss(self, batch: int, lr: float, seed: int = 0) -> float | None:
         key = (batch, round(lr, 12), seed)
@@ -209,6 +261,7 @@ class Trainer:
             )
             self.untrained = record.metrics["evals"][0]["eval_loss"]
             self.cache[key] = record.eval_loss if record.status == "success" else None
+            self._store()
         return self.cache[key]
 
     def full_examples(self) -> int:
@@ -377,13 +430,16 @@ def task_lrs(task: Task) -> list[float]:
     return lr_grid(math.sqrt(low * high), half_width_decades=math.log10(high / low) / 2, bounds=task.lr_range)
 
 
-def ground_truth(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> Truth:
+def ground_truth(
+    base: Path, folder: Path, task: Task, cfg: BenchConfig, cache_folder: Path | None = None
+) -> Truth:
     spec = task_spec(base, folder, task, cfg)
     loaded = load_model_and_tokenizer(spec.model)
     data = prepare_data(
         spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=spec.training.max_seq_len
     )
-    trainer = Trainer(spec, data)
+    cache_file = run_cache_file(cache_folder, task, cfg) if cache_folder is not None else None
+    trainer = Trainer(spec, data, cache_file=cache_file)
     lrs = task_lrs(task)
     grid = [(b, lr) for b in cfg.batch_sizes for lr in lrs]
     started = time.perf_counter()
@@ -481,9 +537,14 @@ def noise_scale_along_run(trainer: Trainer, config: Config) -> list[dict[str, An
 
 
 def run_task(
-    base: Path, folder: Path, task: Task, cfg: BenchConfig, choice_seeds: list[int]
+    base: Path,
+    folder: Path,
+    task: Task,
+    cfg: BenchConfig,
+    choice_seeds: list[int],
+    cache_folder: Path | None = None,
 ) -> dict[str, Any]:
-    truth = ground_truth(base, folder, task, cfg)
+    truth = ground_truth(base, folder, task, cfg, cache_folder)
     trainer, best = truth.trainer, truth.best
     seed_losses = [trainer.loss(*best, seed=s) for s in sorted({*TRUTH_SEEDS, *REFERENCE_SEEDS})]
     finite = [v for v in seed_losses if v is not None]
@@ -683,6 +744,12 @@ def main() -> None:
     )
     parser.add_argument("--tasks", nargs="+", metavar="NAME", help="only these tasks (default: all)")
     parser.add_argument(
+        "--cache",
+        metavar="FOLDER",
+        help="keep every full run's loss here and reuse it on a rerun on this machine (the ground truth and "
+        "the contenders' scoring runs): a change to the advisor then costs only its own study and new picks",
+    )
+    parser.add_argument(
         "--reprint", metavar="JSON", help="summarise and print an earlier run's JSON again, without training"
     )
     args = parser.parse_args()
@@ -702,7 +769,10 @@ def main() -> None:
             parser.error(f"--tasks: no task named {', '.join(sorted(unknown))}")
         cfg = replace(cfg, tasks=[t for t in cfg.tasks if t.name in args.tasks])
     started = time.perf_counter()
-    tasks = run_suite(cfg, lambda base, folder, task: run_task(base, folder, task, cfg, args.choice_seed))
+    cache = Path(args.cache) if args.cache else None
+    tasks = run_suite(
+        cfg, lambda base, folder, task: run_task(base, folder, task, cfg, args.choice_seed, cache)
+    )
     summary = summarise(tasks)
     write_results(args.json, started, cfg, tasks, summary, quick=args.quick, choice_seeds=args.choice_seed)
     print_table(tasks, summary)
