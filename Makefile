@@ -47,8 +47,8 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) bench/proxy_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) bench/probes.py
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/prefix_reading.py
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/quality.py
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/warm_start.py
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/quality.py --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/warm_start.py --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/curvature_transfer.py
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/sibling_transfer.py
 

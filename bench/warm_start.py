@@ -28,7 +28,7 @@ a config's mean loss over 8 fresh seeds against the grid best's over 16):
 
 Compute is counted as in `quality.py` (examples seen, a share of the dense grid); instant answers cost none.
 
-    python bench/warm_start.py [--quick] [--json bench/out/warm_start.json]
+    python bench/warm_start.py [--quick] [--json bench/out/warm_start.json] [--cache FOLDER]
 """
 
 from __future__ import annotations
@@ -183,8 +183,10 @@ def scored(truth: Truth, rec: Recommendation, examples: int | None = None) -> di
     }
 
 
-def run_task(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> dict[str, Any]:
-    truth = ground_truth(base, folder, task, cfg)
+def run_task(
+    base: Path, folder: Path, task: Task, cfg: BenchConfig, cache: Path | None = None
+) -> dict[str, Any]:
+    truth = ground_truth(base, folder, task, cfg, cache)
     spec_on = {
         seed: advisor_spec(truth.trainer, truth.grid_examples, seed) for seed in (FIRST_SEED, NEXT_SEED)
     }
@@ -346,11 +348,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 tasks, 3 batch sizes, a shorter base model")
     parser.add_argument("--json", default="bench/out/warm_start.json")
+    parser.add_argument("--cache", metavar="FOLDER", help="where full-run losses are kept (as in quality.py)")
     args = parser.parse_args()
+    cache = Path(args.cache) if args.cache else None
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared
     cfg = QUICK if args.quick else FULL
     started = time.perf_counter()
-    tasks = run_suite(cfg, lambda base, folder, task: run_task(base, folder, task, cfg))
+    tasks = run_suite(cfg, lambda base, folder, task: run_task(base, folder, task, cfg, cache))
     summary = summarise(tasks)
     seeds = {"first": FIRST_SEED, "next": NEXT_SEED}
     write_results(args.json, started, cfg, tasks, summary, quick=args.quick, seeds=seeds)
