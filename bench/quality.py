@@ -223,6 +223,7 @@ class Trainer:
     spec: StudySpec
     data: PreparedData
     cache: dict[tuple[int, float, int], float | None] = field(default_factory=dict)
+    seconds: dict[tuple[int, float, int], float] = field(default_factory=dict)  # each run's, when timed
     untrained: float = math.nan  # eval loss before fine-tuning: what a diverged choice is worth
     cache_file: Path | None = None
 
@@ -233,7 +234,10 @@ class Trainer:
         if self.cache_file is not None and self.cache_file.exists():
             stored = json.loads(self.cache_file.read_text())
             self.untrained = stored["untrained"]
-            self.cache |= {(b, lr, s): loss for b, lr, s, loss in stored["runs"]}
+            for b, lr, s, loss, *timed in stored["runs"]:  # files written before 2026-12-02 hold no seconds
+                self.cache[(b, lr, s)] = loss
+                if timed and timed[0] is not None:
+                    self.seconds[(b, lr, s)] = timed[0]
 
     def _store(self) -> None:
         """Merge this trainer's runs into the cache file; replaced whole, so that two benchmarks sharing it
@@ -241,7 +245,7 @@ class Trainer:
         if self.cache_file is None:
             return
         self._load()
-        runs = [[b, lr, s, loss] for (b, lr, s), loss in self.cache.items()]
+        runs = [[*key, loss, self.seconds.get(key)] for key, loss in self.cache.items()]
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         partial = self.cache_file.with_suffix(f".{os.getpid()}.tmp")
         partial.write_text(json.dumps({"untrained": self.untrained, "runs": runs}))
@@ -260,6 +264,7 @@ class Trainer:
                 max_eval_examples=EVAL_EXAMPLES,
             )
             self.untrained = record.metrics["evals"][0]["eval_loss"]
+            self.seconds[key] = record.seconds
             self.cache[key] = record.eval_loss if record.status == "success" else None
             self._store()
         return self.cache[key]
@@ -417,7 +422,7 @@ class Truth:
     grid: list[tuple[int, float]]
     best: tuple[int, float]
     best_loss: float
-    seconds: float
+    seconds: float | None  # the grid's training time on TRUTH_SEEDS; None when a cache holds no times
 
     @property
     def grid_examples(self) -> int:
@@ -442,9 +447,10 @@ def ground_truth(
     trainer = Trainer(spec, data, cache_file=cache_file)
     lrs = task_lrs(task)
     grid = [(b, lr) for b in cfg.batch_sizes for lr in lrs]
-    started = time.perf_counter()
     best, best_loss = grid_truth(trainer, grid)
-    return Truth(trainer, lrs, grid, best, best_loss, time.perf_counter() - started)
+    times = [trainer.seconds.get((b, round(lr, 12), seed)) for b, lr in grid for seed in TRUTH_SEEDS]
+    seconds = sum(t for t in times if t is not None) if None not in times else None
+    return Truth(trainer, lrs, grid, best, best_loss, seconds)
 
 
 def choose(trainer: Trainer, truth: Truth, cfg: BenchConfig, choice_seed: int) -> dict[str, Any]:
@@ -569,7 +575,7 @@ def run_task(
         },
         "grid_configs": len(truth.grid),
         "grid_examples": truth.grid_examples,
-        "grid_seconds": round(truth.seconds, 1),
+        "grid_seconds": None if truth.seconds is None else round(truth.seconds, 1),
         "seed_noise_relative": noise,
         "batch_penalties": batch_penalties(truth),
         "noise_scale": noise_scale_along_run(trainer, best),
@@ -627,8 +633,11 @@ def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
     summary["median_seed_noise"] = statistics.median(t["seed_noise_relative"] for t in tasks)
     # Compute above is training examples; wall-clock time also pays per-run setup and evaluations, which on
     # these tiny models weigh as much as training: the advisor's seconds against one seed of the grid's.
-    summary["advisor_wall_clock_share"] = statistics.median(
-        c["advisor_seconds"] / (t["grid_seconds"] / len(TRUTH_SEEDS)) for t, c in everything
+    timed = [(t, c) for t, c in everything if t["grid_seconds"] is not None]  # not from a cache without times
+    summary["advisor_wall_clock_share"] = (
+        statistics.median(c["advisor_seconds"] / (t["grid_seconds"] / len(TRUTH_SEEDS)) for t, c in timed)
+        if timed
+        else None
     )
     return summary
 

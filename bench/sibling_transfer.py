@@ -103,12 +103,18 @@ def timed_study(spec: StudySpec) -> tuple[Recommendation, float, int, int]:
     return result.recommendation, seconds, on_proxy, on_target
 
 
+def grid_seconds_one_seed(truth: Truth) -> float:
+    """What one seed of the target's grid took; this benchmark trains its grids afresh, so always timed."""
+    assert truth.seconds is not None, "sibling_transfer.py never reads a run cache"
+    return truth.seconds / len(TRUTH_SEEDS)
+
+
 def contender_row(
     truth: Truth, config: Config, seconds: float | None = None, **examples: int
 ) -> dict[str, Any]:
     """A pick's regret on the target against its grid's best, and what it cost."""
     value, se = regret(truth.trainer, config, truth.best)
-    one_seed_grid_seconds = truth.seconds / len(TRUTH_SEEDS)
+    one_seed_grid_seconds = grid_seconds_one_seed(truth)
     return {
         "batch_size": config[0],
         "learning_rate": config[1],
@@ -176,7 +182,7 @@ def run(setup: Setup, choice_seeds: list[int]) -> dict[str, Any]:
             "sibling_grid_loss": sibling_loss,
             "implied_beta": implied_beta(sibling_best[1], target_best[1], lambdas),
             "sibling_best_on_target": contender_row(truth, sibling_best),
-            "grid_seconds_one_seed": truth.seconds / len(TRUTH_SEEDS),
+            "grid_seconds_one_seed": grid_seconds_one_seed(truth),
             "choices": choices,
         }
 
