@@ -20,6 +20,7 @@ from advisor.science.planner import Rung, StudyPlan, lattice_index, lattice_lr, 
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.specs import StudySpec, parse_spec
 from proxy_runs.study import (
+    UNMEASURED_NOISE,
     StudyResult,
     TrendResult,
     _apply_size_trend,
@@ -258,6 +259,17 @@ def short_top_rung(
     rec = recommend_from_rungs({300: top_fit}, {300: top_runs}, spec=spec, cost=cost, evidence={})
     assert isinstance(rec, Recommendation)
     return plan, top_fit, rec
+
+
+def test_single_seed_runs_that_measure_no_noise_never_claim_lr_star_exactly(tiny_spec: StudySpec) -> None:
+    # Five single-seed runs on an exact parabola: no replicate, no residual. Zero noise would make every
+    # bootstrap resample identical (an interval of 0.0356 … 0.0356); the study assumes 1% of the loss.
+    top_runs = bowl_runs(0.0356, 300)
+    _, _, rec = short_top_rung(tiny_spec, top_runs)
+    assert rec.learning_rate == pytest.approx(0.0356, rel=0.01)
+    assert interval_decades(rec) > 0.05
+    assert rec.band.epsilon >= 2 * UNMEASURED_NOISE * 2.0  # twice the assumed noise at L* = 2.0
+    assert any("taken as 1% of the loss" in sentence for sentence in rec.reasoning)
 
 
 def test_a_measured_dataset_size_trend_moves_the_lr_between_the_measurement_and_the_prior(
