@@ -9,7 +9,9 @@ The rule, in order:
 2. The band's LR range is stored at the recommended batch B*. At another batch B it moves with the
    study's LR rule, LR(B) = LR(B*) × (B / B*)^κ, so [lr_low, lr_high] is rescaled by the same factor.
 3. The effective batch must lie within the band's batch sizes. A band of one batch size (or a stored
-   answer without a band) allows `BATCH_TOLERANCE` either side: one doubling, the usual grid step.
+   answer without a band) allows `BATCH_TOLERANCE` either side: one doubling, the usual grid step; but
+   never as far as a batch size the study compared and left out of the band (measured worse than ε).
+   With candidates 4, 8, 16, 32 and a band of 4 alone, that is 2…7.
 4. A stored answer without a band (synthetic or older studies) gets `LR_TOLERANCE` around LR*.
 5. "pass" when both hold, else "fail". Separately, a plan whose LR is the one recommended for B* at
    another batch is flagged: the batch was changed and the LR was not rescaled (science.md §6).
@@ -106,7 +108,8 @@ def _band_at(answer: Mapping[str, Any], batch_size: int) -> dict[str, Any]:
         low, high = best_lr / LR_TOLERANCE, best_lr * LR_TOLERANCE
     batches = sorted({int(b) for b in stored_band.get("batch_sizes") or []} | {best_batch})
     if len(batches) == 1:
-        batch_low, batch_high = math.ceil(best_batch / BATCH_TOLERANCE), int(best_batch * BATCH_TOLERANCE)
+        compared = [int(b) for b in stored_band.get("compared_batch_sizes") or []]
+        batch_low, batch_high = _one_batch_range(best_batch, compared)
     else:
         batch_low, batch_high = batches[0], batches[-1]
     return {
@@ -119,6 +122,18 @@ def _band_at(answer: Mapping[str, Any], batch_size: int) -> dict[str, Any]:
         "batch_high": batch_high,
         "kappa": kappa,
     }
+
+
+def _one_batch_range(best_batch: int, compared: list[int]) -> tuple[int, int]:
+    """The batch sizes a band of B* alone passes: a doubling either side, stopping short of any batch size
+    the study compared and found worse (an answer stored before 2026-12-02 lists none)."""
+    low, high = math.ceil(best_batch / BATCH_TOLERANCE), int(best_batch * BATCH_TOLERANCE)
+    above, below = [b for b in compared if b > best_batch], [b for b in compared if b < best_batch]
+    if above:
+        high = min(high, min(above) - 1)
+    if below:
+        low = max(low, max(below) + 1)
+    return low, high
 
 
 def _batch_findings(band: Mapping[str, Any], batch_size: int) -> list[Finding]:

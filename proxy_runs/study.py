@@ -688,6 +688,9 @@ def _finish(
             rec = _forecast_real_run_loss(rec, plan, deepest, length_runs[1], bowl, priors.loss_exponent)
         rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta, fits)
         rec = band_holding_interval(_apply_outcome_correction(rec, priors.lr_correction))
+        rec.band.compared_batch_sizes = sorted(
+            {r.config.batch_size for r in ledger.runs if r.meta.get("role") == HALVING_ROLE}
+        )
         dropped = plan.dropped_batch_note(rec.batch_size)
         if dropped:
             rec.reasoning.append(dropped)

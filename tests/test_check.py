@@ -84,6 +84,23 @@ def test_an_answer_without_a_band_uses_the_documented_tolerances() -> None:
     assert decide(bare, batch_size=int(16 * BATCH_TOLERANCE * 2), learning_rate=7e-4).outcome == "fail"
 
 
+def test_a_one_batch_band_never_reaches_a_batch_size_the_study_measured_worse() -> None:
+    # B* = 16 alone in the band; the study also ran 8 and 32 and found both worse than ε.
+    band = {**RECOMMENDATION["band"], "batch_sizes": [16], "compared_batch_sizes": [8, 16, 32]}
+    alone = {**READY, "details": {**RECOMMENDATION, "band": band}}
+    assert decide(alone, batch_size=16, learning_rate=4e-4).outcome == "pass"
+    assert decide(alone, batch_size=24, learning_rate=4.9e-4).outcome == "pass"  # between: not measured
+    measured_worse = decide(alone, batch_size=32, learning_rate=5.7e-4)  # the LR rescaled as it should be
+    assert measured_worse.outcome == "fail" and (measured_worse.batch_low, measured_worse.batch_high) == (
+        9,
+        31,
+    )
+    assert "outside the band's batch sizes 9…31" in measured_worse.errors[0].message
+    # Without the comparison (an older answer), the tolerance reaches one doubling either side.
+    uncompared = {**READY, "details": {**RECOMMENDATION, "band": {**band, "compared_batch_sizes": []}}}
+    assert decide(uncompared, batch_size=32, learning_rate=5.7e-4).outcome == "pass"
+
+
 def test_an_alpha_rescaled_lookup_moves_the_band_with_lr_star() -> None:
     # lookup halves LR* when α doubles (lr·α/r constant); the stored band must follow.
     doubled_alpha = {**READY, "learning_rate": 2e-4}

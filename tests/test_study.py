@@ -72,6 +72,8 @@ def test_a_tiny_study_recommends_an_lr_inside_the_searched_range(study: tuple[St
     assert min(searched) <= rec.learning_rate <= max(searched)
     assert rec.batch_size in {r.config.batch_size for r in result.runs}
     assert rec.cost.runs == len(result.runs) and rec.cost.examples_seen > 0
+    # every candidate batch size was compared; the band says which were within ε (what `advisor check` uses)
+    assert set(rec.band.batch_sizes) <= set(rec.band.compared_batch_sizes) == set(result.plan.batch_sizes)
     assert rec.confidence.lr_interval is not None  # and `advisor check` passes all of it
     assert (
         rec.band.lr_low <= rec.confidence.lr_interval[0] <= rec.confidence.lr_interval[1] <= rec.band.lr_high

@@ -48,6 +48,9 @@ class Band(BaseModel):
     lr_high: float
     epsilon: float
     pairs: list[BandPair] = Field(default_factory=list)
+    # Every batch size the study compared (all candidates run in the halving): those outside `batch_sizes`
+    # were measured worse than ε, so `advisor check` does not let a one-batch band's tolerance reach them.
+    compared_batch_sizes: list[int] = Field(default_factory=list)
 
 
 class Confidence(BaseModel):
