@@ -698,10 +698,12 @@ def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     cells = "".join(f"{f'{lo * 100:.2f}…{hi * 100:.2f}%':>14} " for lo, hi in intervals)
     print(f"{'median regret, 90% cluster bootstrap':<63}{cells}")
     print(f"{'compute':<63}" + "".join(f"{summary[n]['median_compute_share']:>14.1%} " for n in names))
+    share = summary["advisor_wall_clock_share"]
+    timed = "not timed (a cache without times)" if share is None else f"{share:.0%} of one seed of the grid's"
     print(
         f"advisor beats TPE in {summary['advisor_beats_tpe']} of {summary['pairs']} pairs; "
         f"median seed noise {summary['median_seed_noise']:.2%}; the advisor's wall-clock time is "
-        f"{summary['advisor_wall_clock_share']:.0%} of one seed of the grid's (median)"
+        f"{timed} (median)"
     )
     print_loss_forecasts(tasks, summary.get("loss_forecast"))
     print_noise_scales(tasks)
