@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -189,21 +190,32 @@ def task_spec(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> StudySp
 # 2. True losses ---------------------------------------------------------------------------------------------
 
 
-# What a full run's loss depends on besides the task: the engine and the base model's making. A cached loss
-# is reused only where all of these, the machine's CPU and torch are unchanged (runs are deterministic on
-# one machine, not across machines). The study code is not among them: a change to the advisor keeps the
-# ground truth.
-RUN_SOURCES = ("engine.py", "data.py", "models.py", "loss.py", "tiny.py", "synthetic.py", "methods")
+# What a full run's loss depends on besides the task: the engine, the spec's defaults, the base model's making
+# and the full run itself. A cached loss is reused only where all of these, the machine's CPU and torch are
+# unchanged (runs are deterministic on one machine, not across machines). The study code is not among them:
+# a change to the advisor keeps the ground truth.
+RUN_SOURCES = (
+    "proxy_runs/engine.py",
+    "proxy_runs/data.py",
+    "proxy_runs/models.py",
+    "proxy_runs/loss.py",
+    "proxy_runs/tiny.py",
+    "proxy_runs/synthetic.py",
+    "proxy_runs/methods",
+    "advisor/specs.py",
+)
 
 
 def run_cache_file(folder: Path, task: Task, cfg: BenchConfig) -> Path:
     """Where a task's full-run losses are kept between runs of this benchmark on one machine."""
-    root = Path(__file__).resolve().parents[1] / "proxy_runs"
+    root = Path(__file__).resolve().parents[1]
     paths = [root / name for name in RUN_SOURCES]
     sources = sorted(f for path in paths for f in ([path] if path.is_file() else path.rglob("*.py")))
     digest = hashlib.sha256()
     for source in sources:
         digest.update(source.read_bytes())
+    for function in (build_base, task_spec, Trainer.loss):  # this file: the base model, the task, a run
+        digest.update(inspect.getsource(function).encode())
     setting = {"task": asdict(task), "config": asdict(replace(cfg, tasks=[])), "torch": torch.__version__}
     digest.update(json.dumps([setting, cpu_model()], sort_keys=True).encode())
     return folder / f"{task.name}-{digest.hexdigest()[:16]}.json"
