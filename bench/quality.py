@@ -263,8 +263,18 @@ class Trainer:
         partial.write_text(json.dumps({"untrained": self.untrained, "runs": runs}))
         partial.replace(self.cache_file)
 
+    @staticmethod
+    def key(batch: int, lr: float, seed: int) -> tuple[int, float, int]:
+        """A run's key in the cache (the LR rounded so that grid LRs computed two ways meet)."""
+        return batch, round(lr, 12), seed
+
+    def training_seconds(self, configs: list[Config], seeds: tuple[int, ...]) -> float | None:
+        """What these runs took to train; None when any came from a cache written without times."""
+        times = [self.seconds.get(self.key(*config, seed)) for config in configs for seed in seeds]
+        return None if None in times else sum(t for t in times if t is not None)
+
     def loss(self, batch: int, lr: float, seed: int = 0) -> float | None:
-        key = (batch, round(lr, 12), seed)
+        key = self.key(batch, lr, seed)
         if key not in self.cache:
             spec = self.spec.with_seed(seed)
             record = train_proxy(
@@ -460,9 +470,7 @@ def ground_truth(
     lrs = task_lrs(task)
     grid = [(b, lr) for b in cfg.batch_sizes for lr in lrs]
     best, best_loss = grid_truth(trainer, grid)
-    times = [trainer.seconds.get((b, round(lr, 12), seed)) for b, lr in grid for seed in TRUTH_SEEDS]
-    seconds = sum(t for t in times if t is not None) if None not in times else None
-    return Truth(trainer, lrs, grid, best, best_loss, seconds)
+    return Truth(trainer, lrs, grid, best, best_loss, trainer.training_seconds(grid, TRUTH_SEEDS))
 
 
 def choose(trainer: Trainer, truth: Truth, cfg: BenchConfig, choice_seed: int) -> dict[str, Any]:
