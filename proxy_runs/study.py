@@ -68,6 +68,7 @@ from advisor.science.planner import (
     CurvaturePrior,
     StudyPlan,
     extend_lr_grid,
+    extension_bounds,
     horizon_length,
     lattice_index,
     lattice_lr,
@@ -245,7 +246,7 @@ def _extensions(fit: SurfaceFit | NoRecommendation, spec: StudySpec) -> list[Con
     for edge in fit.edges:
         if edge.axis == "lr" and edge.batch_size in {e.batch_size for e in fit.band}:
             tried = [lr for lr, _ in fit.curves[edge.batch_size].tested]
-            lrs = extend_lr_grid(tried, edge.side, bounds=(spec.lr_range[0] / 10, spec.lr_range[1]))
+            lrs = extend_lr_grid(tried, edge.side, bounds=extension_bounds(spec))
             new += [(edge.batch_size, lr) for lr in lrs]
     return sorted(set(new))
 
@@ -321,12 +322,12 @@ def top_extras(
 
 
 def _beyond_edge(spec: StudySpec, curve: CurveFit) -> list[float]:
-    """One lattice LR past the edge a curve's optimum sits on; [] when there is none or it is out of range
-    (the lower bound allows a decade below the user's range, as rung-0 extensions do)."""
+    """One lattice LR past the edge a curve's optimum sits on; [] when there is none or it is beyond the
+    reach of extensions (`extension_bounds`), as rung-0 extensions are."""
     if curve.edge is None:
         return []
     tried = [lr for lr, _ in curve.tested]
-    return extend_lr_grid(tried, curve.edge, steps=1, bounds=(spec.lr_range[0] / 10, spec.lr_range[1]))
+    return extend_lr_grid(tried, curve.edge, steps=1, bounds=extension_bounds(spec))
 
 
 def _run_and_record(
@@ -772,10 +773,11 @@ def horizon_lrs(
     spec: StudySpec, top_lr: float, top_examples: int, length: int, exponent: float = SIZE_EXPONENT
 ) -> list[float]:
     """Two lattice LRs half a decade apart around where the prior γ moves LR*(top) at `length` examples,
-    shifted down as a pair when the higher one would leave the user's range."""
+    shifted down as a pair when the higher one would leave the reach of extensions."""
     predicted = top_lr * (length / top_examples) ** exponent
     low = lattice_index(predicted) - HORIZON_SPACING // 2
-    while low > lattice_index(spec.lr_range[0]) and lattice_lr(low + HORIZON_SPACING) > spec.lr_range[1]:
+    floor, ceiling = extension_bounds(spec)
+    while low > lattice_index(floor) and lattice_lr(low + HORIZON_SPACING) > ceiling:
         low -= 1
     return [lattice_lr(low), lattice_lr(low + HORIZON_SPACING)]
 

@@ -17,6 +17,7 @@ from advisor.science.planner import (
     TREND_LRS,
     CurvaturePrior,
     extend_lr_grid,
+    extension_bounds,
     lr_grid,
     plan_study,
     rung_schedule,
@@ -72,6 +73,15 @@ def test_optimum_on_the_grid_edge_makes_the_planner_extend_the_grid() -> None:
 def test_extension_stops_at_the_bounds() -> None:
     assert extend_lr_grid([0.5, 0.89], "high", bounds=(1e-8, 1.0)) == []
     assert extend_lr_grid([2e-4, 3.56e-4], "low", steps=1) == [pytest.approx(1.12e-4)]
+
+
+def test_extensions_reach_a_decade_past_either_end_of_the_users_lr_range() -> None:
+    # The default range tops out at 1e-2; LoRA on SmolLM2-135M does best at 0.0112 (bench/real_llm.py).
+    bounds = extension_bounds(spec())
+    assert bounds == (pytest.approx(1e-7), pytest.approx(1e-1))
+    assert extend_lr_grid([3.56e-3, 6.32e-3], "high", bounds=bounds) == [pytest.approx(0.0112), 0.02]
+    assert extend_lr_grid([0.0356, 0.0632], "high", bounds=bounds) == []  # 0.112 is past the reach
+    assert extension_bounds(spec(lr_range=[1e-3, 0.5])) == (pytest.approx(1e-4), 1.0)  # never past LR_BOUNDS
 
 
 def test_rungs_multiply_by_eta_and_are_multiples_of_the_largest_batch() -> None:

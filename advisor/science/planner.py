@@ -46,6 +46,7 @@ ETA = 3  # successive halving keeps the best 1/η at each rung
 MIN_TOP_CONFIGS = 3  # the top rung keeps ≥ 3 configs: the winner and its LR neighbours, for a local fit
 LR_BOUNDS = (1e-8, 1.0)  # no extension goes beyond these, whatever the edge says
 EXTENSION_STEPS = 2  # an edge extends the grid by half a decade
+EXTENSION_REACH = 10.0  # ... and extensions may go this factor past either end of the spec's lr_range
 MIN_LRS = 5  # a tight budget narrows the LR grid to no fewer points than this (±half a decade)
 MIN_BATCH_SIZES = 2  # ... and then drops the largest batch sizes, keeping at least this many to compare
 TOP_EXTRAS = 4  # runs of top-rung length reserved for an edge at the top rung and second-seed replicates
@@ -238,6 +239,17 @@ def extend_lr_grid(
     direction = -1 if side == "low" else 1
     new = [lattice_lr(end + direction * i) for i in range(1, steps + 1)]
     return [lr for lr in new if bounds[0] <= lr <= bounds[1]]
+
+
+def extension_bounds(spec: StudySpec) -> tuple[float, float]:
+    """How far edge extensions may take the LR grid: a decade past either end of the spec's lr_range.
+
+    The range only places the first grid, and it is a guess: the default's top, 1e-2, lies below the best
+    LR of LoRA on SmolLM2-135M (0.0112 at B = 4, `bench/real_llm.py`), where a hard top would leave the
+    optimum on the edge and the answer at the last LR below it. Diverged runs stop at once, so looking past
+    the high end costs little."""
+    low, high = spec.lr_range
+    return max(low / EXTENSION_REACH, LR_BOUNDS[0]), min(high * EXTENSION_REACH, LR_BOUNDS[1])
 
 
 def grid_centre(spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | None) -> float:

@@ -220,7 +220,7 @@ def fit_reasoning(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> li
             f"The best LR at B* is the {'highest' if edge.side == 'high' else 'lowest'} one run this far "
             f"({tried[-1] if edge.side == 'high' else tried[0]:.3g}): the optimum may lie beyond it, so the "
             "interval of LR* stays open a grid step past it. Raise the budget so the study can try LRs "
-            "there, or widen lr_range if it ends there."
+            "there (it may go a decade past either end of lr_range), or move lr_range if it ended there."
         )
     for edge in (e for e in surface.edges if e.axis == "batch"):
         direction = "smaller" if edge.side == "low" else "larger"
