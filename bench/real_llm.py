@@ -46,6 +46,7 @@ from quality import ADVISOR_SHARE, DEFAULT_CONFIG, Config, Trainer, cpu_model
 from advisor.science.planner import lattice_index, lattice_lr
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec
+from proxy_runs.data import PreparedData
 from proxy_runs.study import run_study
 
 BATCH_SIZES = (4, 8, 16)
@@ -56,10 +57,13 @@ TRUTH_SEED = 0
 FRESH_SEEDS = (1, 2)
 
 
-def cache_file(folder: Path, spec: StudySpec) -> Path:
-    """Where this pair's full runs are kept: keyed by the spec, torch and the CPU (not by the engine's code:
-    delete the file after changing it)."""
-    setting = [spec.model_dump(mode="json"), torch.__version__, cpu_model()]
+def cache_file(folder: Path, spec: StudySpec, data: PreparedData) -> Path:
+    """Where this pair's full runs are kept: keyed by the spec (the dataset by its content, not by where the
+    wheel sits: a git worktree's .venv link moves it), torch and the CPU; not by the engine's code: delete
+    the file after changing it."""
+    dumped = spec.model_dump(mode="json")
+    dumped["dataset"].pop("path")
+    setting = [dumped, data.fingerprint.get("content_sha256"), torch.__version__, cpu_model()]
     digest = hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:16]
     return folder / f"smollm2_faq-{digest}.json"
 
@@ -111,7 +115,7 @@ def advisor_pick(spec: StudySpec, budget_examples: int) -> tuple[Recommendation,
 def measure(cache_folder: Path | None) -> dict[str, Any]:
     spec, data = faq_spec()
     spec = spec.model_copy(update={"batch_sizes": list(BATCH_SIZES)})
-    trainer = Trainer(spec, data, cache_file=cache_file(cache_folder, spec) if cache_folder else None)
+    trainer = Trainer(spec, data, cache_file=cache_file(cache_folder, spec, data) if cache_folder else None)
     grid = {batch: batch_lrs(trainer, batch) for batch in BATCH_SIZES}
     best = min(((b, lr) for b, row in grid.items() for lr in row), key=lambda c: grid[c[0]][c[1]])
     grid_seconds = sum(
