@@ -11,13 +11,14 @@ same question once on a real pretrained LLM, as a user would meet it: SmolLM2-13
    pair) and extended a step at a time while a batch size's best LR is on its edge. One seed (0) picks the
    grid's best; the lattice is dense only where the optimum is, which is all a ground truth needs.
 2. **The advisor:** `run_study` on the spec a user would write (batch_sizes [4, 8, 16], every other field
-   at its default, LR range included: the planner has to find the region itself), on seed 0, with 10% of
+   at its default, LR range included: the planner has to find the region itself), on each choice seed
+   (`--choice-seed`, default 0; not 1 or 2, the scoring seeds), with 10% of
    what the quality benchmark's dense grid would cost here (4 batch sizes × 8 LRs of full runs).
 3. **The framework default** (B = 16, LR 2e-4), for scale.
 4. **Regret** of each pick: its mean loss over 2 fresh seeds (1, 2) against the grid best's on the same
    seeds, relative, ± its standard error; the grid best's spread over seeds 0–2 is the seed noise.
 
-    python bench/real_llm.py [--cache FOLDER] [--json FILE]
+    python bench/real_llm.py [--choice-seed 0 3 6] [--cache FOLDER] [--json FILE]
 
 Needs `make .venv/.models`. About an hour on a 2-core CPU (each full run is a few minutes); with `--cache`
 a rerun trains only what it has not.
@@ -102,17 +103,42 @@ def regret(trainer: Trainer, config: Config, best: Config) -> tuple[float, float
     return statistics.fmean(mine) / yardstick - 1, math.sqrt(variance) / yardstick
 
 
-def advisor_pick(spec: StudySpec, budget_examples: int) -> tuple[Recommendation, float]:
+def advisor_pick(spec: StudySpec, budget_examples: int, seed: int) -> tuple[Recommendation, float]:
     budget = spec.budget.model_copy(update={"proxy_examples": budget_examples, "proxy_seconds": None})
-    study_spec = spec.with_seed(TRUTH_SEED).model_copy(update={"budget": budget})
+    study_spec = spec.with_seed(seed).model_copy(update={"budget": budget})
     started = time.perf_counter()
     rec = run_study(study_spec).recommendation
     if not isinstance(rec, Recommendation):
-        raise SystemExit(f"the advisor made no recommendation: {rec}")
+        raise SystemExit(f"the advisor made no recommendation on seed {seed}: {rec}")
     return rec, time.perf_counter() - started
 
 
-def measure(cache_folder: Path | None) -> dict[str, Any]:
+def advisor_row(trainer: Trainer, best: Config, budget: int, seed: int) -> dict[str, Any]:
+    """The advisor's answer on choice seed `seed` and what it is worth."""
+    rec, seconds = advisor_pick(trainer.spec, budget, seed)
+    pick = (rec.batch_size, rec.learning_rate)
+    worth, se = regret(trainer, pick, best)
+    return {
+        "choice_seed": seed,
+        "batch_size": rec.batch_size,
+        "learning_rate": rec.learning_rate,
+        "regret": worth,
+        "se": se,
+        "band": rec.band.model_dump(mode="json"),
+        "confidence": rec.confidence.label,
+        "lr_interval": rec.confidence.lr_interval,
+        "predicted_eval_loss": rec.predicted_eval_loss,
+        "predicted_interval": rec.predicted_eval_loss_interval,
+        "actual_eval_loss": statistics.fmean(trainer.score(*pick, s) for s in FRESH_SEEDS),
+        "examples": rec.cost.examples_seen,
+        "budget_examples": budget,
+        "runs": rec.cost.runs,
+        "seconds": round(seconds, 1),
+        "reasoning": rec.reasoning,
+    }
+
+
+def measure(cache_folder: Path | None, choice_seeds: list[int]) -> dict[str, Any]:
     spec, data = faq_spec()
     spec = spec.model_copy(update={"batch_sizes": list(BATCH_SIZES)})
     trainer = Trainer(spec, data, cache_file=cache_file(cache_folder, spec, data) if cache_folder else None)
@@ -121,38 +147,20 @@ def measure(cache_folder: Path | None) -> dict[str, Any]:
     grid_seconds = sum(
         trainer.seconds.get(trainer.key(b, lr, TRUTH_SEED)) or 0.0 for b, row in grid.items() for lr in row
     )
-    full_run_examples = trainer.full_examples()
-    budget = int(ADVISOR_SHARE * NOMINAL_GRID_CONFIGS * full_run_examples)
-    rec, advisor_seconds = advisor_pick(spec, budget)
-    picks = {"advisor": (rec.batch_size, rec.learning_rate), "default": DEFAULT_CONFIG}
-    regrets = {name: regret(trainer, config, best) for name, config in picks.items()}
+    budget = int(ADVISOR_SHARE * NOMINAL_GRID_CONFIGS * trainer.full_examples())
+    advisor = [advisor_row(trainer, best, budget, seed) for seed in choice_seeds]
+    default, default_se = regret(trainer, DEFAULT_CONFIG, best)
     best_seeds = [trainer.score(*best, s) for s in (TRUTH_SEED, *FRESH_SEEDS)]
-    pick_fresh = statistics.fmean(trainer.score(*picks["advisor"], s) for s in FRESH_SEEDS)
     return {
-        "train_examples": full_run_examples,
+        "train_examples": trainer.full_examples(),
         "grid": {str(b): {str(lr): loss for lr, loss in row.items()} for b, row in grid.items()},
         "grid_runs": sum(len(row) for row in grid.values()),
         "grid_seconds": round(grid_seconds, 1),
+        "full_run_seconds": round(grid_seconds / sum(len(row) for row in grid.values()), 1),
         "best": {"batch_size": best[0], "learning_rate": best[1], "loss_seed0": grid[best[0]][best[1]]},
         "seed_noise_relative": statistics.stdev(best_seeds) / statistics.fmean(best_seeds),
-        "advisor": {
-            "batch_size": rec.batch_size,
-            "learning_rate": rec.learning_rate,
-            "band": rec.band.model_dump(mode="json"),
-            "confidence": rec.confidence.label,
-            "lr_interval": rec.confidence.lr_interval,
-            "predicted_eval_loss": rec.predicted_eval_loss,
-            "predicted_interval": rec.predicted_eval_loss_interval,
-            "actual_eval_loss": pick_fresh,
-            "examples": rec.cost.examples_seen,
-            "budget_examples": budget,
-            "runs": rec.cost.runs,
-            "seconds": round(advisor_seconds, 1),
-            "reasoning": rec.reasoning,
-        },
-        "regrets": {
-            name: {"config": picks[name], "regret": r, "se": se} for name, (r, se) in regrets.items()
-        },
+        "advisor": advisor,
+        "default": {"config": DEFAULT_CONFIG, "regret": default, "se": default_se},
     }
 
 
@@ -162,33 +170,37 @@ def print_table(result: dict[str, Any]) -> None:
     for b, row in result["grid"].items():
         cells = "".join(f"{row[str(lr)]:>9.4f}" if str(lr) in row else f"{'':>9}" for lr in lrs)
         print(f"{b:>4}{cells}")
-    best, adv = result["best"], result["advisor"]
-    grid_full_runs = result["grid_runs"]
+    best = result["best"]
     print(
         f"grid best ({best['batch_size']}, {best['learning_rate']:.3g}), "
-        f"seed noise {result['seed_noise_relative']:.2%}; "
-        f"{grid_full_runs} full runs of {result['train_examples']} examples, {result['grid_seconds']:.0f} s"
+        f"seed noise {result['seed_noise_relative']:.2%}; {result['grid_runs']} full runs of "
+        f"{result['train_examples']} examples, {result['full_run_seconds']:.0f} s each"
     )
-    for name, r in result["regrets"].items():
-        b, lr = r["config"]
-        print(f"{name:>8}: ({b}, {lr:.3g}) regret {r['regret']:+.2%} ± {r['se']:.2%}")
-    share = adv["examples"] / (NOMINAL_GRID_CONFIGS * result["train_examples"])
-    print(
-        f"advisor: {adv['runs']} proxy runs, {adv['examples']} examples ({share:.1%} of a 4×8 grid), "
-        f"{adv['seconds']:.0f} s; {adv['confidence']} confidence; LR 90% {adv['lr_interval'][0]:.3g} … "
-        f"{adv['lr_interval'][1]:.3g}; predicted loss {adv['predicted_eval_loss']}, "
-        f"reached {adv['actual_eval_loss']:.4f}"
-    )
+    default = result["default"]
+    print(f"default {tuple(default['config'])}: regret {default['regret']:+.2%} ± {default['se']:.2%}")
+    nominal_grid = NOMINAL_GRID_CONFIGS * result["train_examples"]
+    for row in result["advisor"]:
+        low, high = row["lr_interval"]
+        print(
+            f"advisor, choice seed {row['choice_seed']}: ({row['batch_size']}, {row['learning_rate']:.3g}) "
+            f"regret {row['regret']:+.2%} ± {row['se']:.2%}; {row['runs']} proxy runs, {row['examples']} "
+            f"examples ({row['examples'] / nominal_grid:.1%} of a 4×8 grid), {row['seconds']:.0f} s; "
+            f"LR 90% {low:.3g} … {high:.3g}; predicted loss {row['predicted_eval_loss']:.4f}, "
+            f"reached {row['actual_eval_loss']:.4f}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=None, help="keep every full run's loss in this folder")
+    parser.add_argument(
+        "--choice-seed", type=int, nargs="+", default=[0], help="seeds the advisor studies on"
+    )
     parser.add_argument("--json", default="bench/out/real_llm.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
-    result = measure(args.cache)
+    result = measure(args.cache, args.choice_seed)
     out = {"machine": cpu_model(), **result, "seconds": round(time.perf_counter() - started, 1)}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2))
