@@ -42,13 +42,15 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile
 
-bench: $(STAMP)
+bench: $(STAMP) $(VENV)/.models
 	$(PIP) install -q -e '.[bench]'  # Optuna, the quality benchmark's TPE contender; not needed to run or test
 	HF_HUB_OFFLINE=1 $(PY) bench/proxy_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) bench/probes.py
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/prefix_reading.py
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/quality.py --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/warm_start.py --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/batch_scaling.py --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/real_llm.py --choice-seed 0 3 6 --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/curvature_transfer.py
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/sibling_transfer.py
 
