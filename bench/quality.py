@@ -320,12 +320,18 @@ def grid_truth(trainer: Trainer, grid: list[Config]) -> tuple[Config, float]:
     return best, losses[best]
 
 
-def regret(trainer: Trainer, config: Config, best: Config) -> tuple[float, float]:
-    """(regret, its standard error): the config's mean loss over FRESH_SEEDS against the grid best's over
-    REFERENCE_SEEDS, relative to the latter. Every contender picked its config on a choice seed and the grid
-    on TRUTH_SEEDS, so judging on those would reward whoever was luckiest there (the grid's minimum of 32
-    noisy runs included)."""
-    mine, reference = trainer.scores(*config), trainer.scores(*best, REFERENCE_SEEDS)
+def regret(
+    trainer: Trainer,
+    config: Config,
+    best: Config,
+    seeds: tuple[int, ...] = FRESH_SEEDS,
+    reference_seeds: tuple[int, ...] = REFERENCE_SEEDS,
+) -> tuple[float, float]:
+    """(regret, its standard error): the config's mean loss over `seeds` (FRESH_SEEDS) against the grid
+    best's over `reference_seeds` (REFERENCE_SEEDS), relative to the latter. Every contender picked its
+    config on a choice seed and the grid on TRUTH_SEEDS, so judging on those would reward whoever was
+    luckiest there (the grid's minimum of 32 noisy runs included)."""
+    mine, reference = trainer.scores(*config, seeds), trainer.scores(*best, reference_seeds)
     yardstick = statistics.fmean(reference)
     variance = statistics.variance(mine) / len(mine) + statistics.variance(reference) / len(reference)
     return (statistics.fmean(mine) - yardstick) / yardstick, math.sqrt(variance) / yardstick

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import statistics
 import sys
 import time
@@ -42,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loss_scaling import faq_spec  # the same model, data and spec as the loss forecast's prior
-from quality import ADVISOR_SHARE, DEFAULT_CONFIG, Config, Trainer, cpu_model
+from quality import DEFAULT_CONFIG, Config, Trainer, advisor_spec, cpu_model, regret
 
 from advisor.science.planner import lattice_index, lattice_lr
 from advisor.science.recommendation import Recommendation
@@ -69,18 +68,13 @@ def cache_file(folder: Path, spec: StudySpec, data: PreparedData) -> Path:
     return folder / f"smollm2_faq-{digest}.json"
 
 
-def loss_or_untrained(trainer: Trainer, config: Config, seed: int) -> float:
-    return trainer.score(*config, seed)
-
-
 def batch_lrs(trainer: Trainer, batch: int) -> dict[float, float]:
     """Full runs at `batch` over the lattice, grown until the lowest loss is inside (or MAX_EXTENSIONS)."""
     middle = lattice_index(START_LR)
     low, high = middle - 1, middle + 1
     while True:
         losses = {
-            lattice_lr(k): loss_or_untrained(trainer, (batch, lattice_lr(k)), TRUTH_SEED)
-            for k in range(low, high + 1)
+            lattice_lr(k): trainer.score(batch, lattice_lr(k), TRUTH_SEED) for k in range(low, high + 1)
         }
         best = min(losses, key=lambda lr: losses[lr])
         print(
@@ -94,30 +88,22 @@ def batch_lrs(trainer: Trainer, batch: int) -> dict[float, float]:
             return losses
 
 
-def regret(trainer: Trainer, config: Config, best: Config) -> tuple[float, float]:
-    """(regret, standard error) on FRESH_SEEDS, relative to the grid best's mean there."""
-    mine = [trainer.score(*config, s) for s in FRESH_SEEDS]
-    reference = [trainer.score(*best, s) for s in FRESH_SEEDS]
-    yardstick = statistics.fmean(reference)
-    variance = statistics.variance(mine) / len(mine) + statistics.variance(reference) / len(reference)
-    return statistics.fmean(mine) / yardstick - 1, math.sqrt(variance) / yardstick
-
-
-def advisor_pick(spec: StudySpec, budget_examples: int, seed: int) -> tuple[Recommendation, float]:
-    budget = spec.budget.model_copy(update={"proxy_examples": budget_examples, "proxy_seconds": None})
-    study_spec = spec.with_seed(seed).model_copy(update={"budget": budget})
+def advisor_pick(trainer: Trainer, seed: int) -> tuple[Recommendation, int, float]:
+    """The advisor's recommendation on `seed`, its budget (the quality benchmark's share of a nominal 4 × 8
+    grid) and its wall-clock seconds."""
+    spec = advisor_spec(trainer, NOMINAL_GRID_CONFIGS * trainer.full_examples(), seed)
     started = time.perf_counter()
-    rec = run_study(study_spec).recommendation
+    rec = run_study(spec).recommendation
     if not isinstance(rec, Recommendation):
         raise SystemExit(f"the advisor made no recommendation on seed {seed}: {rec}")
-    return rec, time.perf_counter() - started
+    return rec, spec.budget.proxy_examples or 0, time.perf_counter() - started
 
 
-def advisor_row(trainer: Trainer, best: Config, budget: int, seed: int) -> dict[str, Any]:
+def advisor_row(trainer: Trainer, best: Config, seed: int) -> dict[str, Any]:
     """The advisor's answer on choice seed `seed` and what it is worth."""
-    rec, seconds = advisor_pick(trainer.spec, budget, seed)
+    rec, budget, seconds = advisor_pick(trainer, seed)
     pick = (rec.batch_size, rec.learning_rate)
-    worth, se = regret(trainer, pick, best)
+    worth, se = regret(trainer, pick, best, FRESH_SEEDS, FRESH_SEEDS)
     return {
         "choice_seed": seed,
         "batch_size": rec.batch_size,
@@ -129,7 +115,7 @@ def advisor_row(trainer: Trainer, best: Config, budget: int, seed: int) -> dict[
         "lr_interval": rec.confidence.lr_interval,
         "predicted_eval_loss": rec.predicted_eval_loss,
         "predicted_interval": rec.predicted_eval_loss_interval,
-        "actual_eval_loss": statistics.fmean(trainer.score(*pick, s) for s in FRESH_SEEDS),
+        "actual_eval_loss": statistics.fmean(trainer.scores(*pick, FRESH_SEEDS)),
         "examples": rec.cost.examples_seen,
         "budget_examples": budget,
         "runs": rec.cost.runs,
@@ -147,16 +133,16 @@ def measure(cache_folder: Path | None, choice_seeds: list[int]) -> dict[str, Any
     grid_seconds = sum(
         trainer.seconds.get(trainer.key(b, lr, TRUTH_SEED)) or 0.0 for b, row in grid.items() for lr in row
     )
-    budget = int(ADVISOR_SHARE * NOMINAL_GRID_CONFIGS * trainer.full_examples())
-    advisor = [advisor_row(trainer, best, budget, seed) for seed in choice_seeds]
-    default, default_se = regret(trainer, DEFAULT_CONFIG, best)
+    grid_runs = sum(len(row) for row in grid.values())
+    advisor = [advisor_row(trainer, best, seed) for seed in choice_seeds]
+    default, default_se = regret(trainer, DEFAULT_CONFIG, best, FRESH_SEEDS, FRESH_SEEDS)
     best_seeds = [trainer.score(*best, s) for s in (TRUTH_SEED, *FRESH_SEEDS)]
     return {
         "train_examples": trainer.full_examples(),
         "grid": {str(b): {str(lr): loss for lr, loss in row.items()} for b, row in grid.items()},
-        "grid_runs": sum(len(row) for row in grid.values()),
+        "grid_runs": grid_runs,
         "grid_seconds": round(grid_seconds, 1),
-        "full_run_seconds": round(grid_seconds / sum(len(row) for row in grid.values()), 1),
+        "full_run_seconds": round(grid_seconds / grid_runs, 1),
         "best": {"batch_size": best[0], "learning_rate": best[1], "loss_seed0": grid[best[0]][best[1]]},
         "seed_noise_relative": statistics.stdev(best_seeds) / statistics.fmean(best_seeds),
         "advisor": advisor,
