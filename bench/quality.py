@@ -22,6 +22,9 @@ to the best config of a dense grid, and at what compute?
    - advisor: `run_study` with a budget of 10% of the grid's compute (examples seen).
    - random search and Optuna TPE: full runs at random / TPE-suggested (B, LR) until they have used the
      advisor's compute; the best of their runs (by its own eval loss) is their answer.
+   - Optuna TPE + ASHA: TPE with Optuna's successive-halving pruner on the same compute; trials follow the
+     real run's schedule and the worse two thirds stop after a ninth and after a third of it, so it tries
+     several times as many configs; the best finished trial is its answer.
 
     python bench/quality.py [--quick] [--choice-seed 0 [3 ...]] [--tasks upper ...] [--json FILE]
 """
@@ -50,12 +53,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from advisor.method_catalog import METHODS
+from advisor.records import RunStatus
 from advisor.science.planner import lr_grid
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec, parse_spec
 from proxy_runs import synthetic, tiny
 from proxy_runs.data import PreparedData, prepare_data
-from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
+from proxy_runs.engine import RunBudget, RunProgress, setup_proxy, train_proxy
 from proxy_runs.models import load_model_and_tokenizer
 from proxy_runs.probes.report import probe_noise_scale
 from proxy_runs.study import run_study
@@ -438,6 +442,102 @@ def tpe_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> tu
     return search(trainer, budget, suggest, tell, seed)
 
 
+# Optuna's TPE with its successive-halving pruner (asynchronous successive halving, η = 3): what a user who
+# knows Optuna runs instead of plain TPE, and the multi-fidelity search the advisor's own halving competes
+# with. Every trial follows the real run's schedule and reports its eval loss after each ninth of the run;
+# the pruner compares trials after the first ninth and after a third (rungs 1, 3 and 9 ninths) and stops
+# those outside the best third there, so the budget buys many more configs than full runs do.
+ASHA_REPORTS = 9  # evaluations per trial: one per ninth of the run (the pruner's steps)
+ASHA_REDUCTION = 3
+
+
+@dataclass
+class PrunedTrial:
+    """How one trial of `tpe_asha_search` ended: its final eval loss when it finished (None otherwise),
+    the examples it trained on, and why it stopped ('complete', 'pruned', 'budget', 'diverged', 'failed')."""
+
+    loss: float | None
+    examples: int
+    ending: str
+
+
+def asha_trial(trainer: Trainer, config: Config, seed: int, trial: Any, allowance: float) -> PrunedTrial:
+    """Train `config` on the real run's schedule, reporting to `trial` after each ninth of the run and
+    stopping when its pruner says so or the examples reach `allowance` (what is left of the budget)."""
+    batch, lr = config
+    spec = trainer.spec.with_seed(seed)
+    full = trainer.full_examples()
+    eval_every = max(1, round(full / ASHA_REPORTS / batch))  # steps between reports
+    seen = {"examples": 0}
+    stopped_by = []
+
+    def should_stop(progress: RunProgress) -> bool:
+        seen["examples"] = progress.examples_seen
+        if progress.examples_seen + batch > full:
+            return False  # the last step: a finished run is never pruned
+        if progress.step % eval_every == 0 and progress.eval_loss is not None:
+            # The pruner's step is the ninth of the run reached, so batch sizes whose ninths fall a few
+            # examples apart are still compared at the same rung.
+            trial.report(progress.eval_loss, step=round(progress.examples_seen * ASHA_REPORTS / full))
+            if trial.should_prune():
+                stopped_by.append("pruned")
+                return True
+        if progress.examples_seen >= allowance:
+            stopped_by.append("budget")
+            return True
+        return False
+
+    record = train_proxy(
+        spec,
+        batch_size=batch,
+        learning_rate=lr,
+        setup=setup_proxy(spec, data=trainer.data),
+        eval_every=eval_every,
+        eval_at_start=False,
+        max_eval_examples=EVAL_EXAMPLES,
+        should_stop=should_stop,
+    )
+    if record.status == RunStatus.SUCCESS and record.eval_loss is not None:
+        return PrunedTrial(record.eval_loss, seen["examples"], "complete")
+    ending = stopped_by[0] if record.status == RunStatus.PRUNED else record.status.value
+    return PrunedTrial(None, seen["examples"], ending)
+
+
+def tpe_asha_search(
+    trainer: Trainer, batch_sizes: list[int], budget: int, seed: int
+) -> tuple[tuple[int, float], int]:
+    """Trials until the examples they trained on reach `budget`; the answer is the finished trial of the
+    lowest final eval loss (a diverged trial is worth the untrained loss, as a diverged pick is)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=3),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ASHA_REDUCTION),
+    )
+    spent, finished = 0, []
+    while spent < budget:
+        trial = study.ask()
+        config = (
+            trial.suggest_categorical("batch_size", batch_sizes),
+            trial.suggest_float("learning_rate", *trainer.spec.lr_range, log=True),
+        )
+        outcome = asha_trial(trainer, config, seed, trial, budget - spent)
+        spent += outcome.examples
+        if outcome.ending == "complete" or outcome.ending == "diverged":
+            loss = trainer.untrained if outcome.loss is None else outcome.loss
+            study.tell(trial, loss)
+            finished.append((loss, config))
+        elif outcome.ending == "failed":
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+    if not finished:  # the first trial is never pruned, so only a budget below one run gets here
+        raise RuntimeError(f"TPE + ASHA finished no trial within {budget} examples")
+    return min(finished)[1], spent
+
+
 # 4. One task, all contenders --------------------------------------------------------------------------------
 
 
@@ -489,6 +589,7 @@ def choose(trainer: Trainer, truth: Truth, cfg: BenchConfig, choice_seed: int) -
     rows["advisor"] = (advised, advisor_examples)
     rows["random_search"] = random_search(trainer, cfg, advisor_examples, seed=choice_seed)
     rows["tpe"] = tpe_search(trainer, cfg, advisor_examples, seed=choice_seed)
+    rows["tpe_asha"] = tpe_asha_search(trainer, cfg.batch_sizes, advisor_examples, seed=choice_seed)
     regrets = {name: regret(trainer, config, truth.best) for name, (config, _) in rows.items()}
     return {
         "choice_seed": choice_seed,
@@ -643,9 +744,11 @@ def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
     }
     for name in names:
         summary[name]["median_regret_interval"] = median_interval(tasks, name)
-    summary["advisor_beats_tpe"] = sum(
-        c["contenders"]["advisor"]["regret"] < c["contenders"]["tpe"]["regret"] for _, c in everything
-    )
+    for rival in ("tpe", "tpe_asha"):  # JSON written before 2026-12-03 has no tpe_asha
+        if rival in names:
+            summary[f"advisor_beats_{rival}"] = sum(
+                c["contenders"]["advisor"]["regret"] < c["contenders"][rival]["regret"] for _, c in everything
+            )
     summary["pairs"] = len(everything)
     forecasts = [c["loss_forecast"] for _, c in everything if c["loss_forecast"]["error"] is not None]
     if forecasts:
@@ -726,8 +829,11 @@ def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     print(f"{'compute':<63}" + "".join(f"{summary[n]['median_compute_share']:>14.1%} " for n in names))
     share = summary["advisor_wall_clock_share"]
     timed = "not timed (a cache without times)" if share is None else f"{share:.0%} of one seed of the grid's"
+    asha = summary.get("advisor_beats_tpe_asha")
     print(
-        f"advisor beats TPE in {summary['advisor_beats_tpe']} of {summary['pairs']} pairs; "
+        f"advisor beats TPE in {summary['advisor_beats_tpe']} of {summary['pairs']} pairs"
+        + ("" if asha is None else f", TPE + ASHA in {asha}")
+        + "; "
         f"median seed noise {summary['median_seed_noise']:.2%}; the advisor's wall-clock time is "
         f"{timed} (median)"
     )
