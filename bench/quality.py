@@ -53,7 +53,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from advisor.method_catalog import METHODS
-from advisor.records import RunStatus
+from advisor.records import RunRecord, RunStatus
 from advisor.science.planner import lr_grid
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec, parse_spec
@@ -422,19 +422,29 @@ def random_search(
     )
 
 
-def tpe_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> tuple[tuple[int, float], int]:
+def tpe_study(seed: int, pruner: Any = None) -> Any:
+    """An Optuna study with TPE (3 random trials first), and `pruner` when given."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=3))
-    trials: list[optuna.Trial] = []
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
+    return optuna.create_study(sampler=sampler, pruner=pruner)
+
+
+def suggest_config(trial: Any, batch_sizes: list[int], lr_range: tuple[float, float]) -> Config:
+    return (
+        trial.suggest_categorical("batch_size", batch_sizes),
+        trial.suggest_float("learning_rate", *lr_range, log=True),
+    )
+
+
+def tpe_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> tuple[tuple[int, float], int]:
+    study = tpe_study(seed)
+    trials: list[Any] = []
 
     def suggest(_: int) -> tuple[int, float]:
         trials.append(study.ask())
-        return (
-            trials[-1].suggest_categorical("batch_size", cfg.batch_sizes),
-            trials[-1].suggest_float("learning_rate", *trainer.spec.lr_range, log=True),
-        )
+        return suggest_config(trials[-1], cfg.batch_sizes, trainer.spec.lr_range)
 
     def tell(loss: float) -> None:
         study.tell(trials[-1], loss)
@@ -451,28 +461,15 @@ ASHA_REPORTS = 9  # evaluations per trial: one per ninth of the run (the pruner'
 ASHA_REDUCTION = 3
 
 
-@dataclass
-class PrunedTrial:
-    """How one trial of `tpe_asha_search` ended: its final eval loss when it finished (None otherwise),
-    the examples it trained on, and why it stopped ('complete', 'pruned', 'budget', 'diverged', 'failed')."""
-
-    loss: float | None
-    examples: int
-    ending: str
-
-
-def asha_trial(trainer: Trainer, config: Config, seed: int, trial: Any, allowance: float) -> PrunedTrial:
-    """Train `config` on the real run's schedule, reporting to `trial` after each ninth of the run and
-    stopping when its pruner says so or the examples reach `allowance` (what is left of the budget)."""
+def asha_trial(trainer: Trainer, config: Config, seed: int, trial: Any, allowance: float) -> RunRecord:
+    """Train `config` on the real run's schedule, reporting to `trial` after each ninth of the run; pruned
+    when its pruner says so or the examples reach `allowance` (what is left of the budget)."""
     batch, lr = config
     spec = trainer.spec.with_seed(seed)
     full = trainer.full_examples()
     eval_every = max(1, round(full / ASHA_REPORTS / batch))  # steps between reports
-    seen = {"examples": 0}
-    stopped_by = []
 
     def should_stop(progress: RunProgress) -> bool:
-        seen["examples"] = progress.examples_seen
         if progress.examples_seen + batch > full:
             return False  # the last step: a finished run is never pruned
         if progress.step % eval_every == 0 and progress.eval_loss is not None:
@@ -480,14 +477,10 @@ def asha_trial(trainer: Trainer, config: Config, seed: int, trial: Any, allowanc
             # examples apart are still compared at the same rung.
             trial.report(progress.eval_loss, step=round(progress.examples_seen * ASHA_REPORTS / full))
             if trial.should_prune():
-                stopped_by.append("pruned")
                 return True
-        if progress.examples_seen >= allowance:
-            stopped_by.append("budget")
-            return True
-        return False
+        return progress.examples_seen >= allowance
 
-    record = train_proxy(
+    return train_proxy(
         spec,
         batch_size=batch,
         learning_rate=lr,
@@ -497,10 +490,6 @@ def asha_trial(trainer: Trainer, config: Config, seed: int, trial: Any, allowanc
         max_eval_examples=EVAL_EXAMPLES,
         should_stop=should_stop,
     )
-    if record.status == RunStatus.SUCCESS and record.eval_loss is not None:
-        return PrunedTrial(record.eval_loss, seen["examples"], "complete")
-    ending = stopped_by[0] if record.status == RunStatus.PRUNED else record.status.value
-    return PrunedTrial(None, seen["examples"], ending)
 
 
 def tpe_asha_search(
@@ -511,28 +500,24 @@ def tpe_asha_search(
     import optuna
     from optuna.trial import TrialState
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=3),
-        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ASHA_REDUCTION),
+    study = tpe_study(
+        seed, optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ASHA_REDUCTION)
     )
     spent, finished = 0, []
     while spent < budget:
         trial = study.ask()
-        config = (
-            trial.suggest_categorical("batch_size", batch_sizes),
-            trial.suggest_float("learning_rate", *trainer.spec.lr_range, log=True),
-        )
-        outcome = asha_trial(trainer, config, seed, trial, budget - spent)
-        spent += outcome.examples
-        if outcome.ending == "complete" or outcome.ending == "diverged":
-            loss = trainer.untrained if outcome.loss is None else outcome.loss
+        config = suggest_config(trial, batch_sizes, trainer.spec.lr_range)
+        record = asha_trial(trainer, config, seed, trial, budget - spent)
+        spent += record.examples_seen
+        if record.status in (RunStatus.SUCCESS, RunStatus.DIVERGED):
+            diverged = record.status == RunStatus.DIVERGED or record.eval_loss is None
+            loss = trainer.untrained if diverged else record.eval_loss
             study.tell(trial, loss)
             finished.append((loss, config))
-        elif outcome.ending == "failed":
-            study.tell(trial, state=TrialState.FAIL)
-        else:
-            study.tell(trial, state=TrialState.PRUNED)
+        else:  # pruned (by the pruner or the budget) or failed
+            study.tell(
+                trial, state=TrialState.PRUNED if record.status == RunStatus.PRUNED else TrialState.FAIL
+            )
     if not finished:  # the first trial is never pruned, so only a budget below one run gets here
         raise RuntimeError(f"TPE + ASHA finished no trial within {budget} examples")
     return min(finished)[1], spent
