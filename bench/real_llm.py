@@ -21,7 +21,8 @@ same question once on a real pretrained LLM, as a user would meet it: SmolLM2-13
 5. **Regret** of each pick: its mean loss over 2 fresh seeds (1, 2) against the grid best's on the same
    seeds, relative, ± its standard error; the grid best's spread over seeds 0–2 is the seed noise.
 
-    python bench/real_llm.py [--choice-seed 0 3 6] [--cache FOLDER] [--json FILE]
+    python bench/real_llm.py [--choice-seed 0 3 6] [--method pissa --start-lr 0.0036] [--cache FOLDER]
+                             [--json FILE]
 
 Needs `make .venv/.models`. About an hour on a 2-core CPU (each full run is a few minutes); with `--cache`
 a rerun trains only what it has not.
@@ -47,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loss_scaling import faq_spec  # the same model, data and spec as the loss forecast's prior
 from quality import DEFAULT_CONFIG, Config, Trainer, advisor_spec, cpu_model, regret, tpe_asha_search
 
+from advisor.method_catalog import METHODS
 from advisor.science.planner import lattice_index, lattice_lr
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec
@@ -72,9 +74,10 @@ def cache_file(folder: Path, spec: StudySpec, data: PreparedData) -> Path:
     return folder / f"smollm2_faq-{digest}.json"
 
 
-def batch_lrs(trainer: Trainer, batch: int) -> dict[float, float]:
-    """Full runs at `batch` over the lattice, grown until the lowest loss is inside (or MAX_EXTENSIONS)."""
-    middle = lattice_index(START_LR)
+def batch_lrs(trainer: Trainer, batch: int, start_lr: float = START_LR) -> dict[float, float]:
+    """Full runs at `batch` over the lattice from the three LRs around `start_lr`, grown until the lowest
+    loss is inside (or MAX_EXTENSIONS)."""
+    middle = lattice_index(start_lr)
     low, high = middle - 1, middle + 1
     while True:
         losses = {
@@ -150,14 +153,16 @@ def measure(
     choice_seeds: list[int],
     save: Callable[[dict[str, Any]], None],
     truth_batch_sizes: tuple[int, ...] = BATCH_SIZES,
+    method: str = "lora",
+    start_lr: float = START_LR,
 ) -> dict[str, Any]:
-    """The ground truth (over `truth_batch_sizes`), then the default, then the advisor and TPE + ASHA on each
-    choice seed; `save` gets the result so far after each step (a study takes minutes, and an interrupted run
-    keeps what it did)."""
+    """The ground truth (over `truth_batch_sizes`, from `start_lr`), then the default, then the advisor and
+    TPE + ASHA on each choice seed, all fine-tuning with `method`; `save` gets the result so far after each
+    step (a study takes minutes, and an interrupted run keeps what it did)."""
     spec, data = faq_spec()
-    spec = spec.model_copy(update={"batch_sizes": list(BATCH_SIZES)})
+    spec = spec.model_copy(update={"batch_sizes": list(BATCH_SIZES), "method": method})
     trainer = Trainer(spec, data, cache_file=cache_file(cache_folder, spec, data) if cache_folder else None)
-    grid = {batch: batch_lrs(trainer, batch) for batch in truth_batch_sizes}
+    grid = {batch: batch_lrs(trainer, batch, start_lr) for batch in truth_batch_sizes}
     best = min(((b, lr) for b, row in grid.items() for lr in row), key=lambda c: grid[c[0]][c[1]])
     grid_seconds = sum(
         trainer.seconds.get(trainer.key(b, lr, TRUTH_SEED)) or 0.0 for b, row in grid.items() for lr in row
@@ -166,6 +171,7 @@ def measure(
     default, default_se = regret(trainer, DEFAULT_CONFIG, best, FRESH_SEEDS, FRESH_SEEDS)
     best_seeds = [trainer.score(*best, s) for s in (TRUTH_SEED, *FRESH_SEEDS)]
     result: dict[str, Any] = {
+        "method": method,
         "train_examples": trainer.full_examples(),
         "grid": {str(b): {str(lr): loss for lr, loss in row.items()} for b, row in grid.items()},
         "grid_runs": grid_runs,
@@ -186,6 +192,7 @@ def measure(
 
 
 def print_table(result: dict[str, Any]) -> None:
+    print(f"method: {result.get('method', 'lora')}")  # JSON written before 2026-12-03 is LoRA's
     lrs = sorted({float(lr) for row in result["grid"].values() for lr in row})
     print(f"{'B':>4}" + "".join(f"{lr:>9.3g}" for lr in lrs))
     for b, row in result["grid"].items():
@@ -233,6 +240,19 @@ def main() -> None:
         help="batch sizes of the ground-truth grid (default all; B = 4 alone costs a third where B = 8, 16 "
         "are known to lose, as on the first machine: regrets are then against B = 4's best)",
     )
+    parser.add_argument(
+        "--method",
+        default="lora",
+        choices=sorted(METHODS),
+        help="the fine-tuning method of every run (default lora; rank 8, α = r as for LoRA)",
+    )
+    parser.add_argument(
+        "--start-lr",
+        type=float,
+        default=START_LR,
+        help=f"the ground truth's first three LRs are the lattice's around this one (default {START_LR}; "
+        "PiSSA and OLoRA do best about 3× lower on SmolLM2, bench/curvature_transfer.py)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
@@ -242,7 +262,10 @@ def main() -> None:
         out = {"machine": cpu_model(), **result, "seconds": round(time.perf_counter() - started, 1)}
         Path(args.json).write_text(json.dumps(out, indent=2))
 
-    print_table(measure(args.cache, args.choice_seed, save, tuple(args.truth_batch_sizes)))
+    result = measure(
+        args.cache, args.choice_seed, save, tuple(args.truth_batch_sizes), args.method, args.start_lr
+    )
+    print_table(result)
 
 
 if __name__ == "__main__":
