@@ -564,17 +564,32 @@ def ground_truth(
     return Truth(trainer, lrs, grid, best, best_loss, trainer.training_seconds(grid, TRUTH_SEEDS))
 
 
-def choose(trainer: Trainer, truth: Truth, cfg: BenchConfig, choice_seed: int) -> dict[str, Any]:
-    """Every contender's pick on `choice_seed`, its compute and its regret against the grid's best."""
+def choose(
+    trainer: Trainer,
+    truth: Truth,
+    cfg: BenchConfig,
+    choice_seed: int,
+    earlier: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every contender's pick on `choice_seed`, its compute and its regret against the grid's best.
+
+    `earlier` is this (task, seed)'s choice from an earlier run of this benchmark on this machine: where the
+    advisor's study trained on as many examples as it did then, the other contenders' picks are taken from it
+    (each depends only on its seed and on those examples, its budget) and only the advisor is run again."""
     started = time.perf_counter()
     advised, advisor_examples, rec = advisor(trainer, truth.grid_examples, choice_seed)
     advisor_seconds = time.perf_counter() - started
     rows = {"default": (DEFAULT_CONFIG, 0)}
-    rows["lr_range_test"] = lr_range_test(trainer, truth.lrs, choice_seed)
     rows["advisor"] = (advised, advisor_examples)
-    rows["random_search"] = random_search(trainer, cfg, advisor_examples, seed=choice_seed)
-    rows["tpe"] = tpe_search(trainer, cfg, advisor_examples, seed=choice_seed)
-    rows["tpe_asha"] = tpe_asha_search(trainer, cfg.batch_sizes, advisor_examples, seed=choice_seed)
+    reusable = earlier is not None and earlier["contenders"]["advisor"]["examples"] == advisor_examples
+    if earlier is not None and reusable:
+        for name, row in earlier["contenders"].items():
+            rows.setdefault(name, ((row["batch_size"], row["learning_rate"]), row["examples"]))
+    else:
+        rows["lr_range_test"] = lr_range_test(trainer, truth.lrs, choice_seed)
+        rows["random_search"] = random_search(trainer, cfg, advisor_examples, seed=choice_seed)
+        rows["tpe"] = tpe_search(trainer, cfg, advisor_examples, seed=choice_seed)
+        rows["tpe_asha"] = tpe_asha_search(trainer, cfg.batch_sizes, advisor_examples, seed=choice_seed)
     regrets = {name: regret(trainer, config, truth.best) for name, (config, _) in rows.items()}
     return {
         "choice_seed": choice_seed,
@@ -661,7 +676,10 @@ def run_task(
     cfg: BenchConfig,
     choice_seeds: list[int],
     cache_folder: Path | None = None,
+    earlier: dict[tuple[str, int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """One task: the ground truth, the seed noise, and every contender on every choice seed (`earlier`:
+    choices of an earlier run by (task, seed), see `choose`)."""
     truth = ground_truth(base, folder, task, cfg, cache_folder)
     trainer, best = truth.trainer, truth.best
     seed_losses = [trainer.loss(*best, seed=s) for s in sorted({*TRUTH_SEEDS, *REFERENCE_SEEDS})]
@@ -692,7 +710,9 @@ def run_task(
         "batch_penalties": batch_penalties(truth),
         "noise_scale": noise_scale_along_run(trainer, best),
         "seed_losses": seed_losses,
-        "choices": [choose(trainer, truth, cfg, seed) for seed in choice_seeds],
+        "choices": [
+            choose(trainer, truth, cfg, seed, (earlier or {}).get((task.name, seed))) for seed in choice_seeds
+        ],
     }
 
 
@@ -878,6 +898,13 @@ def main() -> None:
         "the contenders' scoring runs): a change to the advisor then costs only its own study and new picks",
     )
     parser.add_argument(
+        "--reuse",
+        metavar="JSON",
+        help="an earlier run's JSON on this machine: the contenders other than the advisor keep their picks "
+        "from it wherever the advisor trained on as many examples as then (a change to the advisor's choice "
+        "alone then costs its studies and the new picks' scoring runs)",
+    )
+    parser.add_argument(
         "--reprint", metavar="JSON", help="summarise and print an earlier run's JSON again, without training"
     )
     args = parser.parse_args()
@@ -898,12 +925,19 @@ def main() -> None:
         cfg = replace(cfg, tasks=[t for t in cfg.tasks if t.name in args.tasks])
     started = time.perf_counter()
     cache = Path(args.cache) if args.cache else None
+    earlier = earlier_choices(Path(args.reuse)) if args.reuse else None
     tasks = run_suite(
-        cfg, lambda base, folder, task: run_task(base, folder, task, cfg, args.choice_seed, cache)
+        cfg, lambda base, folder, task: run_task(base, folder, task, cfg, args.choice_seed, cache, earlier)
     )
     summary = summarise(tasks)
     write_results(args.json, started, cfg, tasks, summary, quick=args.quick, choice_seeds=args.choice_seed)
     print_table(tasks, summary)
+
+
+def earlier_choices(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """An earlier run's choices by (task, choice seed)."""
+    tasks = json.loads(path.read_text())["tasks"]
+    return {(t["task"], c["choice_seed"]): c for t in tasks for c in t["choices"]}
 
 
 def run_suite(

@@ -194,6 +194,21 @@ def test_an_outcome_reads_the_proxys_lr_the_transfer_stored_when_target_runs_mov
     assert outcome.proxy_lr == 5e-3 and outcome.recommended_lr == 1e-3
 
 
+def test_an_outcome_is_compared_with_lr_stars_median_not_the_cautious_pick_below_it(
+    db: Database, tmp_path: Path
+) -> None:
+    caution = {"caution": {"lr_star_median": 2e-3, "sd_decades": 0.2, "offset_decades": -0.3}}
+    study_id = finished_study(db, spec(tmp_path), learning_rate=1e-3, evidence=caution)
+    base = {"model": "Qwen3-0.6B", "method": "lora", "rank": 8, "alpha": 8.0, "batch_size": 16}
+    with db.transaction() as session:
+        values = {**base, "study_id": study_id, "learning_rate": 2e-3, "final_eval_loss": 1.0}
+        repo.add_outcome(session, values=values, token_id=None)
+
+    (outcome,) = DatabaseKnowledgeStore(db).outcomes(context(spec(tmp_path)))
+    # The full run found LR*'s median best: no correction is due, though the LR recommended was lower.
+    assert outcome.recommended_lr == 2e-3 and outcome.best_lr == 2e-3
+
+
 def test_an_empty_database_knows_nothing(db: Database, tmp_path: Path) -> None:
     store = DatabaseKnowledgeStore(db)
     assert store.similar(context(spec(tmp_path))) == [] and store.outcomes(context(spec(tmp_path))) == []
@@ -256,16 +271,17 @@ def test_a_second_study_starts_from_the_run_length_trend_the_first_one_measured(
         "alpha": 8.0,
         "batch_size": first.batch_size,
     }
+    median = first.evidence["caution"]["lr_star_median"]  # the answer sits below it, for caution
     with db.transaction() as session:  # as POST /v1/outcomes stores them
         for factor, loss in [(1.0, 2.0), (4.0, 1.5)]:
-            values = {**base, "study_id": first_lease.study_id, "learning_rate": factor * first.learning_rate}
+            values = {**base, "study_id": first_lease.study_id, "learning_rate": factor * median}
             repo.add_outcome(session, values={**values, "final_eval_loss": loss}, token_id=None)
     third = run_leased(db, start_study(db, study_spec), study_spec, budget=None).recommendation
     assert not isinstance(third, NoRecommendation)
     correction = third.evidence["outcome_correction"]
     assert correction["outcomes_used"] == 1
     assert correction["factor"] == pytest.approx(4 ** (1 / 3))  # one outcome against a prior worth two
-    assert "1 reported full-run outcome(s)" in third.reasoning[-1]
+    assert any("1 reported full-run outcome(s)" in sentence for sentence in third.reasoning)
     # The best full run's loss (1.5) against the first study's L* measures the loss forecast's slope.
     first_forecast = first.evidence["loss_forecast"]
     reported = math.log10(1.5 / first_forecast["from_loss"]) / math.log10(

@@ -17,6 +17,7 @@ from advisor.science.fits import (
     SurfaceFit,
     bootstrap_optimum,
     bowl_coefficient,
+    cautious_offset,
     confidence_score,
     fit_curve,
     fit_surface,
@@ -255,3 +256,26 @@ def test_lr_star_spread_comes_from_the_bootstrap_interval_but_never_beats_the_gr
     assert lr_star_sd(summary) == pytest.approx(max(summary.lr_width_decades / 3.29, 0.0722), rel=0.01)
     exact = BootstrapSummary((1e-3, 1e-3), (2.0, 2.0), {32: 1.0}, replicates=100, level=0.9)
     assert lr_star_sd(exact) == pytest.approx(GRID_STEP / math.sqrt(12))  # known to a grid point, no better
+
+
+def _expected_excess(pick: float, sd: float, asymmetry: float) -> float:
+    """E[excess loss] of a pick `pick` decades from LR*'s median, by quadrature over LR* ~ N(0, sd²), on a
+    bowl of curvature 1 below LR* and `asymmetry` above."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(201)
+    d = pick - sd * nodes  # pick minus LR*
+    return float(np.sum(weights * np.where(d > 0, asymmetry, 1.0) * d**2) / np.sum(weights))
+
+
+@pytest.mark.parametrize("asymmetry", [2.0, 3.0, 10.0])
+def test_the_cautious_pick_minimises_the_expected_loss_on_a_bowl_steeper_above(asymmetry: float) -> None:
+    sd = 0.3
+    offset = cautious_offset(sd, asymmetry)
+    grid = np.linspace(-3 * sd, sd, 801)
+    brute = grid[np.argmin([_expected_excess(u, sd, asymmetry) for u in grid])]
+    assert offset < 0 and offset == pytest.approx(brute, abs=2 * (grid[1] - grid[0]))
+
+
+def test_the_cautious_move_grows_with_the_uncertainty_and_vanishes_without_it() -> None:
+    assert cautious_offset(0.2) == pytest.approx(2 * cautious_offset(0.1))
+    assert cautious_offset(0.0) == 0.0
+    assert cautious_offset(0.3, asymmetry=1.0) == 0.0  # a symmetric bowl: the median is best

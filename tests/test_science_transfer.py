@@ -20,6 +20,7 @@ from advisor.science.transfer import (
     measured_model_ratio,
     past_the_edge,
     transfer_to_target,
+    with_cautious_lr,
 )
 
 
@@ -87,6 +88,28 @@ def test_the_band_that_check_passes_holds_the_whole_interval_of_lr_star(proxy_re
     wide = proxy_rec.band.model_copy(update={"lr_low": 1e-4, "lr_high": 1e-2})
     already = at_a_point.model_copy(update={"band": wide})
     assert band_holding_interval(already).band == wide  # a band wider than the interval stays as it is
+
+
+def test_an_uncertain_lr_star_moves_the_pick_below_its_median_and_keeps_the_band(
+    proxy_rec: Recommendation,
+) -> None:
+    interval = (1e-3 / 10**0.5, 1e-3 * 10**0.5)  # 90%: ±0.5 decades, one sd ≈ 0.3
+    median = proxy_rec.model_copy(
+        update={
+            "learning_rate": 1e-3,
+            "confidence": proxy_rec.confidence.model_copy(update={"lr_interval": interval}),
+        }
+    )
+    careful = with_cautious_lr(median)
+    assert interval[0] < careful.learning_rate < 1e-3 * 10**-0.1  # about 0.13 decades down
+    assert careful.band == median.band and careful.confidence == median.confidence
+    assert careful.lr_rule.lr_at(careful.lr_rule.reference_batch) == pytest.approx(careful.learning_rate)
+    assert careful.evidence["caution"]["lr_star_median"] == 1e-3
+    assert "below LR*'s median" in careful.reasoning[-1]
+    narrow = median.model_copy(
+        update={"confidence": median.confidence.model_copy(update={"lr_interval": (0.9e-3, 1.1e-3)})}
+    )
+    assert with_cautious_lr(narrow).learning_rate > careful.learning_rate  # better known, moved less
 
 
 def test_the_search_space_exports_to_optuna_and_ray_tune(proxy_rec: Recommendation) -> None:

@@ -157,7 +157,9 @@ def test_a_sibling_proxys_lr_moves_by_the_ratio_target_runs_measure_at_one_of_it
     assert len(target_runs) >= 3 and all(r.config.rank == 16 for r in target_runs)  # the proxy trains at 8
     assert all(r.examples_seen == ratio["examples"] for r in target_runs)
     proxy_lr = rec.evidence["transfer"]["proxy_learning_rate"]
-    assert rec.learning_rate == pytest.approx(proxy_lr * ratio["target_lr"] / ratio["proxy_lr"])
+    median = rec.evidence["caution"]["lr_star_median"]  # the answer sits below it, for caution
+    assert median == pytest.approx(proxy_lr * ratio["target_lr"] / ratio["proxy_lr"])
+    assert rec.learning_rate == pytest.approx(median * 10 ** rec.evidence["caution"]["offset_decades"])
     assert sum(r.examples_seen for r in result.runs) <= 900
 
 

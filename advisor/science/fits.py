@@ -15,6 +15,9 @@ Across run lengths (§4): LR* measured at a few lengths (the top rung, horizon o
 a Bayesian straight line in log LR* against log N whose slope has seed 001's prior, −0.25 ± 0.3, because
 two or three noisy points cannot fit a slope on their own.
 
+The LR recommended is not LR*'s median but a little below it, by an amount that grows with LR*'s spread (§5):
+the bowl is steeper above the optimum than below, so under uncertainty a low miss costs less than a high one.
+
 Diverged runs carry no loss; they bound LR* from above. Everything here is numpy/scipy, no torch.
 """
 
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import brentq, least_squares
 from scipy.stats import norm
 
 from advisor.science.recommendation import NoRecommendation
@@ -618,3 +621,35 @@ def loglog_line(
     intercept, exponent = covariance @ weighted
     (a, b), (c, d) = covariance.tolist()
     return LogLogLine(anchor.examples, float(intercept), float(exponent), ((a, b), (c, d)))
+
+
+# 5. Choosing an LR when LR* is uncertain -------------------------------------------------------------------
+
+
+# How much faster the loss rises above LR* than below it: the ratio of the bowl's curvatures on the two sides
+# (loss ≈ L* + c·d² below, c·k·d² above, d in decades of LR). Measured a quarter to half a decade either side
+# of the best LR: 6 on SmolLM2-135M with LoRA (bench/real_llm.py's grid: +0.7% below, +4.2% above, diverged
+# half a decade up), 13–20 for PiSSA and OLoRA there (bench/curvature_transfer.py), and 1–12 (median about 2)
+# on the quality benchmark's tiny tasks. 3 is the low, careful end of that: a larger k moves the pick further
+# down, which costs where a bowl is symmetric.
+LR_ASYMMETRY = 3.0
+
+
+def cautious_offset(sd: float, asymmetry: float = LR_ASYMMETRY) -> float:
+    """Decades below LR*'s median (≤ 0) at which the expected loss is lowest, when log10 LR* is normal with
+    standard deviation `sd` and the bowl is `asymmetry` times steeper above LR* than below.
+
+    With d = x − log10 LR* ~ N(u, sd²) for a pick u decades from the median, the expected excess loss
+    c·E[d²; d < 0] + c·k·E[d²; d > 0] is convex in u, and its derivative vanishes where
+    z + (k − 1)·(z·Φ(z) + φ(z)) = 0 for z = u / sd: z ≈ −0.28 at k = 2, −0.44 at k = 3, −0.9 at k = 10.
+    The move grows with the uncertainty: a well-measured LR* stays put, a loosely measured one moves down,
+    away from the steep side (and from divergence).
+    """
+    if sd <= 0 or asymmetry <= 1:
+        return 0.0
+    k = asymmetry
+
+    def slope(z: float) -> float:
+        return z + (k - 1) * (z * float(norm.cdf(z)) + float(norm.pdf(z)))
+
+    return float(brentq(slope, -10.0, 0.0)) * sd

@@ -29,10 +29,13 @@ from pydantic import BaseModel
 from advisor.science.fits import (
     KAPPA_PRIOR,
     KAPPA_PRIOR_SD,
+    LR_ASYMMETRY,
     BootstrapSummary,
     SurfaceFit,
+    cautious_offset,
     confidence_score,
     fit_curve,
+    interval_sd,
 )
 from advisor.science.recommendation import (
     Band,
@@ -337,6 +340,39 @@ def band_holding_interval(rec: Recommendation) -> Recommendation:
         update={"lr_low": min(rec.band.lr_low, interval[0]), "lr_high": max(rec.band.lr_high, interval[1])}
     )
     return rec.model_copy(update={"band": band})
+
+
+def with_cautious_lr(rec: Recommendation, asymmetry: float = LR_ASYMMETRY) -> Recommendation:
+    """The LR moved below LR*'s median to where the expected loss is lowest (`fits.cautious_offset`), given
+    the final 90% interval of LR*. The interval and the band stay (they are about LR*, and the pick lies
+    inside both); the rule for other batch sizes is re-anchored at the pick. The median is kept in the
+    evidence: reported outcomes are compared with it (`LrCorrection`), so the move is never counted twice."""
+    interval = rec.confidence.lr_interval
+    if interval is None:
+        return rec
+    sd = interval_sd(interval)
+    offset = cautious_offset(sd, asymmetry)
+    lr = rec.learning_rate * 10**offset
+    sentence = (
+        f"LR* is known to ±{sd:.2f} decades (one standard deviation) and the loss rises about {asymmetry:g}× "
+        f"faster above the optimum than below, so the LR sits ×{10**offset:.2f} below LR*'s median "
+        f"{rec.learning_rate:.3g}: there a miss costs least on average."
+    )
+    evidence = {
+        "lr_star_median": rec.learning_rate,
+        "sd_decades": sd,
+        "asymmetry": asymmetry,
+        "offset_decades": offset,
+    }
+    rule = kappa_rule(rec.lr_rule.kappa, rec.lr_rule.reference_batch, lr, measured=rec.lr_rule.measured)
+    return rec.model_copy(
+        update={
+            "learning_rate": lr,
+            "lr_rule": rule,
+            "evidence": {**rec.evidence, "caution": evidence},
+            "reasoning": [*rec.reasoning, sentence],
+        }
+    )
 
 
 def with_lr_scaled(

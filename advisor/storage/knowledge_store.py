@@ -174,7 +174,7 @@ def _reported(
     context = _context(row, study, fingerprint)
     if best is None or context is None or not _positive(row.learning_rate):
         return None
-    recommended = float(row.learning_rate)  # type: ignore[arg-type]  # checked by _positive
+    recommended = _lr_star_median(row)
     lambda_proxy, lambda_target = _lambdas(row.payload or {})
     forecast_from, forecast_examples = _loss_forecast(row.payload or {})
     return ReportedOutcome(
@@ -189,6 +189,15 @@ def _reported(
         forecast_from=forecast_from,
         forecast_examples=forecast_examples,
     )
+
+
+def _lr_star_median(row: RecommendationRow) -> float:
+    """LR*'s median behind the answer: the LR recommended, unless the answer moved below the median for
+    caution (`transfer.with_cautious_lr`). Outcomes are compared with the median, which the next answer moves
+    from again; answers stored before 2026-12-03 have no such move."""
+    caution = ((row.payload or {}).get("evidence") or {}).get("caution") or {}
+    median = _number(caution.get("lr_star_median"))
+    return median if median is not None and median > 0 else float(row.learning_rate)  # type: ignore[arg-type]
 
 
 def _loss_forecast(payload: dict[str, Any]) -> tuple[tuple[int, float] | None, int | None]:
