@@ -79,6 +79,9 @@ REFERENCE_SEEDS = (*FRESH_SEEDS, 14, 15, 16, 17, 18, 19, 20, 21)
 # here (seed effects are not shared between configs: paired differences spread as much as unpaired ones),
 # and the JSON keeps that figure as `regret_paired_4` for comparison.
 PAIRED_SEEDS = FRESH_SEEDS[:4]
+# Every contender; `advisor_median` is the advisor's own study answered with LR*'s median, before the move
+# down for caution (`advisor.science.transfer.with_cautious_lr`): what that last step is worth.
+CONTENDERS = ("default", "lr_range_test", "advisor", "advisor_median", "random_search", "tpe", "tpe_asha")
 TRUTH_SEEDS = (0, 8, 9)
 
 
@@ -570,26 +573,36 @@ def choose(
     cfg: BenchConfig,
     choice_seed: int,
     earlier: dict[str, Any] | None = None,
+    contenders: set[str] | None = None,
 ) -> dict[str, Any]:
     """Every contender's pick on `choice_seed`, its compute and its regret against the grid's best.
 
     `earlier` is this (task, seed)'s choice from an earlier run of this benchmark on this machine: where the
     advisor's study trained on as many examples as it did then, the other contenders' picks are taken from it
-    (each depends only on its seed and on those examples, its budget) and only the advisor is run again."""
+    (each depends only on its seed and on those examples, its budget) and only the advisor is run again.
+    `contenders` limits the rows to these (the advisor always: the others' budget is its compute)."""
     started = time.perf_counter()
     advised, advisor_examples, rec = advisor(trainer, truth.grid_examples, choice_seed)
     advisor_seconds = time.perf_counter() - started
     rows = {"default": (DEFAULT_CONFIG, 0)}
     rows["advisor"] = (advised, advisor_examples)
+    # The advisor without its last step: LR*'s median, before the move down for caution (the same study).
+    median = rec.evidence.get("caution", {}).get("lr_star_median", rec.learning_rate)
+    rows["advisor_median"] = ((rec.batch_size, median), advisor_examples)
     reusable = earlier is not None and earlier["contenders"]["advisor"]["examples"] == advisor_examples
     if earlier is not None and reusable:
         for name, row in earlier["contenders"].items():
             rows.setdefault(name, ((row["batch_size"], row["learning_rate"]), row["examples"]))
     else:
-        rows["lr_range_test"] = lr_range_test(trainer, truth.lrs, choice_seed)
-        rows["random_search"] = random_search(trainer, cfg, advisor_examples, seed=choice_seed)
-        rows["tpe"] = tpe_search(trainer, cfg, advisor_examples, seed=choice_seed)
-        rows["tpe_asha"] = tpe_asha_search(trainer, cfg.batch_sizes, advisor_examples, seed=choice_seed)
+        searches: dict[str, Callable[[], tuple[Config, int]]] = {
+            "lr_range_test": lambda: lr_range_test(trainer, truth.lrs, choice_seed),
+            "random_search": lambda: random_search(trainer, cfg, advisor_examples, seed=choice_seed),
+            "tpe": lambda: tpe_search(trainer, cfg, advisor_examples, seed=choice_seed),
+            "tpe_asha": lambda: tpe_asha_search(trainer, cfg.batch_sizes, advisor_examples, seed=choice_seed),
+        }
+        rows |= {name: run() for name, run in searches.items() if contenders is None or name in contenders}
+    if contenders is not None:
+        rows = {name: row for name, row in rows.items() if name in contenders or name == "advisor"}
     regrets = {name: regret(trainer, config, truth.best) for name, (config, _) in rows.items()}
     return {
         "choice_seed": choice_seed,
@@ -677,6 +690,7 @@ def run_task(
     choice_seeds: list[int],
     cache_folder: Path | None = None,
     earlier: dict[tuple[str, int], dict[str, Any]] | None = None,
+    contenders: set[str] | None = None,
 ) -> dict[str, Any]:
     """One task: the ground truth, the seed noise, and every contender on every choice seed (`earlier`:
     choices of an earlier run by (task, seed), see `choose`)."""
@@ -711,7 +725,8 @@ def run_task(
         "noise_scale": noise_scale_along_run(trainer, best),
         "seed_losses": seed_losses,
         "choices": [
-            choose(trainer, truth, cfg, seed, (earlier or {}).get((task.name, seed))) for seed in choice_seeds
+            choose(trainer, truth, cfg, seed, (earlier or {}).get((task.name, seed)), contenders)
+            for seed in choice_seeds
         ],
     }
 
@@ -834,12 +849,14 @@ def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     print(f"{'compute':<63}" + "".join(f"{summary[n]['median_compute_share']:>14.1%} " for n in names))
     share = summary["advisor_wall_clock_share"]
     timed = "not timed (a cache without times)" if share is None else f"{share:.0%} of one seed of the grid's"
-    asha = summary.get("advisor_beats_tpe_asha")
+    wins = [
+        f"{label} in {summary[key]} of {summary['pairs']} pairs"
+        for label, key in (("TPE", "advisor_beats_tpe"), ("TPE + ASHA", "advisor_beats_tpe_asha"))
+        if key in summary
+    ]
     print(
-        f"advisor beats TPE in {summary['advisor_beats_tpe']} of {summary['pairs']} pairs"
-        + ("" if asha is None else f", TPE + ASHA in {asha}")
-        + "; "
-        f"median seed noise {summary['median_seed_noise']:.2%}; the advisor's wall-clock time is "
+        ("advisor beats " + ", ".join(wins) + "; " if wins else "")
+        + f"median seed noise {summary['median_seed_noise']:.2%}; the advisor's wall-clock time is "
         f"{timed} (median)"
     )
     print_loss_forecasts(tasks, summary.get("loss_forecast"))
@@ -898,6 +915,12 @@ def main() -> None:
         "the contenders' scoring runs): a change to the advisor then costs only its own study and new picks",
     )
     parser.add_argument(
+        "--contenders",
+        nargs="+",
+        choices=CONTENDERS,
+        help="only these contenders besides the advisor (default: all)",
+    )
+    parser.add_argument(
         "--reuse",
         metavar="JSON",
         help="an earlier run's JSON on this machine: the contenders other than the advisor keep their picks "
@@ -927,7 +950,10 @@ def main() -> None:
     cache = Path(args.cache) if args.cache else None
     earlier = earlier_choices(Path(args.reuse)) if args.reuse else None
     tasks = run_suite(
-        cfg, lambda base, folder, task: run_task(base, folder, task, cfg, args.choice_seed, cache, earlier)
+        cfg,
+        lambda base, folder, task: run_task(
+            base, folder, task, cfg, args.choice_seed, cache, earlier, set(args.contenders or CONTENDERS)
+        ),
     )
     summary = summarise(tasks)
     write_results(args.json, started, cfg, tasks, summary, quick=args.quick, choice_seeds=args.choice_seed)
