@@ -589,8 +589,7 @@ def choose(
     # The advisor without its last step: LR*'s median, before the move down for caution (the same study).
     median = rec.evidence.get("caution", {}).get("lr_star_median", rec.learning_rate)
     rows["advisor_median"] = ((rec.batch_size, median), advisor_examples)
-    reusable = earlier is not None and earlier["contenders"]["advisor"]["examples"] == advisor_examples
-    if earlier is not None and reusable:
+    if earlier is not None and earlier["contenders"]["advisor"]["examples"] == advisor_examples:
         for name, row in earlier["contenders"].items():
             rows.setdefault(name, ((row["batch_size"], row["learning_rate"]), row["examples"]))
     else:

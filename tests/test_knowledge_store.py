@@ -154,12 +154,22 @@ def test_nearby_rank_and_size_buckets_count_and_warm_start_answers(db: Database,
     assert beta.outcomes_used == 0
 
 
+# A full run as POST /v1/outcomes stores it, in the context of `spec` (batch 16).
+REPORTED_RUN = {"model": "Qwen3-0.6B", "method": "lora", "rank": 8, "alpha": 8.0, "batch_size": 16}
+
+
+def report_full_run(db: Database, study_id: int, learning_rate: float, final_eval_loss: float) -> None:
+    values = {**REPORTED_RUN, "study_id": study_id, "learning_rate": learning_rate}
+    with db.transaction() as session:
+        repo.add_outcome(session, values={**values, "final_eval_loss": final_eval_loss}, token_id=None)
+
+
 def test_outcomes_compare_the_best_full_run_with_the_recommendation(db: Database, tmp_path: Path) -> None:
     asked = spec(tmp_path)
     transfer = {"transfer": {"lambda_proxy": 10.0, "lambda_target": 40.0, "beta": 1.0}}
     study_id = finished_study(db, spec(tmp_path), learning_rate=1e-3, evidence=transfer)
     unlinked = finished_study(db, spec(tmp_path, method="dora"))
-    base = {"model": "Qwen3-0.6B", "method": "lora", "rank": 8, "alpha": 8.0, "batch_size": 16}
+    base = REPORTED_RUN
     with db.transaction() as session:
         for lr, loss, diverged in [(2e-3, 1.1, False), (4e-3, 0.9, False), (8e-3, None, True)]:
             values = {**base, "study_id": study_id, "learning_rate": lr, "final_eval_loss": loss}
@@ -185,10 +195,7 @@ def test_an_outcome_reads_the_proxys_lr_the_transfer_stored_when_target_runs_mov
     # Target runs measured a model ratio of 0.2, so undoing the curvature ratio would not give the proxy's LR.
     transfer = {"lambda_proxy": 10.0, "lambda_target": 40.0, "beta": 1.0, "proxy_learning_rate": 5e-3}
     study_id = finished_study(db, spec(tmp_path), learning_rate=1e-3, evidence={"transfer": transfer})
-    base = {"model": "Qwen3-0.6B", "method": "lora", "rank": 8, "alpha": 8.0, "batch_size": 16}
-    with db.transaction() as session:
-        values = {**base, "study_id": study_id, "learning_rate": 2e-3, "final_eval_loss": 1.0}
-        repo.add_outcome(session, values=values, token_id=None)
+    report_full_run(db, study_id, learning_rate=2e-3, final_eval_loss=1.0)
 
     (outcome,) = DatabaseKnowledgeStore(db).outcomes(context(spec(tmp_path)))
     assert outcome.proxy_lr == 5e-3 and outcome.recommended_lr == 1e-3
@@ -199,10 +206,7 @@ def test_an_outcome_is_compared_with_lr_stars_median_not_the_cautious_pick_below
 ) -> None:
     caution = {"caution": {"lr_star_median": 2e-3, "sd_decades": 0.2, "offset_decades": -0.3}}
     study_id = finished_study(db, spec(tmp_path), learning_rate=1e-3, evidence=caution)
-    base = {"model": "Qwen3-0.6B", "method": "lora", "rank": 8, "alpha": 8.0, "batch_size": 16}
-    with db.transaction() as session:
-        values = {**base, "study_id": study_id, "learning_rate": 2e-3, "final_eval_loss": 1.0}
-        repo.add_outcome(session, values=values, token_id=None)
+    report_full_run(db, study_id, learning_rate=2e-3, final_eval_loss=1.0)
 
     (outcome,) = DatabaseKnowledgeStore(db).outcomes(context(spec(tmp_path)))
     # The full run found LR*'s median best: no correction is due, though the LR recommended was lower.
