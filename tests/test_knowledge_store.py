@@ -169,13 +169,12 @@ def test_outcomes_compare_the_best_full_run_with_the_recommendation(db: Database
     transfer = {"transfer": {"lambda_proxy": 10.0, "lambda_target": 40.0, "beta": 1.0}}
     study_id = finished_study(db, spec(tmp_path), learning_rate=1e-3, evidence=transfer)
     unlinked = finished_study(db, spec(tmp_path, method="dora"))
-    base = REPORTED_RUN
     with db.transaction() as session:
         for lr, loss, diverged in [(2e-3, 1.1, False), (4e-3, 0.9, False), (8e-3, None, True)]:
-            values = {**base, "study_id": study_id, "learning_rate": lr, "final_eval_loss": loss}
+            values = {**REPORTED_RUN, "study_id": study_id, "learning_rate": lr, "final_eval_loss": loss}
             repo.add_outcome(session, values={**values, "diverged": diverged}, token_id=None)
-        repo.add_outcome(session, values={**base, "learning_rate": 1e-2}, token_id=None)  # no study
-        dora = {**base, "method": "dora", "study_id": unlinked, "learning_rate": 1e-2}
+        repo.add_outcome(session, values={**REPORTED_RUN, "learning_rate": 1e-2}, token_id=None)  # no study
+        dora = {**REPORTED_RUN, "method": "dora", "study_id": unlinked, "learning_rate": 1e-2}
         repo.add_outcome(session, values=dora, token_id=None)
 
     outcomes = DatabaseKnowledgeStore(db).outcomes(context(asked))
