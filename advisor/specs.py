@@ -28,6 +28,7 @@ from advisor.method_catalog import METHODS
 
 DatasetFormat = Literal["text", "instruction", "seq2seq"]
 Scaling = Literal["alpha_over_r", "alpha_over_sqrt_r"]
+LrPick = Literal["median", "cautious"]
 
 
 class _Strict(BaseModel):
@@ -127,6 +128,11 @@ class StudySpec(_Strict):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     batch_sizes: list[int] = Field(default_factory=lambda: [8, 16, 32, 64], description="effective batches")
     lr_range: tuple[float, float] = (1e-6, 1e-2)
+    lr_pick: LrPick = Field(
+        "median",
+        description="median: LR*'s estimate at the real run's length; cautious: below it by an amount that "
+        "grows with LR*'s uncertainty (the loss rises faster above LR* than below)",
+    )
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
 
     @field_validator("model", "proxy_model")

@@ -82,8 +82,8 @@ from advisor.science.transfer import (
     derive_method,
     measured_model_ratio,
     past_the_edge,
+    picked_lr,
     transfer_to_target,
-    with_cautious_lr,
     with_lr_scaled,
 )
 from advisor.specs import StudySpec
@@ -690,7 +690,7 @@ def _finish(
             rec = _forecast_real_run_loss(rec, plan, deepest, length_runs[1], bowl, priors.loss_exponent)
         rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta, fits)
         rec = band_holding_interval(_apply_outcome_correction(rec, priors.lr_correction))
-        rec = with_cautious_lr(rec)  # last: the median it moves from has every other move in it
+        rec = picked_lr(rec, spec.lr_pick)  # last: the median it may move from has every other move in it
         rec.band.compared_batch_sizes = sorted(
             {r.config.batch_size for r in ledger.runs if r.meta.get("role") == HALVING_ROLE}
         )

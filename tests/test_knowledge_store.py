@@ -274,7 +274,7 @@ def test_a_second_study_starts_from_the_run_length_trend_the_first_one_measured(
         "alpha": 8.0,
         "batch_size": first.batch_size,
     }
-    median = first.evidence["caution"]["lr_star_median"]  # the answer sits below it, for caution
+    median = first.learning_rate  # LR*'s median: the default lr_pick
     with db.transaction() as session:  # as POST /v1/outcomes stores them
         for factor, loss in [(1.0, 2.0), (4.0, 1.5)]:
             values = {**base, "study_id": first_lease.study_id, "learning_rate": factor * median}

@@ -19,6 +19,7 @@ from advisor.science.transfer import (
     derive_method,
     measured_model_ratio,
     past_the_edge,
+    picked_lr,
     transfer_to_target,
     with_cautious_lr,
 )
@@ -110,6 +111,20 @@ def test_an_uncertain_lr_star_moves_the_pick_below_its_median_and_keeps_the_band
         update={"confidence": median.confidence.model_copy(update={"lr_interval": (0.9e-3, 1.1e-3)})}
     )
     assert with_cautious_lr(narrow).learning_rate > careful.learning_rate  # better known, moved less
+
+
+def test_the_spec_picks_lr_stars_median_unless_it_asks_for_the_cautious_pick(
+    proxy_rec: Recommendation,
+) -> None:
+    interval = (1e-3 / 10**0.5, 1e-3 * 10**0.5)
+    median = proxy_rec.model_copy(
+        update={
+            "learning_rate": 1e-3,
+            "confidence": proxy_rec.confidence.model_copy(update={"lr_interval": interval}),
+        }
+    )
+    assert picked_lr(median, "median") == median
+    assert picked_lr(median, "cautious") == with_cautious_lr(median)
 
 
 def test_the_search_space_exports_to_optuna_and_ray_tune(proxy_rec: Recommendation) -> None:

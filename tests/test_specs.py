@@ -51,6 +51,7 @@ def test_spec_loads_from_yaml_and_json_files(tmp_path: Path) -> None:
         ({"dataset": {"path": "d.jsonl", "format": "chat"}}, "dataset.format", "text"),
         ({"batch_sizes": [16, 0]}, "batch_sizes", "positive integers"),
         ({"lr_range": [1e-2, 1e-4]}, "lr_range", "low < high"),
+        ({"lr_pick": "bold"}, "lr_pick", "median"),
         ({"method": "rslora", "scaling": "alpha_over_r"}, "scaling", "alpha_over_sqrt_r"),
         ({"budget": {"proxy_seconds": None}}, "budget", "unbounded"),
         ({"training": {"epochs": 0}}, "training.epochs", "greater than 0"),

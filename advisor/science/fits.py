@@ -15,8 +15,9 @@ Across run lengths (§4): LR* measured at a few lengths (the top rung, horizon o
 a Bayesian straight line in log LR* against log N whose slope has seed 001's prior, −0.25 ± 0.3, because
 two or three noisy points cannot fit a slope on their own.
 
-The LR recommended is not LR*'s median but a little below it, by an amount that grows with LR*'s spread (§5):
-the bowl is steeper above the optimum than below, so under uncertainty a low miss costs less than a high one.
+A spec may ask for an LR a little below LR*'s median (`lr_pick: cautious`), by an amount that grows with
+LR*'s spread (§5): the bowl is steeper above the optimum than below, so under uncertainty a low miss costs
+less than a high one. The median is the default (`transfer.picked_lr` says why).
 
 Diverged runs carry no loss; they bound LR* from above. Everything here is numpy/scipy, no torch.
 """

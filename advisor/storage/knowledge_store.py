@@ -193,8 +193,8 @@ def _reported(
 
 def _lr_star_median(row: RecommendationRow) -> float:
     """LR*'s median behind the answer: the LR recommended, unless the answer moved below the median for
-    caution (`transfer.with_cautious_lr`). Outcomes are compared with the median, which the next answer moves
-    from again; answers stored before 2026-12-03 have no such move."""
+    caution (`lr_pick: cautious`, `transfer.with_cautious_lr`; the default from 2026-12-03 to 12-04).
+    Outcomes are compared with the median, which the next answer may move from again."""
     caution = ((row.payload or {}).get("evidence") or {}).get("caution") or {}
     median = _number(caution.get("lr_star_median"))
     return median if median is not None and median > 0 else float(row.learning_rate)  # type: ignore[arg-type]
