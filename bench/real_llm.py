@@ -71,6 +71,7 @@ def cache_file(folder: Path, spec: StudySpec, data: PreparedData) -> Path:
     the file after changing it."""
     dumped = spec.model_dump(mode="json")
     dumped["dataset"].pop("path")
+    dumped.pop("lr_pick")  # how the answer is picked, not how a full run trains (files before it lack it)
     setting = [dumped, data.fingerprint.get("content_sha256"), torch.__version__, cpu_model()]
     digest = hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:16]
     return folder / f"smollm2_faq-{digest}.json"
