@@ -20,8 +20,8 @@ same FAQ in its original Swedish, a language SmolLM2 saw little of: another task
    the multi-fidelity search a user who knows Optuna would run instead.
 4. **The framework default** (B = 16, LR 2e-4), for scale.
 5. **Regret** of each pick: its mean loss over 2 fresh seeds (1, 2) against the grid best's on the same
-   seeds, relative, ± its standard error; the grid best's spread over seeds 0–2 is the seed noise. The
-   advisor's LR*'s median (before its cautious step down) is scored beside its pick.
+   seeds, relative, ± its standard error; the grid best's spread over seeds 0–2 is the seed noise. Where
+   the advisor's pick sits below LR*'s median (`lr_pick: cautious`), the median is scored beside it.
 
     python bench/real_llm.py [--choice-seed 0 3 6] [--method pissa --start-lr 0.0036] [--cache FOLDER]
                              [--language sv] [--no-tpe] [--json FILE]
@@ -109,26 +109,35 @@ def advisor_pick(trainer: Trainer, seed: int) -> tuple[Recommendation, int, floa
     return rec, spec.budget.proxy_examples or 0, time.perf_counter() - started
 
 
+def faq_trainer(language: str, method: str, cache_folder: Path | None) -> Trainer:
+    """Full runs of `method` (r = 8, B ∈ BATCH_SIZES) on the FAQ in `language`, cached in `cache_folder`."""
+    spec, data = faq_spec(language)
+    spec = spec.model_copy(update={"batch_sizes": list(BATCH_SIZES), "method": method})
+    return Trainer(spec, data, cache_file=cache_file(cache_folder, spec, data) if cache_folder else None)
+
+
+def median_scores(trainer: Trainer, best: Config, rec: Recommendation) -> dict[str, Any]:
+    """LR*'s median and its regret when the answer moved below it (`lr_pick: cautious`), so that a study
+    measures what that step gains or costs on this model and data; None each otherwise."""
+    median = (rec.evidence.get("caution") or {}).get("lr_star_median")
+    worth, se = (
+        regret(trainer, (rec.batch_size, median), best, FRESH_SEEDS, FRESH_SEEDS) if median else (None, None)
+    )
+    return {"lr_star_median": median, "median_regret": worth, "median_se": se}
+
+
 def advisor_row(trainer: Trainer, best: Config, seed: int) -> dict[str, Any]:
     """The advisor's answer on choice seed `seed` and what it is worth."""
     rec, budget, seconds = advisor_pick(trainer, seed)
     pick = (rec.batch_size, rec.learning_rate)
     worth, se = regret(trainer, pick, best, FRESH_SEEDS, FRESH_SEEDS)
-    # The study's last step moves the LR below LR*'s median (`transfer.with_cautious_lr`); the median is
-    # scored too, so that each study measures what that step gains or costs on this model and data.
-    median = (rec.evidence.get("caution") or {}).get("lr_star_median")
-    median_worth, median_se = (
-        regret(trainer, (rec.batch_size, median), best, FRESH_SEEDS, FRESH_SEEDS) if median else (None, None)
-    )
     return {
         "choice_seed": seed,
         "batch_size": rec.batch_size,
         "learning_rate": rec.learning_rate,
         "regret": worth,
         "se": se,
-        "lr_star_median": median,
-        "median_regret": median_worth,
-        "median_se": median_se,
+        **median_scores(trainer, best, rec),
         "band": rec.band.model_dump(mode="json"),
         "confidence": rec.confidence.label,
         "lr_interval": rec.confidence.lr_interval,
@@ -174,9 +183,7 @@ def measure(
     (`with_tpe`) TPE + ASHA on each choice seed, all fine-tuning with `method` on the FAQ in `language`;
     `save` gets the result so far after each step (a study takes minutes, and an interrupted run keeps what
     it did)."""
-    spec, data = faq_spec(language)
-    spec = spec.model_copy(update={"batch_sizes": list(BATCH_SIZES), "method": method})
-    trainer = Trainer(spec, data, cache_file=cache_file(cache_folder, spec, data) if cache_folder else None)
+    trainer = faq_trainer(language, method, cache_folder)
     grid = {batch: batch_lrs(trainer, batch, start_lr) for batch in truth_batch_sizes}
     best = min(((b, lr) for b, row in grid.items() for lr in row), key=lambda c: grid[c[0]][c[1]])
     grid_seconds = sum(

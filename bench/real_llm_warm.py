@@ -15,8 +15,8 @@ nearby context (`advisor.science.knowledge`). This benchmark measures that path 
    - warm: a 10% study (choice seed 0, `--next-share`) that starts from the store.
    Both are scored against the Swedish ground truth of `bench/real_llm.py --language sv` (run it first
    with the same `--cache`); the cold 10% study is that benchmark's advisor row on seed 0.
-3. **Regret:** a pick's mean eval loss over seeds 1 and 2 against the grid best's on the same seeds; the
-   warm study's LR*'s median (before its cautious step) is scored beside its pick.
+3. **Regret:** a pick's mean eval loss over seeds 1 and 2 against the grid best's on the same seeds (and,
+   where a pick sits below LR*'s median for `lr_pick: cautious`, the median's beside it).
 
     python bench/real_llm_warm.py --cache bench/out/run_cache [--first-share 0.25] [--json FILE]
 
@@ -39,9 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loss_scaling import faq_spec
 from quality import Config, Trainer, advisor_spec, cpu_model, regret
-from real_llm import BATCH_SIZES, FRESH_SEEDS, NOMINAL_GRID_CONFIGS, batch_lrs, cache_file
+from real_llm import FRESH_SEEDS, NOMINAL_GRID_CONFIGS, batch_lrs, faq_trainer, median_scores
 from warm_start import instant_answer, stored_study
 
 from advisor.cli_recommend import open_database
@@ -55,9 +54,7 @@ TRUTH_START_LR = {"en": 0.02, "sv": 0.0112}  # where `real_llm.py` started each 
 def trainer_for(language: str, cache_folder: Path) -> tuple[Trainer, Config]:
     """The FAQ in `language` as `real_llm.py` trains it (LoRA r = 8, B ∈ {4, 8, 16}) and its grid best at
     B = 4, from the cache that benchmark filled."""
-    spec, data = faq_spec(language)
-    spec = spec.model_copy(update={"batch_sizes": list(BATCH_SIZES), "method": "lora"})
-    trainer = Trainer(spec, data, cache_file=cache_file(cache_folder, spec, data))
+    trainer = faq_trainer(language, "lora", cache_folder)
     losses = batch_lrs(trainer, 4, TRUTH_START_LR[language])
     return trainer, (4, min(losses, key=lambda lr: losses[lr]))
 
@@ -65,22 +62,16 @@ def trainer_for(language: str, cache_folder: Path) -> tuple[Trainer, Config]:
 def scored(trainer: Trainer, best: Config, rec: Recommendation) -> dict[str, Any]:
     """A recommendation's pick, and its LR*'s median when it moved below it for caution, with regrets."""
     worth, se = regret(trainer, (rec.batch_size, rec.learning_rate), best, FRESH_SEEDS, FRESH_SEEDS)
-    row: dict[str, Any] = {
+    return {
         "batch_size": rec.batch_size,
         "learning_rate": rec.learning_rate,
         "regret": worth,
         "se": se,
+        **median_scores(trainer, best, rec),
         "provisional": rec.provisional,
         "examples": rec.cost.examples_seen,
         "reasoning": rec.reasoning,
     }
-    median = (rec.evidence.get("caution") or {}).get("lr_star_median")
-    if median:
-        row["lr_star_median"] = median
-        row["median_regret"], row["median_se"] = regret(
-            trainer, (rec.batch_size, median), best, FRESH_SEEDS, FRESH_SEEDS
-        )
-    return row
 
 
 def with_share(trainer: Trainer, share: float) -> StudySpec:
@@ -141,7 +132,8 @@ def print_table(result: dict[str, Any]) -> None:
     print(
         f"calibration study (English, {result['first_share']:.0%} of a 4×8 grid): ({first['batch_size']}, "
         f"{first['learning_rate']:.3g}), {first['examples']} examples, {first['seconds']:.0f} s; "
-        f"γ = {first['gamma']} ± {first['gamma_sd']} (measured: {first['gamma_measured']})"
+        + (f"γ = {first['gamma']:+.2f} ± {first['gamma_sd']:.2f}" if first["gamma"] is not None else "no γ")
+        + f" (measured: {bool(first['gamma_measured'])})"
     )
     best = result["swedish_best"]
     print(f"Swedish grid best ({best['batch_size']}, {best['learning_rate']:.3g})")
@@ -153,7 +145,7 @@ def print_table(result: dict[str, Any]) -> None:
             f"{name:>8}: ({row['batch_size']}, {row['learning_rate']:.3g}) regret {row['regret']:+.2%} ± "
             f"{row['se']:.2%}, {row['examples']} examples"
         )
-        if "median_regret" in row:
+        if row.get("median_regret") is not None:
             line += f"; LR*'s median {row['lr_star_median']:.3g}: {row['median_regret']:+.2%}"
         print(line)
 

@@ -193,7 +193,7 @@ def _reported(
 
 def _lr_star_median(row: RecommendationRow) -> float:
     """LR*'s median behind the answer: the LR recommended, unless the answer moved below the median for
-    caution (`lr_pick: cautious`, `transfer.with_cautious_lr`; the default from 2026-12-03 to 12-04).
+    caution (`lr_pick: cautious`, `transfer.with_cautious_lr`; for a few hours on 2026-12-03 the default).
     Outcomes are compared with the median, which the next answer may move from again."""
     caution = ((row.payload or {}).get("evidence") or {}).get("caution") or {}
     median = _number(caution.get("lr_star_median"))
