@@ -84,6 +84,25 @@ def test_extensions_reach_a_decade_past_either_end_of_the_users_lr_range() -> No
     assert extension_bounds(spec(lr_range=[1e-3, 0.5])) == (pytest.approx(1e-4), 1.0)  # never past LR_BOUNDS
 
 
+def test_a_measured_centre_near_the_top_of_lr_range_gets_a_grid_on_both_sides_of_it() -> None:
+    # A stored study's answer of 0.0076 (the warm Swedish study on SmolLM2) against the default top, 1e-2.
+    plan = plan_study(spec(), n_train=1000, lr_centre=0.0076)
+    grid = plan.learning_rates
+    assert grid[len(grid) // 2] == pytest.approx(6.32e-3) and len(grid) == 9  # ±1 decade, none clipped
+    assert grid[-1] == pytest.approx(6.32e-2) and quarter_decade_steps(grid)
+
+
+def test_a_measured_centre_stays_within_the_reach_of_extensions() -> None:
+    grid = plan_study(spec(lr_range=[1e-4, 1e-2]), n_train=1000, lr_centre=5.0).learning_rates
+    assert max(grid) <= extension_bounds(spec(lr_range=[1e-4, 1e-2]))[1] == pytest.approx(0.1)
+    assert grid == [0.0112, 0.02, 0.0356, pytest.approx(0.0632)]  # centred on the reach's top, clipped there
+
+
+def test_without_a_measured_centre_the_grid_stays_inside_the_users_lr_range() -> None:
+    grid = plan_study(spec(lr_range=[1e-4, 1e-2], method="lora"), n_train=1000).learning_rates
+    assert 1e-4 <= min(grid) and max(grid) <= 1e-2
+
+
 def test_rungs_multiply_by_eta_and_are_multiples_of_the_largest_batch() -> None:
     rungs = rung_schedule(36, 6400, granularity=64)
     assert [r.examples for r in rungs] == [704, 2112, 6336]

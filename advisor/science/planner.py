@@ -253,10 +253,23 @@ def extension_bounds(spec: StudySpec) -> tuple[float, float]:
 
 
 def grid_centre(spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | None) -> float:
-    """Explicit centre > curvature prior > the method's usual LR; always inside the spec's lr_range."""
+    """Explicit centre > curvature prior > the method's usual LR, kept inside `first_grid_bounds`."""
     centre = lr_centre or (prior.lr_centre() if prior else METHOD_LR_CENTRE.get(spec.method, LATTICE_ANCHOR))
-    low, high = spec.lr_range
+    low, high = first_grid_bounds(spec, prior, lr_centre)
     return min(max(centre, low), high)
+
+
+def first_grid_bounds(
+    spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | None
+) -> tuple[float, float]:
+    """Where the first LR grid may lie: the spec's lr_range, or as far as extensions reach when a
+    measurement centres it (a curvature prior, or a stored study's answer).
+
+    A measured centre outranks the range, which is a guess. Clipped to the range, a centre near its top
+    gave a lopsided grid: the warm Swedish study on SmolLM2 (`bench/real_llm_warm.py`, centre 0.0076 from
+    an English study) ran 0.00063 … 0.0063, every point at or below the centre, and a tight budget then
+    narrowed that grid from both ends, further away from it."""
+    return extension_bounds(spec) if prior or lr_centre else spec.lr_range
 
 
 def grid_span(spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | None) -> tuple[float, float]:
@@ -273,6 +286,12 @@ def grid_span(spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | 
     if span <= 3.0:
         return math.sqrt(low * high), span / 2
     return grid_centre(spec, None, None), 1.5
+
+
+def first_lr_grid(spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | None) -> list[float]:
+    """The LRs every batch size starts with, before halving and edge extensions."""
+    centre, half_width = grid_span(spec, prior, lr_centre)
+    return lr_grid(centre, half_width_decades=half_width, bounds=first_grid_bounds(spec, prior, lr_centre))
 
 
 # 2. Successive halving and the budget -----------------------------------------------------------------------
@@ -325,8 +344,7 @@ def plan_study(
     configs each seen for a step or two. If even that does not fit, the largest batch sizes go (down to
     MIN_BATCH_SIZES), rather than a halving cut short below its top rung.
     """
-    centre, half_width = grid_span(spec, prior, lr_centre)
-    lrs = lr_grid(centre, half_width_decades=half_width, bounds=spec.lr_range)
+    lrs = first_lr_grid(spec, prior, lr_centre)
     batches = [b for b in spec.batch_sizes if b <= n_train] or [min(spec.batch_sizes)]
     costs = (seconds_per_example, run_overhead_seconds)
     budget_examples = _budget_examples(spec, budget_seconds, costs, len(batches) * len(lrs), spent_examples)
