@@ -100,7 +100,7 @@ def test_a_measured_centre_stays_within_the_reach_of_extensions() -> None:
 
 def test_without_a_measured_centre_the_grid_stays_inside_the_users_lr_range() -> None:
     grid = plan_study(spec(lr_range=[1e-4, 1e-2], method="lora"), n_train=1000).learning_rates
-    assert 1e-4 <= min(grid) and max(grid) <= 1e-2
+    assert min(grid) >= 1e-4 and max(grid) <= 1e-2
 
 
 def test_rungs_multiply_by_eta_and_are_multiples_of_the_largest_batch() -> None:
