@@ -141,6 +141,7 @@ def test_auth_may_be_off_only_on_loopback(tmp_path: Path) -> None:
         ({"lerning_rate": 1e-4}, "lerning_rate"),
         ({"rank": -4}, "rank"),
         ({"method": "lorax"}, "method"),
+        ({"lr_pick": "safest"}, "lr_pick"),
         ({"dataset": {"path": "../../../../etc/passwd"}}, "dataset.path"),
         ({"dataset": {"path": "/etc/passwd"}}, "dataset.path"),
         ({"dataset": {"path": "train.jsonl", "eval_path": "missing.jsonl"}}, "dataset.eval_path"),
