@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -83,6 +83,17 @@ PAIRED_SEEDS = FRESH_SEEDS[:4]
 # down for caution (`advisor.science.transfer.with_cautious_lr`): what that last step is worth.
 CONTENDERS = ("default", "lr_range_test", "advisor", "advisor_median", "random_search", "tpe", "tpe_asha")
 TRUTH_SEEDS = (0, 8, 9)
+
+
+class Searched(NamedTuple):
+    """A contender's answer and what it took: the examples it trained on, the configs it trained (full runs,
+    a study's runs, or trials under a pruner) and how many of those no pruner or budget stopped early (None
+    for a study, whose runs stop at rungs by design)."""
+
+    config: Config
+    examples: int
+    trained: int
+    finished: int | None
 
 
 @dataclass(frozen=True)
@@ -398,7 +409,7 @@ def search(
     suggest: Callable[[int], tuple[int, float]],
     tell: Callable[[float], None],
     seed: int,
-) -> tuple[tuple[int, float], int]:
+) -> Searched:
     """Full runs until the budget is spent (at least one); the best by its own eval loss wins."""
     spent = 0
     tried: list[tuple[float, tuple[int, float]]] = []  # (its own eval loss, config)
@@ -408,12 +419,10 @@ def search(
         tell(loss)
         tried.append((loss, config))
         spent += trainer.full_examples()
-    return min(tried)[1], spent
+    return Searched(min(tried)[1], spent, len(tried), len(tried))
 
 
-def random_search(
-    trainer: Trainer, cfg: BenchConfig, budget: int, seed: int
-) -> tuple[tuple[int, float], int]:
+def random_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> Searched:
     rng = random.Random(seed)
     low, high = (math.log10(v) for v in trainer.spec.lr_range)
     return search(
@@ -441,7 +450,7 @@ def suggest_config(trial: Any, batch_sizes: list[int], lr_range: tuple[float, fl
     )
 
 
-def tpe_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> tuple[tuple[int, float], int]:
+def tpe_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> Searched:
     study = tpe_study(seed)
     trials: list[Any] = []
 
@@ -495,9 +504,7 @@ def asha_trial(trainer: Trainer, config: Config, seed: int, trial: Any, allowanc
     )
 
 
-def tpe_asha_search(
-    trainer: Trainer, batch_sizes: list[int], budget: int, seed: int
-) -> tuple[tuple[int, float], int]:
+def tpe_asha_search(trainer: Trainer, batch_sizes: list[int], budget: int, seed: int) -> Searched:
     """Trials until the examples they trained on reach `budget`; the answer is the finished trial of the
     lowest final eval loss (a diverged trial is worth the untrained loss, as a diverged pick is)."""
     import optuna
@@ -506,8 +513,9 @@ def tpe_asha_search(
     study = tpe_study(
         seed, optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ASHA_REDUCTION)
     )
-    spent, finished = 0, []
+    spent, trained, finished = 0, 0, []
     while spent < budget:
+        trained += 1
         trial = study.ask()
         config = suggest_config(trial, batch_sizes, trainer.spec.lr_range)
         record = asha_trial(trainer, config, seed, trial, budget - spent)
@@ -523,7 +531,7 @@ def tpe_asha_search(
             )
     if not finished:  # the first trial is never pruned, so only a budget below one run gets here
         raise RuntimeError(f"TPE + ASHA finished no trial within {budget} examples")
-    return min(finished)[1], spent
+    return Searched(min(finished)[1], spent, trained, len(finished))
 
 
 # 4. One task, all contenders --------------------------------------------------------------------------------
@@ -584,17 +592,21 @@ def choose(
     started = time.perf_counter()
     advised, advisor_examples, rec = advisor(trainer, truth.grid_examples, choice_seed)
     advisor_seconds = time.perf_counter() - started
-    rows = {"default": (DEFAULT_CONFIG, 0)}
-    rows["advisor"] = (advised, advisor_examples)
+    rows = {"default": Searched(DEFAULT_CONFIG, 0, 0, 0)}
+    # A study's runs: every rung's, second seeds, horizon and edge runs.
+    rows["advisor"] = Searched(advised, advisor_examples, rec.cost.runs, None)
     # The advisor without its last step: LR*'s median, before the move down for caution (the same study).
     median = rec.evidence.get("caution", {}).get("lr_star_median", rec.learning_rate)
-    rows["advisor_median"] = ((rec.batch_size, median), advisor_examples)
+    rows["advisor_median"] = rows["advisor"]._replace(config=(rec.batch_size, median))
     if earlier is not None and earlier["contenders"]["advisor"]["examples"] == advisor_examples:
         for name, row in earlier["contenders"].items():
-            rows.setdefault(name, ((row["batch_size"], row["learning_rate"]), row["examples"]))
+            config = (row["batch_size"], row["learning_rate"])
+            # JSON written before 2026-12-03 (late) has no counts of configs trained.
+            counts = (row.get("configs_trained", 0), row.get("configs_finished"))
+            rows.setdefault(name, Searched(config, row["examples"], *counts))
     else:
-        searches: dict[str, Callable[[], tuple[Config, int]]] = {
-            "lr_range_test": lambda: lr_range_test(trainer, truth.lrs, choice_seed),
+        searches: dict[str, Callable[[], Searched]] = {
+            "lr_range_test": lambda: Searched(*lr_range_test(trainer, truth.lrs, choice_seed), 1, 1),
             "random_search": lambda: random_search(trainer, cfg, advisor_examples, seed=choice_seed),
             "tpe": lambda: tpe_search(trainer, cfg, advisor_examples, seed=choice_seed),
             "tpe_asha": lambda: tpe_asha_search(trainer, cfg.batch_sizes, advisor_examples, seed=choice_seed),
@@ -602,7 +614,7 @@ def choose(
         rows |= {name: run() for name, run in searches.items() if contenders is None or name in contenders}
     if contenders is not None:
         rows = {name: row for name, row in rows.items() if name in contenders or name == "advisor"}
-    regrets = {name: regret(trainer, config, truth.best) for name, (config, _) in rows.items()}
+    regrets = {name: regret(trainer, row.config, truth.best) for name, row in rows.items()}
     return {
         "choice_seed": choice_seed,
         "advisor_seconds": round(advisor_seconds, 1),
@@ -611,15 +623,17 @@ def choose(
         "loss_forecast": loss_forecast_check(trainer, advised, rec),
         "contenders": {
             name: {
-                "batch_size": c[0],
-                "learning_rate": c[1],
+                "batch_size": row.config[0],
+                "learning_rate": row.config[1],
                 "regret": regrets[name][0],
                 "regret_se": regrets[name][1],
-                "regret_paired_4": paired_regret(trainer, c, truth.best),
-                "examples": spent,
-                "compute_share": spent / truth.grid_examples,
+                "regret_paired_4": paired_regret(trainer, row.config, truth.best),
+                "examples": row.examples,
+                "compute_share": row.examples / truth.grid_examples,
+                "configs_trained": row.trained,
+                "configs_finished": row.finished,
             }
-            for name, (c, spent) in rows.items()
+            for name, row in rows.items()
         },
     }
 
@@ -758,6 +772,13 @@ def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
             "median_compute_share": statistics.median(
                 c["contenders"][name]["compute_share"] for _, c in everything
             ),
+            # JSON written before 2026-12-03 (late) holds no counts: 0 configs trained there.
+            "median_configs_trained": statistics.median(
+                c["contenders"][name].get("configs_trained", 0) for _, c in everything
+            ),
+            "median_configs_finished": median_or_none(
+                [c["contenders"][name].get("configs_finished") for _, c in everything]
+            ),
         }
         for name in names
     }
@@ -788,6 +809,12 @@ def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
         else None
     )
     return summary
+
+
+def median_or_none(values: list[Any]) -> float | None:
+    """The median of the values that are not None; None when all are."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 BOOTSTRAP_REPLICATES = 2000
@@ -846,6 +873,13 @@ def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     cells = "".join(f"{f'{lo * 100:.2f}…{hi * 100:.2f}%':>14} " for lo, hi in intervals)
     print(f"{'median regret, 90% cluster bootstrap':<63}{cells}")
     print(f"{'compute':<63}" + "".join(f"{summary[n]['median_compute_share']:>14.1%} " for n in names))
+    print(
+        f"{'configs trained (median)':<63}"
+        + "".join(f"{summary[n]['median_configs_trained']:>14.0f} " for n in names)
+    )
+    finished = [summary[n]["median_configs_finished"] for n in names]
+    cells = "".join(f"{'—' if f is None else f'{f:.0f}':>14} " for f in finished)
+    print(f"{'… of them run to the end, unpruned (median)':<63}{cells}")
     share = summary["advisor_wall_clock_share"]
     timed = "not timed (a cache without times)" if share is None else f"{share:.0%} of one seed of the grid's"
     wins = [

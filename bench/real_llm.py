@@ -155,7 +155,7 @@ def advisor_row(trainer: Trainer, best: Config, seed: int) -> dict[str, Any]:
 def tpe_asha_row(trainer: Trainer, best: Config, seed: int, budget: int) -> dict[str, Any]:
     """Optuna TPE + ASHA's answer on choice seed `seed` with `budget` examples (the advisor's there)."""
     started = time.perf_counter()
-    pick, spent = tpe_asha_search(trainer, list(BATCH_SIZES), budget, seed)
+    pick, spent, trained, finished = tpe_asha_search(trainer, list(BATCH_SIZES), budget, seed)
     seconds = time.perf_counter() - started
     worth, se = regret(trainer, pick, best, FRESH_SEEDS, FRESH_SEEDS)
     return {
@@ -165,6 +165,8 @@ def tpe_asha_row(trainer: Trainer, best: Config, seed: int, budget: int) -> dict
         "regret": worth,
         "se": se,
         "examples": spent,
+        "configs_trained": trained,
+        "configs_finished": finished,
         "seconds": round(seconds, 1),
     }
 
