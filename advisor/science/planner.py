@@ -2,9 +2,10 @@
 
 Numbers a plan is made of:
 - LR grid: 4 points per decade (seed 001's grid), on the lattice 2e-4 × 10^(k/4) so that the frameworks'
-  default LoRA LR is a grid point and grids of different studies line up. Centred by a curvature prior when
-  one is given (LR* ∝ λ_max^(−β), seed 001), else by the method's usual LR; ±1 decade wide with a prior,
-  ±1.5 decades without one (the centre is less certain).
+  default LoRA LR is a grid point and grids of different studies line up. Centred by a stored study's answer
+  or a curvature prior when one is given (LR* ∝ λ_max^(−β), seed 001), else by the method's usual LR; ±1
+  decade wide with such a measured centre, which may take it past lr_range as far as edge extensions reach,
+  and ±1.5 decades inside lr_range without one (the centre is less certain).
 - Successive halving with η = 3: every config runs to rung 0 (1/η² of the top fidelity); the best third is
   re-run to 3× further, and so on. Runs at every rung follow the LR schedule of the top fidelity, so a run
   stopped at rung r is exactly the first part of the full run, and configs are compared at equal examples
