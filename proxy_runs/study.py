@@ -292,36 +292,14 @@ def top_extras(
 ) -> None:
     """Up to `plan.top_extras` runs of top-rung length after halving, appended to `top_rung`.
 
-    Second seeds of the two best configs measure the seed-to-seed noise at the fidelity the answer comes
-    from and average it down where it matters. Edge runs go one LR step beyond the top rung's optimum when it
-    sits on the edge of the LRs promoted there (at most 2 steps: promotions come from a shorter rung, whose
-    optimum can be off by a step). Second seeds come first, except that an optimum on the upper edge gets
-    its first edge run before them: of 56 quality-benchmark studies, the 13 that ended there had a median
-    regret of 3.1% against 0.3–0.5% for the rest, and every 10% study of SmolLM2-135M ended there with a
-    single extra, which a second seed took (`bench/RESULTS.md`).
+    First, second seeds of the two best configs: they measure the seed-to-seed noise at the fidelity the
+    answer comes from and average it down where it matters. Then one LR step beyond the top rung's
+    optimum when it sits on the edge of the LRs promoted there (at most 2 steps: promotions come from a
+    shorter rung, whose optimum can be off by a step).
     """
     top = plan.top_examples
     below = plan.rungs[-2].examples if len(plan.rungs) > 1 else top  # evaluated as the promoted runs are
     by_rung, left = {top: top_rung}, plan.top_extras
-    # Edge runs leave the trend study or horizon runs planned after them their share of the budget.
-    reserve = plan.trend_runs * (plan.trend_examples or 0) + plan.horizon_runs * (plan.horizon_examples or 0)
-
-    def edge_run(sides: set[str]) -> bool:
-        """One run beyond the top rung's optimum at B* if it sits on one of `sides`; whether it ran."""
-        fit = fit_surface(top_rung, batch_candidates=plan.batch_sizes)
-        curve = fit.curves[fit.batch_size] if isinstance(fit, SurfaceFit) else None
-        if curve is None or curve.edge not in sides or not ledger.affords(top + reserve):
-            return False
-        beyond = _beyond_edge(spec, curve)
-        if not beyond:
-            return False
-        _grow(plan, [(curve.batch_size, beyond[0])])
-        edge = (curve.batch_size, beyond[0])
-        _run_and_record(spec, data, edge, top, top, below, by_rung, ledger, "edge")
-        return True
-
-    edges_run = int(left > 0 and edge_run({"high"}))
-    left -= edges_run
     second_seed = spec.with_seed(spec.training.seed + 1)
     best = sorted((o for o in top_rung if not o.diverged), key=lambda o: float(o.loss or 0.0))
     for obs in best[: min(2, left)]:
@@ -329,9 +307,19 @@ def top_extras(
             config = (obs.batch_size, obs.learning_rate)
             _run_and_record(second_seed, data, config, top, top, below, by_rung, ledger, "second seed")
             left -= 1
-    for _ in range(min(2 - edges_run, left)):
-        if not edge_run({"low", "high"}):
+    # Edge runs leave the trend study or horizon runs planned after them their share of the budget.
+    reserve = plan.trend_runs * (plan.trend_examples or 0) + plan.horizon_runs * (plan.horizon_examples or 0)
+    for _ in range(min(2, left)):
+        fit = fit_surface(top_rung, batch_candidates=plan.batch_sizes)
+        curve = fit.curves[fit.batch_size] if isinstance(fit, SurfaceFit) else None
+        if curve is None or curve.edge is None or not ledger.affords(top + reserve):
             break
+        beyond = _beyond_edge(spec, curve)
+        if not beyond:
+            break
+        _grow(plan, [(curve.batch_size, beyond[0])])
+        edge = (curve.batch_size, beyond[0])
+        _run_and_record(spec, data, edge, top, top, below, by_rung, ledger, "edge")
 
 
 def _beyond_edge(spec: StudySpec, curve: CurveFit) -> list[float]:
