@@ -364,9 +364,7 @@ def paired_regret(trainer: Trainer, config: Config, best: Config) -> float:
 # 3. Contenders ----------------------------------------------------------------------------------------------
 
 
-def lr_range_test(
-    trainer: Trainer, lrs: list[float], seed: int, batch: int = 16, steps: int = 8
-) -> tuple[tuple[int, float], int]:
+def lr_range_test(trainer: Trainer, lrs: list[float], seed: int, batch: int = 16, steps: int = 8) -> Searched:
     """Short runs at every LR; fastai's pick: the LR of the lowest loss divided by 10."""
     losses = {}
     spec = trainer.spec.with_seed(seed)
@@ -382,7 +380,8 @@ def lr_range_test(
         )
         finished = record.status == "success" and record.final_train_loss is not None
         losses[lr] = float(record.final_train_loss) if finished else math.inf  # type: ignore[arg-type]
-    return (batch, min(losses, key=lambda lr: losses[lr]) / 10), batch * steps * len(lrs)
+    pick = (batch, min(losses, key=lambda lr: losses[lr]) / 10)
+    return Searched(pick, batch * steps * len(lrs), len(lrs), len(lrs))  # a short run at every LR
 
 
 def with_advisor_budget(spec: StudySpec, grid_examples: int) -> StudySpec:
@@ -606,7 +605,7 @@ def choose(
             rows.setdefault(name, Searched(config, row["examples"], *counts))
     else:
         searches: dict[str, Callable[[], Searched]] = {
-            "lr_range_test": lambda: Searched(*lr_range_test(trainer, truth.lrs, choice_seed), 1, 1),
+            "lr_range_test": lambda: lr_range_test(trainer, truth.lrs, choice_seed),
             "random_search": lambda: random_search(trainer, cfg, advisor_examples, seed=choice_seed),
             "tpe": lambda: tpe_search(trainer, cfg, advisor_examples, seed=choice_seed),
             "tpe_asha": lambda: tpe_asha_search(trainer, cfg.batch_sizes, advisor_examples, seed=choice_seed),
