@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from advisor.errors import AdvisorError
+from advisor.specs import MAX_BATCH_SIZE, MAX_RANK
 
 DEVICE_KEYS = ("num_processes", "world_size", "num_devices")
 
@@ -122,13 +123,20 @@ class _Reader:
     def error(self, dotted: str, message: str) -> ConfigError:
         return ConfigError(self.path, dotted, message, line=self.line(dotted))
 
-    def positive_int(self, dotted: str, default: int | None = None) -> int | None:
+    def positive_int(
+        self, dotted: str, default: int | None = None, *, upper: int = MAX_BATCH_SIZE
+    ) -> int | None:
+        """A positive integer up to `upper`: batch sizes, accumulation steps and devices by default (their
+        product stays a 64-bit integer), ranks up to MAX_RANK."""
         value = self.get(dotted, default)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.error(dotted, f"must be a positive integer (got {value!r})")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= upper:
+            raise self.error(dotted, f"must be a positive integer up to {upper} (got {value!r})")
         return value
+
+    def rank(self, dotted: str, default: int | None = None) -> int | None:
+        return self.positive_int(dotted, default, upper=MAX_RANK)
 
     def positive_float(self, dotted: str) -> float | None:
         value = self.get(dotted)
@@ -186,7 +194,7 @@ def _axolotl(r: _Reader) -> Plan:
         "axolotl",
         model=r.get("base_model"),
         method=method,
-        rank=r.positive_int("lora_r"),
+        rank=r.rank("lora_r"),
         alpha=r.positive_float("lora_alpha"),
         micro_batch_size=r.positive_int("micro_batch_size"),
         accumulation_steps=r.positive_int("gradient_accumulation_steps", 1) or 1,
@@ -208,7 +216,7 @@ def _llama_factory(r: _Reader) -> Plan:
         if r.flag("pissa_init")
         else "lora"
     )
-    rank = r.positive_int("lora_rank", 8)  # LLaMA-Factory's defaults: rank 8, alpha 2 × rank
+    rank = r.rank("lora_rank", 8)  # LLaMA-Factory's defaults: rank 8, alpha 2 × rank
     alpha = r.positive_float("lora_alpha")
     return r.plan(
         "llama-factory",
@@ -229,10 +237,10 @@ def _hf_trainer(r: _Reader) -> Plan:
     section = next((s for s in ("peft", "lora") if isinstance(r.get(s), dict)), None)
     if section:  # a PEFT LoraConfig: r and lora_alpha default to 8
         rank_key, alpha_key, prefix = f"{section}.r", f"{section}.lora_alpha", f"{section}."
-        rank, alpha = r.positive_int(rank_key, 8), r.positive_float(alpha_key) or 8.0
+        rank, alpha = r.rank(rank_key, 8), r.positive_float(alpha_key) or 8.0
     else:  # TRL's ModelConfig: lora_r 16, lora_alpha 32
         rank_key, alpha_key, prefix = "lora_r", "lora_alpha", ""
-        rank, alpha = r.positive_int(rank_key, 16), r.positive_float(alpha_key) or 32.0
+        rank, alpha = r.rank(rank_key, 16), r.positive_float(alpha_key) or 32.0
     dora, rslora = r.flag(f"{prefix}use_dora"), r.flag(f"{prefix}use_rslora")
     return r.plan(
         "hf-trainer",
@@ -258,7 +266,7 @@ def _torchtune(r: _Reader) -> Plan:
         "torchtune",
         model=r.get("checkpointer.checkpoint_dir"),
         method="dora" if r.flag("model.use_dora") else "lora",
-        rank=r.positive_int("model.lora_rank"),
+        rank=r.rank("model.lora_rank"),
         alpha=r.positive_float("model.lora_alpha"),
         micro_batch_size=r.positive_int("batch_size"),
         accumulation_steps=r.positive_int("gradient_accumulation_steps", 1) or 1,

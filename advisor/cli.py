@@ -18,15 +18,20 @@ from advisor.cli_service import add_db, add_serve, add_token, add_worker
 from advisor.errors import AdvisorError, SpecError
 from advisor.method_catalog import METHODS
 from advisor.records import RunRecord
+from advisor.specs import MAX_BATCH_SIZE, MAX_COUNT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, upper: int = MAX_COUNT) -> int:
     value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    if not 0 < value <= upper:
+        raise argparse.ArgumentTypeError(f"must be a positive integer up to {upper}, got {text}")
     return value
+
+
+def _batch_size(text: str) -> int:
+    return _positive_int(text, MAX_BATCH_SIZE)
 
 
 def _positive_float(text: str) -> float:
@@ -42,7 +47,7 @@ def _positive_float(text: str) -> float:
 def add_train_proxy(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("train-proxy", help="run one proxy fine-tune and print its record")
     parser.add_argument("spec", help="study spec (YAML or JSON)")
-    parser.add_argument("--batch-size", type=_positive_int, required=True, help="effective batch size")
+    parser.add_argument("--batch-size", type=_batch_size, required=True, help="effective batch size")
     parser.add_argument("--lr", type=_positive_float, required=True, help="peak learning rate")
     parser.add_argument("--max-steps", type=_positive_int, help="stop after this many optimizer steps")
     parser.add_argument("--max-examples", type=_positive_int, help="stop after this many training examples")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import asdict
@@ -20,6 +21,7 @@ from typing import Any
 
 from advisor.check import Decision, Finding, decide
 from advisor.check_configs import ConfigError, Plan, load_plan
+from advisor.specs import MAX_BATCH_SIZE, MAX_RANK
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INDETERMINATE = 0, 1, 2, 3
 TOKEN_ENV, SERVER_ENV = "LORA_ADVISOR_TOKEN", "LORA_ADVISOR_URL"
@@ -100,8 +102,12 @@ def _with_overrides(plan: Plan, args: argparse.Namespace) -> Plan:
         value = getattr(args, flag)
         if value is None:
             continue
-        if isinstance(value, int | float) and not value > 0:
-            raise ConfigError(plan.path, f"--{flag.replace('_', '-')}", f"must be positive (got {value})")
+        upper = MAX_RANK if flag == "rank" else MAX_BATCH_SIZE if isinstance(value, int) else math.inf
+        if isinstance(value, int | float) and not (0 < value <= upper and math.isfinite(value)):
+            bound = f" and at most {upper}" if upper < math.inf else " and finite"
+            raise ConfigError(
+                plan.path, f"--{flag.replace('_', '-')}", f"must be positive{bound} (got {value})"
+            )
         setattr(plan, name, value.lower() if flag == "method" else value)
         plan.keys[name] = f"--{flag.replace('_', '-')}"
     if args.devices is not None:

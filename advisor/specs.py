@@ -31,8 +31,18 @@ Scaling = Literal["alpha_over_r", "alpha_over_sqrt_r"]
 LrPick = Literal["median", "cautious"]
 
 
+# Upper bounds on the integers a spec (or a request about a fine-tune) may carry. They sit far above any
+# real fine-tune and keep every value storable: SQLite and PostgreSQL hold at most 64-bit integers, and an
+# unbounded int once reached the database as a 500 instead of an error naming its field.
+MAX_RANK = 65_536  # above the hidden size of any LLM; a rank cannot usefully exceed it
+MAX_BATCH_SIZE = 1 << 20  # effective batch (micro-batch × accumulation × devices)
+MAX_COUNT = 10**12  # examples, steps, dataset rows
+MAX_SEED = 2**31 - 2  # studies train a second seed at seed + 1; numpy takes seeds below 2**32
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: Python's JSON parser accepts NaN and Infinity, which no spec field means.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DatasetSpec(_Strict):
@@ -53,7 +63,9 @@ class DatasetSpec(_Strict):
         None, description="held-out data; when absent a split of `path` is held out"
     )
     eval_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="held-out share when there is no eval_path")
-    max_examples: int | None = Field(None, gt=0, description="deterministic subsample of the training split")
+    max_examples: int | None = Field(
+        None, gt=0, le=MAX_COUNT, description="deterministic subsample of the training split"
+    )
     split: str = Field("train", description="split to read from a hub id or save_to_disk DatasetDict")
     revision: str | None = None
 
@@ -76,9 +88,9 @@ class TrainingSpec(_Strict):
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast applies on CUDA only")
     max_grad_norm: float | None = Field(1.0, gt=0)
     micro_batch_size: int | None = Field(
-        None, gt=0, description="None: the largest that fits, found at run time"
+        None, gt=0, le=MAX_BATCH_SIZE, description="None: the largest that fits, found at run time"
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class MethodOptions(_Strict):
@@ -89,7 +101,7 @@ class MethodOptions(_Strict):
         16.0, gt=0, description="LoRA+: LR of B = ratio × LR of A (paper default 16)"
     )
     reflora_warmup_steps: int = Field(
-        100, ge=1, description="RefLoRA: plain steps before refactoring, so B ≠ 0"
+        100, ge=1, le=MAX_COUNT, description="RefLoRA: plain steps before refactoring, so B ≠ 0"
     )
     reflora_eps: float = Field(1e-6, gt=0, description="RefLoRA: added to singular values before inverting")
     num_virtual_tokens: int = Field(20, ge=1, le=1024, description="prompt tuning: learned prefix length")
@@ -99,7 +111,9 @@ class BudgetSpec(_Strict):
     """Proxy compute a study may spend. Either bound may be left open, not both."""
 
     proxy_seconds: float | None = Field(900.0, gt=0)
-    proxy_examples: int | None = Field(None, gt=0, description="examples seen, summed over all proxy runs")
+    proxy_examples: int | None = Field(
+        None, gt=0, le=MAX_COUNT, description="examples seen, summed over all proxy runs"
+    )
 
     @model_validator(mode="after")
     def _some_bound(self) -> BudgetSpec:
@@ -153,8 +167,8 @@ class StudySpec(_Strict):
     @field_validator("rank")
     @classmethod
     def _positive_rank(cls, value: int) -> int:
-        if value <= 0:
-            raise ValueError("rank must be a positive integer such as 8 or 16")
+        if not 0 < value <= MAX_RANK:
+            raise ValueError(f"rank must be a positive integer such as 8 or 16 (at most {MAX_RANK})")
         return value
 
     @field_validator("alpha")
@@ -174,8 +188,11 @@ class StudySpec(_Strict):
     @field_validator("batch_sizes")
     @classmethod
     def _batch_sizes(cls, value: list[int]) -> list[int]:
-        if not value or any(b <= 0 for b in value):
-            raise ValueError("batch_sizes must be a non-empty list of positive integers, e.g. [8, 16, 32]")
+        if not value or any(not 0 < b <= MAX_BATCH_SIZE for b in value):
+            raise ValueError(
+                f"batch_sizes must be a non-empty list of positive integers up to {MAX_BATCH_SIZE}, "
+                "e.g. [8, 16, 32]"
+            )
         return sorted(set(value))
 
     @field_validator("lr_range")

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
@@ -35,6 +35,9 @@ async def get_service(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
+# A study's or run's id in a path: the database's integers are 64-bit, and a larger one used to reach it
+# and fail there (a 500) instead of failing validation (a 422 naming the id).
+RowId = Annotated[int, Path(le=2**63 - 1)]
 
 
 def _require(scope: str) -> Callable[[Request], Awaitable[Principal]]:

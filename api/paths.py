@@ -29,9 +29,17 @@ def confine(value: str, *, roots: list[Path], field: str, allow_hub: bool, kind:
     real_roots = [root.resolve() for root in roots]
     bases = [candidate] if candidate.is_absolute() else [root / candidate for root in real_roots]
     for base in bases:
-        if not base.exists():
-            continue
-        real = base.resolve()
+        try:
+            if not base.exists():
+                continue
+            real = base.resolve()
+        except OSError as error:  # a name too long for the file system, a loop of links, …
+            raise SpecError(
+                field,
+                f"{kind} path cannot be used: {error.strerror or error}",
+                value=value,
+                fix="give a shorter path inside one of the configured roots",
+            ) from error
         if any(real.is_relative_to(root) for root in real_roots):
             return str(real)
         raise SpecError(

@@ -8,10 +8,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from advisor.check import Decision
+from advisor.specs import MAX_BATCH_SIZE, MAX_COUNT, MAX_RANK
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and Infinity parse as JSON in Python but are no rank, LR or loss a user can mean.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StudyOut(BaseModel):
@@ -76,17 +78,17 @@ class DatasetOut(BaseModel):
 
 
 class OutcomeIn(_In):
-    study_id: int | None = None
+    study_id: int | None = Field(None, gt=0, le=2**63 - 1)
     model: str = Field(min_length=1, max_length=512)
     method: str = "lora"
-    rank: int = Field(gt=0)
+    rank: int = Field(gt=0, le=MAX_RANK)
     alpha: float = Field(gt=0)
     dataset_fingerprint: str | None = Field(None, max_length=64)
-    batch_size: int = Field(gt=0)
+    batch_size: int = Field(gt=0, le=MAX_BATCH_SIZE)
     learning_rate: float = Field(gt=0)
     final_eval_loss: float | None = None
     diverged: bool = False
-    steps: int | None = Field(None, ge=0)
+    steps: int | None = Field(None, ge=0, le=MAX_COUNT)
     notes: str | None = Field(None, max_length=2000)
 
 
@@ -100,11 +102,11 @@ class CheckIn(_In):
 
     model: str = Field(min_length=1, max_length=512)
     method: str = "lora"
-    rank: int = Field(gt=0)
+    rank: int = Field(gt=0, le=MAX_RANK)
     alpha: float | None = Field(None, gt=0)
     dataset_fingerprint: str | None = Field(None, max_length=64)
-    dataset_size: int | None = Field(None, gt=0)
-    batch_size: int = Field(gt=0)
+    dataset_size: int | None = Field(None, gt=0, le=MAX_COUNT)
+    batch_size: int = Field(gt=0, le=MAX_BATCH_SIZE)
     learning_rate: float = Field(gt=0)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,6 +148,9 @@ def test_auth_may_be_off_only_on_loopback(tmp_path: Path) -> None:
         ({"dataset": {"path": "train.jsonl", "eval_path": "missing.jsonl"}}, "dataset.eval_path"),
         ({"model": "no-such-model"}, "model"),
         ({"model": "meta-llama/Llama-3-8B"}, "model"),  # hub ids are off unless enabled
+        ({"model": "m" * 5000}, "model"),  # longer than a file name may be: refused, not an OSError
+        ({"rank": 10**30}, "rank"),  # larger than a database integer: refused before it reaches one
+        ({"training": {"seed": 2**40}}, "training.seed"),
     ],
 )
 def test_bad_study_input_is_a_problem_naming_the_field(env: Env, change: dict[str, Any], field: str) -> None:
@@ -160,6 +164,29 @@ def test_malformed_json_and_non_object_bodies(env: Env) -> None:
     assert_problem(env.client.post("/v1/studies", content=b"[1, 2]", headers=headers), 422)
     assert_problem(env.client.get("/v1/studies/999999", headers=env.headers), 404)
     assert_problem(env.client.get("/v1/studies", params={"limit": 0}, headers=env.headers), 422, "limit")
+    assert env.count(Study) == 0
+
+
+def test_nan_infinity_and_oversized_ids_are_problems_naming_the_field(env: Env) -> None:
+    """Python's JSON parser reads NaN and Infinity, which no field means; ids past 64 bits can name no row.
+    Both used to reach the database or the error renderer and come back as a 500."""
+    headers = {**env.headers, "content-type": "application/json"}
+
+    def post(path: str, body: dict[str, Any]) -> httpx.Response:
+        return env.client.post(path, content=json.dumps(body, allow_nan=True), headers=headers)
+
+    nan_budget = env.spec(budget={"proxy_seconds": float("nan")})
+    assert_problem(post("/v1/studies", nan_budget), 422, "budget.proxy_seconds")
+    body = assert_problem(post("/v1/studies", env.spec(lr_range=[1e-5, float("inf")])), 422, "lr_range.1")
+    assert "inf" in [error["value"] for error in body["errors"]]  # echoed as text: JSON has no Infinity
+    outcome = {"model": "m", "rank": 8, "alpha": 8, "batch_size": 4, "learning_rate": 1e-3}
+    nan_loss = {**outcome, "final_eval_loss": float("nan")}
+    assert_problem(post("/v1/outcomes", nan_loss), 422, "final_eval_loss")
+    assert_problem(post("/v1/check", {**outcome, "learning_rate": float("nan")}), 422, "learning_rate")
+    assert_problem(env.client.get(f"/v1/studies/{2**64}", headers=env.headers), 422, "study_id")
+    assert_problem(env.client.get(f"/v1/runs/{2**64}", headers=env.headers), 422, "run_id")
+    too_far = {"offset": 10**20}
+    assert_problem(env.client.get("/v1/studies", params=too_far, headers=env.headers), 422, "offset")
     assert env.count(Study) == 0
 
 

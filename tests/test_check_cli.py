@@ -171,6 +171,24 @@ def test_a_parse_error_exits_2_naming_file_and_key(capsys, offline: Path) -> Non
     assert f"error: {offline / 'train.yaml'}: learning_rate: must be a number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("change", "flags", "says"),
+    [
+        (("lora_r: 8", f"lora_r: {10**30}"), [], "lora_r: must be a positive integer up to 65536"),
+        (("micro_batch_size: 2", "micro_batch_size: 0"), [], "micro_batch_size: must be a positive integer"),
+        (("", ""), ["--rank", str(10**30)], "--rank: must be positive and at most 65536"),
+        (("", ""), ["--lr", "inf"], "--lr: must be positive and finite"),
+    ],
+)
+def test_out_of_range_values_exit_2_naming_the_key(capsys, offline: Path, change, flags, says) -> None:
+    """Values no fine-tune has (a rank past any hidden size, an infinite LR) are usage errors, not a
+    traceback from the database they would otherwise reach."""
+    (offline / "train.yaml").write_text(AXOLOTL.replace(*change))
+    code = advisor_main(["check", str(offline / "train.yaml"), "--offline", *flags])
+    assert code == 2
+    assert says in capsys.readouterr().err
+
+
 def test_a_parse_error_in_github_format_is_also_an_annotation(capsys, offline: Path) -> None:
     (offline / "train.yaml").write_text(AXOLOTL.replace("4e-4", "fast"))
     code = advisor_main(["check", str(offline / "train.yaml"), "--offline", "--format", "github"])

@@ -55,6 +55,14 @@ def test_spec_loads_from_yaml_and_json_files(tmp_path: Path) -> None:
         ({"method": "rslora", "scaling": "alpha_over_r"}, "scaling", "alpha_over_sqrt_r"),
         ({"budget": {"proxy_seconds": None}}, "budget", "unbounded"),
         ({"training": {"epochs": 0}}, "training.epochs", "greater than 0"),
+        # Past what any fine-tune uses and what a database integer holds: refused here, not by the store.
+        ({"rank": 10**30}, "rank", "at most 65536"),
+        ({"batch_sizes": [16, 2**40]}, "batch_sizes", "up to 1048576"),
+        ({"training": {"seed": -1}}, "training.seed", "greater than or equal to 0"),
+        ({"budget": {"proxy_examples": 10**20}}, "budget.proxy_examples", "less than or equal to"),
+        # Python's JSON and YAML parsers read NaN and Infinity; no field means them.
+        ({"budget": {"proxy_seconds": float("nan")}}, "budget.proxy_seconds", "finite number"),
+        ({"training": {"epochs": float("inf")}}, "training.epochs", "finite number"),
     ],
 )
 def test_bad_fields_are_named_in_the_error(override: dict[str, object], field: str, words: str) -> None:

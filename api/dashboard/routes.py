@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.dashboard import views
-from api.deps import Service
+from api.deps import RowId, Service
 from api.problems import ApiProblem
 from api.security import Principal
 
@@ -109,7 +109,7 @@ async def studies_page(_: DashboardReader, request: Request) -> HTMLResponse:
 
 
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
-async def study_page(study_id: int, _: DashboardReader, request: Request) -> HTMLResponse:
+async def study_page(study_id: RowId, _: DashboardReader, request: Request) -> HTMLResponse:
     return await _page(request, functools.partial(views.study_page, study_id=study_id))
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from advisor.specs import MAX_COUNT, MAX_RANK
 from advisor.storage import knowledge
 from api.deps import Reader, Service, ServiceDep
 
@@ -23,10 +24,10 @@ async def get_recommendation(
     service: ServiceDep,
     model: Annotated[str, Query(min_length=1, max_length=512)],
     method: Annotated[str, Query(max_length=32)] = "lora",
-    rank: Annotated[int, Query(gt=0)] = 8,
+    rank: Annotated[int, Query(gt=0, le=MAX_RANK)] = 8,
     alpha: Annotated[float | None, Query(gt=0)] = None,
     dataset_fingerprint: Annotated[str | None, Query(max_length=64)] = None,
-    dataset_size: Annotated[int | None, Query(gt=0, description="training examples")] = None,
+    dataset_size: Annotated[int | None, Query(gt=0, le=MAX_COUNT, description="training examples")] = None,
 ) -> dict[str, Any]:
     key = (model, method.lower(), rank, alpha, dataset_fingerprint, dataset_size)
     now = time.monotonic()

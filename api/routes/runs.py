@@ -6,14 +6,14 @@ from fastapi import APIRouter
 
 from advisor.storage import repository as repo
 from advisor.storage.models import ProxyRun
-from api.deps import Reader, ServiceDep
+from api.deps import Reader, RowId, ServiceDep
 from api.schemas import RunOut
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: int, _: Reader, service: ServiceDep) -> RunOut:
+def get_run(run_id: RowId, _: Reader, service: ServiceDep) -> RunOut:
     with service.db.transaction(write=False) as session:
         return run_out(repo.get_run(session, run_id=run_id), curves=True)
 

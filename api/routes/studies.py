@@ -10,10 +10,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from advisor.jobs import queue
-from advisor.specs import parse_spec
+from advisor.specs import MAX_COUNT, parse_spec
 from advisor.storage import repository as repo
 from advisor.storage.models import RecommendationRow, Study, StudyState
-from api.deps import Reader, Service, ServiceDep, Submitter
+from api.deps import Reader, RowId, Service, ServiceDep, Submitter
 from api.paths import confine_spec
 from api.routes.runs import run_out
 from api.schemas import RunOut, StudyAccepted, StudyOut, StudyPage
@@ -84,7 +84,7 @@ def list_studies(
     model: str | None = None,
     method: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_COUNT)] = 0,
 ) -> StudyPage:
     with service.db.transaction(write=False) as session:
         rows, total = repo.list_studies(
@@ -95,7 +95,7 @@ def list_studies(
 
 
 @router.get("/studies/{study_id}", response_model=StudyOut, name="get_study")
-def get_study(study_id: int, _: Reader, service: ServiceDep, request: Request) -> StudyOut:
+def get_study(study_id: RowId, _: Reader, service: ServiceDep, request: Request) -> StudyOut:
     with service.db.transaction(write=False) as session:
         study = repo.get_study(session, study_id=study_id)
         recommendation = repo.get_recommendation_for_study(session, study_id=study_id)
@@ -103,13 +103,13 @@ def get_study(study_id: int, _: Reader, service: ServiceDep, request: Request) -
 
 
 @router.post("/studies/{study_id}/cancel", status_code=202, response_model=StudyOut)
-def cancel_study(study_id: int, _: Submitter, service: ServiceDep, request: Request) -> StudyOut:
+def cancel_study(study_id: RowId, _: Submitter, service: ServiceDep, request: Request) -> StudyOut:
     queue.request_cancel(service.db, study_id=study_id)
     return get_study(study_id, _, service, request)
 
 
 @router.get("/studies/{study_id}/runs", response_model=list[RunOut])
-def list_runs(study_id: int, _: Reader, service: ServiceDep) -> list[RunOut]:
+def list_runs(study_id: RowId, _: Reader, service: ServiceDep) -> list[RunOut]:
     with service.db.transaction(write=False) as session:
         return [run_out(run, curves=False) for run in repo.list_runs(session, study_id=study_id)]
 
