@@ -67,6 +67,14 @@ def read_records(
         records = _read_hub_dataset(path, split, revision, field_name)
     if not records:
         raise DataError(field_name, "the dataset is empty", value=path, fix="point at a file with examples")
+    not_object = next((i for i, record in enumerate(records, start=1) if not isinstance(record, dict)), None)
+    if not_object is not None:
+        raise DataError(
+            field_name,
+            f"record {not_object} is a JSON {type(records[not_object - 1]).__name__}, not an object",
+            value=path,
+            fix='write one JSON object per record, such as {"instruction": ..., "output": ...}',
+        )
     return records
 
 
@@ -89,8 +97,12 @@ def _read_file(path: Path, field_name: str) -> list[dict[str, Any]]:
         if suffix in TEXT_SUFFIXES:
             paragraphs = path.read_text(encoding="utf-8").split("\n\n")
             return [{"text": p.strip()} for p in paragraphs if p.strip()]
-    except (ValueError, OSError) as exc:  # json.JSONDecodeError and csv.Error are ValueErrors
+    except (ValueError, OSError, csv.Error) as exc:  # json.JSONDecodeError is a ValueError; csv.Error is not
         raise DataError(field_name, f"cannot read {path.name}: {exc}", value=str(path)) from None
+    except RecursionError:  # Python's JSON parser recurses once per level of nesting
+        raise DataError(
+            field_name, f"cannot read {path.name}: it nests too deeply", value=str(path)
+        ) from None
     raise DataError(
         field_name,
         f"unsupported file type {suffix!r}",

@@ -242,6 +242,17 @@ def test_bad_or_oversized_uploads_store_nothing(url: str, tmp_path: Path) -> Non
         assert not uploads.exists() or list(uploads.iterdir()) == []
 
 
+def test_uploads_past_the_parsers_own_limits_are_problems_not_500s(env: Env) -> None:
+    """JSON nested past Python's recursion limit and a CSV field over the csv module's 128 KiB."""
+    deep = b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"\n"
+    body = assert_problem(env.client.post("/v1/datasets", content=deep, headers=env.headers), 422, "body")
+    assert "nests too deeply" in body["detail"]
+    wide = b"instruction,output\n" + b"x" * 200_000 + b",y\n"
+    upload = env.client.post("/v1/datasets", params={"format": "csv"}, content=wide, headers=env.headers)
+    assert "does not parse" in assert_problem(upload, 422, "body")["detail"]
+    assert env.count(DatasetRow) == 0
+
+
 def test_200_concurrent_posts_with_20_idempotency_keys_make_20_studies(env: Env) -> None:
     async def post_all() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=env.client.app)

@@ -180,6 +180,26 @@ def test_malformed_jsonl_is_reported_not_crashed(tmp_path: Path) -> None:
         read_records(str(tmp_path / "bad.jsonl"))
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("scalars.jsonl", '{"instruction": "x"}\n7\n', "record 2 is a JSON int, not an object"),
+        ("list.json", '[["a", "b"]]', "record 1 is a JSON list, not an object"),
+        ("deep.jsonl", '{"a": ' * 5000 + "1" + "}" * 5000 + "\n", "nests too deeply"),
+        ("huge_field.csv", "instruction,output\n" + "x" * 200_000 + ",y\n", "field larger than field limit"),
+    ],
+)
+def test_files_that_parse_into_no_records_are_named_not_crashed(
+    tmp_path: Path, name: str, content: str, says: str
+) -> None:
+    """Shapes Python's parsers accept or fail on in their own way (a bare number on a line, nesting past
+    the recursion limit, a CSV field over 128 KiB) end as an error naming dataset.path."""
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=says) as caught:
+        read_records(str(tmp_path / name))
+    assert caught.value.field == "dataset.path"
+
+
 def test_a_hub_dataset_offline_fails_with_a_clear_message() -> None:
     with pytest.raises(DataError) as caught:
         read_records("some-org/some-dataset")

@@ -49,7 +49,10 @@ def count_rows(data: bytes, fmt: str) -> int:
     except UnicodeDecodeError as exc:
         raise _bad(f"the file is not UTF-8 (byte {exc.start})") from None
     if fmt == "csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
+        try:
+            rows = list(csv.DictReader(io.StringIO(text)))
+        except csv.Error as exc:  # a field past the csv module's limit (128 KiB), a NUL byte, …
+            raise _bad(f"the CSV does not parse: {exc}") from None
         if not rows:
             raise _bad("a CSV needs a header line and at least one row")
         return len(rows)
@@ -61,6 +64,8 @@ def count_rows(data: bytes, fmt: str) -> int:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise _bad(f"line {number} is not JSON: {exc.msg}") from None
+        except RecursionError:  # Python's parser recurses once per level of nesting
+            raise _bad(f"line {number} nests too deeply to parse") from None
         if not isinstance(record, dict):
             raise _bad(f"line {number} is not a JSON object")
         count += 1
