@@ -16,11 +16,16 @@ class SpecError(AdvisorError):
     API can both point at the exact thing to fix.
     """
 
-    def __init__(self, field: str, message: str, *, value: Any = None, fix: str | None = None) -> None:
+    def __init__(
+        self, field: str, message: str, *, value: Any = None, fix: str | None = None, retryable: bool = False
+    ) -> None:
         self.field = field
         self.value = value
         self.message = message
         self.fix = fix
+        # False: the same input fails the same way again (a job stops at once rather than retrying it).
+        # True only where the cause may pass, such as a hub download on a machine that is online.
+        self.retryable = retryable
         self.others: list[SpecError] = []  # further problems found in the same input
         super().__init__(self.describe())
 

@@ -13,6 +13,7 @@ import csv
 import functools
 import hashlib
 import json
+import os
 import random
 import statistics
 from dataclasses import dataclass, field
@@ -144,6 +145,7 @@ def _read_hub_dataset(name: str, split: str, revision: str | None, field_name: s
             f"cannot load hub dataset: {exc.__class__.__name__}: {exc}",
             value=name,
             fix="on an offline machine give a local file or a save_to_disk folder",
+            retryable=os.environ.get("HF_HUB_OFFLINE") != "1",  # online, the hub may answer next time
         ) from None
 
 

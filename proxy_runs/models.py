@@ -145,8 +145,13 @@ def _load_pretrained(
             hint = "this machine is offline (HF_HUB_OFFLINE=1): use a local folder"
         else:
             hint = "check the hub id, the revision and your network"
+        from_hub_online = not isinstance(resolved, Path) and os.environ.get("HF_HUB_OFFLINE") != "1"
         raise ModelLoadError(
-            "model", f"cannot load a model config: {exc.__class__.__name__}", value=reference, fix=hint
+            "model",
+            f"cannot load a model config: {exc.__class__.__name__}",
+            value=reference,
+            fix=hint,
+            retryable=from_hub_online,  # the network may come back; a local folder will not change
         ) from None
     is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     auto = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM

@@ -113,6 +113,39 @@ def test_a_real_study_through_the_service(
     db.dispose()
 
 
+def test_data_the_study_cannot_use_fails_on_the_first_attempt_with_the_fix(
+    roots: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The API can check that a dataset exists, not that it has the spec's fields: the worker finds that.
+    Three attempts at the same file would fail the same way, so the study fails at once, and its error is
+    the field and the fix, not a traceback."""
+    model, data = roots
+    renamed = data.parent / "questions.jsonl"
+    records = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(40)]
+    renamed.write_text("".join(json.dumps(r) + "\n" for r in records))
+    url = default_sqlite_url(tmp_path / "db")
+    db = testing.migrated(url)
+    settings = testing.make_settings(
+        model.parent.parent, database_url=url, job_function="study", job_options={}
+    )
+    headers = testing.token(db)
+    with TestClient(create_app(settings, db=db, start_workers=False)) as client:
+        response = client.post("/v1/studies", json=tiny_spec(model, renamed), headers=headers)
+        assert response.status_code == 202, response.text
+        study_url = response.json()["url"]
+        with testing.worker_thread(db):
+            assert wait_for(
+                lambda: client.get(study_url, headers=headers).json()["state"] == "failed", timeout=60
+            )
+        study = client.get(study_url, headers=headers).json()
+    assert study["message"].startswith("attempt 1 of")
+    assert study["error"].startswith(
+        "DataError: dataset.prompt_field: field 'instruction' is not in the data"
+    )
+    assert "Fix: set dataset.prompt_field" in study["error"] and "Traceback" not in study["error"]
+    db.dispose()
+
+
 def advisor_recommend(spec_file: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LORA_ADVISOR_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
     env.pop("LORA_ADVISOR_DATABASE_URL", None)

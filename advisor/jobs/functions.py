@@ -69,6 +69,10 @@ def run_study_job(payload: dict[str, Any], control: JobControl) -> JobResult:
     store, opened = knowledge_store(control)
     try:
         result = study.run_study(spec, progress=control.study_progress, store=store)
+    except SpecError as exc:  # the model or data the spec names cannot be used: retrying will not help
+        if exc.retryable:
+            raise
+        raise PermanentJobError(f"{type(exc).__name__}: {exc.describe()}") from None
     finally:
         if opened is not None:
             opened.dispose()

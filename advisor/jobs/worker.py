@@ -98,7 +98,12 @@ class Worker:
         except Exception as exc:
             cause = getattr(exc, "cause", None) or exc  # a Ray task error wraps the job's own exception
             retryable = not isinstance(cause, PermanentJobError)
-            error = f"{type(cause).__name__}: {cause}\n{traceback.format_exc(limit=5)}"
+            # A permanent error says what to fix in the user's input; a traceback would bury it.
+            error = (
+                str(cause)
+                if not retryable
+                else f"{type(cause).__name__}: {cause}\n{traceback.format_exc(limit=5)}"
+            )
             log.warning("job %s attempt %s failed (%s)", lease.job_id, lease.attempt, cause)
             self._write(
                 lambda: queue.fail(
