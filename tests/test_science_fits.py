@@ -9,6 +9,7 @@ import pytest
 
 from advisor.science.fits import (
     GRID_STEP,
+    KAPPA_BOUNDS,
     KAPPA_PRIOR,
     BootstrapSummary,
     GridEdge,
@@ -24,6 +25,7 @@ from advisor.science.fits import (
     loglog_line,
     lr_star_sd,
     shrink_kappa,
+    truncated_normal_mean,
     vertex_of_pair,
 )
 from advisor.science.planner import lr_grid
@@ -113,6 +115,30 @@ def test_two_batch_sizes_an_octave_apart_never_outweigh_the_prior_alone() -> Non
     # Optima known to a quarter-decade grid step (±0.072 decades) leave κ ± 0.34 over one octave of B.
     assert clean.sd == pytest.approx(0.072 / (math.log10(2) / math.sqrt(2)), rel=0.02)
     assert clean.kappa < clean.rule_kappa < noisy.rule_kappa < KAPPA_PRIOR  # cleaner data move it further
+
+
+@pytest.mark.parametrize(
+    ("lr_stars", "bound"),
+    [
+        ({8: 2e-4, 16: 1.5e-3}, 1.0),  # LR* 7.5 times higher an octave up: κ ≈ 2.9 measured
+        ({8: 1.5e-3, 16: 2e-4}, 0.0),  # 7.5 times lower: κ ≈ −2.9
+    ],
+)
+def test_the_rule_keeps_kappa_between_flat_and_linear(lr_stars: dict[int, float], bound: float) -> None:
+    """At equal examples seen, LR*(B) can be flat (curvature caps the LR) or grow as fast as B (the linear
+    scaling rule), not faster and not falling: a slope outside comes from noisy optima, and the rule stays
+    inside however clean the bowls."""
+    runs = bowls_at(lr_stars, curvature=0.08, noise=0.001)
+    kappa = shrink_kappa(runs, fitted(runs))
+    assert kappa is not None and abs(kappa.kappa) > 2.5
+    assert KAPPA_BOUNDS[0] < kappa.rule_kappa < KAPPA_BOUNDS[1]
+    assert abs(kappa.rule_kappa - bound) < abs(KAPPA_PRIOR - bound)  # the data still pull it their way
+
+
+def test_a_truncated_normal_mean_stays_inside_its_bounds() -> None:
+    assert truncated_normal_mean(0.5, 0.2, (0.0, 1.0)) == pytest.approx(0.5)  # symmetric: unmoved
+    assert 0.8 < truncated_normal_mean(1.43, 0.265, (0.0, 1.0)) < 0.95
+    assert truncated_normal_mean(50.0, 0.1, (0.0, 1.0)) == 1.0  # no mass inside: the nearer bound
 
 
 def test_band_holds_every_batch_size_within_epsilon_and_brackets_lr_star() -> None:

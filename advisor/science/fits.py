@@ -122,7 +122,8 @@ class KappaFit:
 
     @property
     def rule_kappa(self) -> float:
-        return self.kappa if self.shrunk is None else self.shrunk
+        low, high = KAPPA_BOUNDS
+        return min(max(self.kappa, low), high) if self.shrunk is None else self.shrunk
 
     def lr_at(self, batch_size: float) -> float:
         return 10 ** (self.intercept + self.kappa * math.log10(batch_size))
@@ -467,6 +468,12 @@ def resolved_interval(interval: tuple[float, float], curve: CurveFit) -> tuple[f
 KAPPA_PRIOR = 0.7
 KAPPA_PRIOR_SD = 0.3
 KAPPA_MIN_REFITS = 10  # fewer bootstrap refits with a slope than this: the measurement's spread is unknown
+# Where κ can lie when configs are compared at equal examples seen: 0 where curvature caps the LR whatever
+# the batch (past the critical batch), 1 in the noise-dominated limit where LR/B fixes the dynamics (the
+# linear scaling rule; Adam's is √B). The prior puts no weight outside, so neither does the rule: an LR
+# falling with B, or growing faster than B, comes from noisy optima (the quality benchmark's rungs read
+# −2.2 … 3.0 where the grids' own LR*(B) rose by 0 … 0.6).
+KAPPA_BOUNDS = (0.0, 1.0)
 
 
 def shrink_kappa(
@@ -494,8 +501,18 @@ def shrink_kappa(
     sd = max(float(np.std(slopes)), quantised) if len(slopes) >= KAPPA_MIN_REFITS else math.inf
     measured = 1 / sd**2 if math.isfinite(sd) else 0.0
     prior = 1 / KAPPA_PRIOR_SD**2
-    shrunk = (measured * fit.kappa + prior * KAPPA_PRIOR) / (measured + prior)
+    combined = (measured * fit.kappa + prior * KAPPA_PRIOR) / (measured + prior)
+    shrunk = truncated_normal_mean(combined, (measured + prior) ** -0.5, KAPPA_BOUNDS)
     return KappaFit(fit.kappa, fit.intercept, fit.batch_sizes, fit.r_squared, sd=sd, shrunk=shrunk)
+
+
+def truncated_normal_mean(mean: float, sd: float, bounds: tuple[float, float]) -> float:
+    """The mean of N(mean, sd²) restricted to `bounds`: the posterior mean when the prior is zero outside."""
+    low, high = ((bound - mean) / sd for bound in bounds)
+    mass = norm.cdf(high) - norm.cdf(low)
+    if mass < 1e-12:  # all but no mass inside: the posterior sits on the nearer bound
+        return bounds[0] if mean < bounds[0] else bounds[1]
+    return float(mean + sd * (norm.pdf(low) - norm.pdf(high)) / mass)
 
 
 def confidence_score(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> float:

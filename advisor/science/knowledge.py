@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
+from advisor.science.fits import KAPPA_BOUNDS
 from advisor.science.loss_forecast import LossExponentPrior
 from advisor.science.recommendation import (
     Band,
@@ -270,7 +271,8 @@ def provisional_recommendation(
         else 0.25
     )
     kappas = [k.kappa for _, k in near if k.kappa is not None]
-    kappa = float(np.median(kappas)) if kappas else None
+    # Studies stored before κ was held within its bounds may carry a wilder one.
+    kappa = float(np.clip(np.median(kappas), *KAPPA_BOUNDS)) if kappas else None
     return _provisional(context, near, batch, lr, max(spread, 0.25), kappa, correction, exponent)
 
 

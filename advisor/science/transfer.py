@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from advisor.science.fits import (
+    KAPPA_BOUNDS,
     KAPPA_PRIOR,
     KAPPA_PRIOR_SD,
     LR_ASYMMETRY,
@@ -197,13 +198,15 @@ def fit_reasoning(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> li
         sentences.append(
             f"LR*(B) measured as B^{surface.kappa.kappa:.2f} across batch sizes {surface.kappa.batch_sizes} "
             f"(± {surface.kappa.sd:.2g} over resampled runs), weighed against seed 001's "
-            f"{KAPPA_PRIOR} ± {KAPPA_PRIOR_SD}: rescale the LR as B^{surface.kappa.shrunk:.2f} when the "
-            "effective batch changes."
+            f"{KAPPA_PRIOR} ± {KAPPA_PRIOR_SD}, which keeps κ within "
+            f"{KAPPA_BOUNDS[0]:g} … {KAPPA_BOUNDS[1]:g}: rescale the LR as B^{surface.kappa.shrunk:.2f} "
+            "when the effective batch changes."
         )
     elif surface.kappa:
         sentences.append(
             f"LR*(B) grows as B^{surface.kappa.kappa:.2f} across batch sizes "
-            f"{surface.kappa.batch_sizes}; rescale the LR with it when the effective batch changes."
+            f"{surface.kappa.batch_sizes}; rescale the LR as B^{surface.kappa.rule_kappa:.2f} (κ kept within "
+            f"{KAPPA_BOUNDS[0]:g} … {KAPPA_BOUNDS[1]:g}) when the effective batch changes."
         )
     else:
         sentences.append(
