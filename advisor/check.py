@@ -33,7 +33,11 @@ LR_TOLERANCE = (
 )
 BATCH_TOLERANCE = 2.0  # a one-batch band: one doubling either side stays within the LR rule's reach
 COPIED_LR_RTOL = 0.05  # an LR within 5% of LR* was copied from the recommendation (rounded to 2 digits)
-KAPPA_FALLBACK = 0.7  # advisor.science.transfer.KAPPA_PRIOR, for stored answers without an LR rule
+# The science's constants, repeated so that this module (and `advisor check`) need not import scipy; a test
+# keeps them equal. The prior, for stored answers without an LR rule; the bounds, for answers stored before
+# the rule's κ was held within them.
+KAPPA_FALLBACK = 0.7  # advisor.science.fits.KAPPA_PRIOR
+KAPPA_BOUNDS = (0.0, 1.0)  # advisor.science.fits.KAPPA_BOUNDS
 
 
 class Finding(BaseModel):
@@ -100,7 +104,11 @@ def _band_at(answer: Mapping[str, Any], batch_size: int) -> dict[str, Any]:
     stored_band, rule = details.get("band") or {}, details.get("lr_rule") or {}
     # lookup rescales LR* for a different α (lr·α/r constant); the stored band needs the same factor.
     alpha_factor = best_lr / float(details["learning_rate"]) if details.get("learning_rate") else 1.0
-    kappa = float(rule["kappa"]) if "kappa" in rule else KAPPA_FALLBACK
+    kappa = (
+        min(max(float(rule["kappa"]), KAPPA_BOUNDS[0]), KAPPA_BOUNDS[1])
+        if "kappa" in rule
+        else KAPPA_FALLBACK
+    )
     scale = (batch_size / best_batch) ** kappa
     if stored_band.get("lr_low") and stored_band.get("lr_high"):
         low, high = float(stored_band["lr_low"]) * alpha_factor, float(stored_band["lr_high"]) * alpha_factor

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from advisor import check
 from advisor.check import BATCH_TOLERANCE, LR_TOLERANCE, decide
 from advisor.check_configs import ConfigError, load_plan
+from advisor.science import fits
 
 RECOMMENDATION = {
     "batch_size": 16,
@@ -50,6 +52,18 @@ def test_the_band_moves_with_the_lr_rule_at_another_effective_batch() -> None:
     assert decision.rescaled_learning_rate == pytest.approx(4e-4 * math.sqrt(2))
     too_high = decide(READY, batch_size=32, learning_rate=2e-3)
     assert "1.8× above the band's top 0.0011 at effective batch 32" in too_high.errors[0].message
+
+
+def test_a_rule_stored_with_kappa_past_linear_scaling_moves_the_band_at_most_linearly() -> None:
+    """Answers stored before κ was bounded may say B^1.6; the band then moves as B^1 (the linear scaling
+    rule, the science's upper bound), as the study would say today."""
+    wild = {**RECOMMENDATION, "lr_rule": {**RECOMMENDATION["lr_rule"], "kappa": 1.6}}
+    decision = decide({**READY, "details": wild}, batch_size=32, learning_rate=8e-4)
+    assert decision.rescaled_learning_rate == pytest.approx(8e-4) and decision.kappa == 1.0
+
+
+def test_checks_bounds_and_fallback_are_the_sciences_own() -> None:
+    assert (check.KAPPA_BOUNDS, check.KAPPA_FALLBACK) == (fits.KAPPA_BOUNDS, fits.KAPPA_PRIOR)
 
 
 def test_an_effective_batch_outside_the_bands_batch_sizes_fails() -> None:
