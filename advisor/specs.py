@@ -38,11 +38,33 @@ MAX_RANK = 65_536  # above the hidden size of any LLM; a rank cannot usefully ex
 MAX_BATCH_SIZE = 1 << 20  # effective batch (micro-batch × accumulation × devices)
 MAX_COUNT = 10**12  # examples, steps, dataset rows
 MAX_SEED = 2**31 - 2  # studies train a second seed at seed + 1; numpy takes seeds below 2**32
+MAX_NAME_CHARS = 512  # a model's hub id or resolved path, as the database stores it
+MAX_REVISION_CHARS = 128  # a hub revision: a branch, a tag or a 40-character commit
+
+
+def without_nul(value: Any) -> Any:
+    """`value` unchanged; ValueError when a string in it holds a NUL character, which PostgreSQL can store
+    neither in text columns nor in JSON (the value would fail there, a 500, instead of here, a 422)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("NUL characters (\\x00) are not allowed")
+    if isinstance(value, list | tuple):
+        for item in value:
+            without_nul(item)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            without_nul(key)
+            without_nul(item)
+    return value
 
 
 class _Strict(BaseModel):
     # allow_inf_nan=False: Python's JSON parser accepts NaN and Infinity, which no spec field means.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return without_nul(value)
 
 
 class DatasetSpec(_Strict):
@@ -125,10 +147,12 @@ class BudgetSpec(_Strict):
 class StudySpec(_Strict):
     """A model, a dataset, a method and a training plan: the question the advisor answers."""
 
-    model: str = Field(description="hub id, local folder, or a .gguf file")
-    revision: str | None = None
+    model: str = Field(max_length=MAX_NAME_CHARS, description="hub id, local folder, or a .gguf file")
+    revision: str | None = Field(None, max_length=MAX_REVISION_CHARS)
     proxy_model: str | None = Field(
-        None, description="smaller sibling of `model` for proxy runs (seed 000); None: the planner decides"
+        None,
+        max_length=MAX_NAME_CHARS,
+        description="smaller sibling of `model` for proxy runs (seed 000); None: the planner decides",
     )
     dataset: DatasetSpec
     method: str = "lora"

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
 from advisor.storage.db import Database
+from advisor.storage.models import MAX_ROW_ID
 from api.problems import ApiProblem
 from api.security import Principal, RateLimiter, TokenAuth
 from api.settings import Settings
@@ -35,9 +36,9 @@ async def get_service(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
-# A study's or run's id in a path: the database's integers are 64-bit, and a larger one used to reach it
-# and fail there (a 500) instead of failing validation (a 422 naming the id).
-RowId = Annotated[int, Path(le=2**63 - 1)]
+# A study's or run's id in a path; one past the largest a row can have used to reach the database and fail
+# there (a 500) instead of failing validation (a 422 naming the id).
+RowId = Annotated[int, Path(le=MAX_ROW_ID)]
 
 
 def _require(scope: str) -> Callable[[Request], Awaitable[Principal]]:

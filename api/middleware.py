@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +37,11 @@ class ServiceMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        nul = _nul_parameter(scope)
+        if nul is not None:
+            detail = f"{nul} holds a NUL character (\\x00), which no parameter can mean"
+            await _problem(send, 422, "invalid request", detail, scope["path"], field=nul)
             return
         limit = self.max_upload if scope["path"] == self.upload_path else self.max_body
         headers = dict(scope.get("headers") or [])
@@ -74,23 +80,45 @@ class ServiceMiddleware:
 
     @staticmethod
     async def _too_large(send: Send, limit: int, path: str) -> None:
-        body: dict[str, Any] = {
-            "type": "about:blank",
-            "title": "request too large",
-            "status": 413,
-            "detail": f"the request body exceeds the limit of {limit} bytes",
-            "instance": path,
+        detail = f"the request body exceeds the limit of {limit} bytes"
+        await _problem(send, 413, "request too large", detail, path, close=True)
+
+
+def _nul_parameter(scope: Scope) -> str | None:
+    """The query parameter or header whose name or value holds a NUL character, if any. PostgreSQL cannot
+    compare or store such text, and no route means one; checked here once for every route, present and
+    future. (Bodies are checked by their models, which can name the field.)"""
+    for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return name.replace("\x00", "\\x00")
+    for name, value in scope.get("headers") or []:
+        if b"\x00" in value:
+            return f"header {name.decode('latin-1')}"
+    return None
+
+
+async def _problem(
+    send: Send,
+    status: int,
+    title: str,
+    detail: str,
+    path: str,
+    *,
+    field: str | None = None,
+    close: bool = False,
+) -> None:
+    """A problem+json response sent from the middleware, before any route runs."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    body["instance"] = path
+    if field is not None:
+        body["errors"] = [{"field": field, "message": detail, "value": None}]
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", PROBLEM_TYPE.encode()), (b"content-length", str(len(payload)).encode())]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": headers + ([(b"connection", b"close")] if close else []),
         }
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_TYPE.encode()),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+    )
+    await send({"type": "http.response.body", "body": payload})

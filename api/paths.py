@@ -11,7 +11,7 @@ import re
 from pathlib import Path, PurePath
 
 from advisor.errors import SpecError
-from advisor.specs import StudySpec
+from advisor.specs import MAX_NAME_CHARS, StudySpec
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -65,6 +65,13 @@ def confine_spec(
 ) -> StudySpec:
     """The spec with every path replaced by its confined, resolved form."""
     model = confine(spec.model, roots=model_roots, field="model", allow_hub=allow_hub, kind="model")
+    if len(model) > MAX_NAME_CHARS:  # the root it resolved against made it longer than the store keeps
+        raise SpecError(
+            "model",
+            f"resolves to a path of {len(model)} characters; at most {MAX_NAME_CHARS} are stored",
+            value=spec.model,
+            fix="use a shorter model folder name or a root closer to /",
+        )
     proxy = (
         None
         if spec.proxy_model is None

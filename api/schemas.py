@@ -5,15 +5,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from advisor.check import Decision
-from advisor.specs import MAX_BATCH_SIZE, MAX_COUNT, MAX_RANK
+from advisor.specs import MAX_BATCH_SIZE, MAX_COUNT, MAX_NAME_CHARS, MAX_RANK, without_nul
+from advisor.storage.models import MAX_ROW_ID
 
 
 class _In(BaseModel):
     # NaN and Infinity parse as JSON in Python but are no rank, LR or loss a user can mean.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return without_nul(value)
 
 
 class StudyOut(BaseModel):
@@ -78,9 +84,9 @@ class DatasetOut(BaseModel):
 
 
 class OutcomeIn(_In):
-    study_id: int | None = Field(None, gt=0, le=2**63 - 1)
-    model: str = Field(min_length=1, max_length=512)
-    method: str = "lora"
+    study_id: int | None = Field(None, gt=0, le=MAX_ROW_ID)
+    model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    method: str = Field("lora", min_length=1, max_length=32)
     rank: int = Field(gt=0, le=MAX_RANK)
     alpha: float = Field(gt=0)
     dataset_fingerprint: str | None = Field(None, max_length=64)
@@ -100,8 +106,8 @@ class OutcomeOut(BaseModel):
 class CheckIn(_In):
     """What a CI hook knows about a fine-tune it is about to launch."""
 
-    model: str = Field(min_length=1, max_length=512)
-    method: str = "lora"
+    model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    method: str = Field("lora", min_length=1, max_length=32)
     rank: int = Field(gt=0, le=MAX_RANK)
     alpha: float | None = Field(None, gt=0)
     dataset_fingerprint: str | None = Field(None, max_length=64)

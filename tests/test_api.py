@@ -190,6 +190,23 @@ def test_nan_infinity_and_oversized_ids_are_problems_naming_the_field(env: Env) 
     assert env.count(Study) == 0
 
 
+def test_nul_characters_are_refused_wherever_they_come_from(env: Env) -> None:
+    """PostgreSQL can neither store nor compare text holding NUL: in a body, a query parameter or a header it
+    used to fail in the database (a 500 on PostgreSQL only). Run on both backends."""
+    spec = env.spec(target_modules=["q_proj\x00"])
+    assert_problem(env.client.post("/v1/studies", json=spec, headers=env.headers), 422, "target_modules")
+    outcome = {"model": "m", "rank": 8, "alpha": 8, "batch_size": 4, "learning_rate": 1e-3, "notes": "a\x00"}
+    assert_problem(env.client.post("/v1/outcomes", json=outcome, headers=env.headers), 422, "notes")
+    query = {"model": "m\x00"}
+    assert_problem(env.client.get("/v1/studies", params=query, headers=env.headers), 422, "model")
+    assert_problem(env.client.get("/v1/recommendations", params=query, headers=env.headers), 422, "model")
+    keyed = {**env.headers, "Idempotency-Key": "k\x00"}
+    assert_problem(
+        env.client.post("/v1/studies", json=env.spec(), headers=keyed), 422, "header idempotency-key"
+    )
+    assert env.count(Study) == 0 and env.count(IdempotencyKey) == 0
+
+
 def test_a_symlink_out_of_a_root_is_refused(env: Env, tmp_path: Path) -> None:
     outside = tmp_path / "outside.jsonl"
     outside.write_text('{"instruction": "q", "output": "a"}\n')

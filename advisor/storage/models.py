@@ -28,6 +28,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from advisor.specs import MAX_NAME_CHARS, MAX_REVISION_CHARS
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -74,6 +76,9 @@ class JobState(enum.StrEnum):
 
 
 FINISHED_JOB_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED)
+# The largest id a row can have: Integer primary keys are int4 on PostgreSQL. A request naming a larger one
+# names no row, and PostgreSQL refuses to compare it (a 500) unless the API refuses it first (a 422).
+MAX_ROW_ID = 2**31 - 1
 
 
 class Base(DeclarativeBase):
@@ -85,9 +90,9 @@ class ModelRow(Base):
     __table_args__ = (UniqueConstraint("name", "revision", name="uq_models_name_revision"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(512))
+    name: Mapped[str] = mapped_column(String(MAX_NAME_CHARS))
     revision: Mapped[str] = mapped_column(
-        String(128), default=""
+        String(MAX_REVISION_CHARS), default=""
     )  # "" rather than NULL so the unique key holds
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -205,7 +210,7 @@ class RecommendationRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), unique=True, nullable=True)
-    model: Mapped[str] = mapped_column(String(512))
+    model: Mapped[str] = mapped_column(String(MAX_NAME_CHARS))
     method: Mapped[str] = mapped_column(String(32))
     rank: Mapped[int] = mapped_column(Integer)
     alpha: Mapped[float] = mapped_column(Float)
@@ -226,7 +231,7 @@ class Outcome(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), nullable=True)
-    model: Mapped[str] = mapped_column(String(512))
+    model: Mapped[str] = mapped_column(String(MAX_NAME_CHARS))
     method: Mapped[str] = mapped_column(String(32))
     rank: Mapped[int] = mapped_column(Integer)
     alpha: Mapped[float] = mapped_column(Float)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from advisor.specs import MAX_COUNT, MAX_RANK
+from advisor.specs import MAX_COUNT, MAX_NAME_CHARS, MAX_RANK
 from advisor.storage import knowledge
 from api.deps import Reader, Service, ServiceDep
 
@@ -22,7 +22,7 @@ CACHE_ENTRIES = 10_000  # distinct contexts kept; beyond that the cache starts o
 async def get_recommendation(
     _: Reader,
     service: ServiceDep,
-    model: Annotated[str, Query(min_length=1, max_length=512)],
+    model: Annotated[str, Query(min_length=1, max_length=MAX_NAME_CHARS)],
     method: Annotated[str, Query(max_length=32)] = "lora",
     rank: Annotated[int, Query(gt=0, le=MAX_RANK)] = 8,
     alpha: Annotated[float | None, Query(gt=0)] = None,
