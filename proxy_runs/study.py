@@ -74,7 +74,7 @@ from advisor.science.planner import (
     lattice_lr,
     plan_study,
 )
-from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
+from advisor.science.recommendation import Cost, NoRecommendation, Recommendation, confidence_label
 from advisor.science.transfer import (
     band_holding_interval,
     build_recommendation,
@@ -691,6 +691,7 @@ def _finish(
         rec = _confirm_on_target(spec, plan, rec, data, ledger, priors.beta, fits)
         rec = band_holding_interval(_apply_outcome_correction(rec, priors.lr_correction))
         rec = picked_lr(rec, spec.lr_pick)  # last: the median it may move from has every other move in it
+        rec = thin_data_caveat(rec, spec, data[0])
         rec.band.compared_batch_sizes = sorted(
             {r.config.batch_size for r in ledger.runs if r.meta.get("role") == HALVING_ROLE}
         )
@@ -703,6 +704,40 @@ def _finish(
             f"examples, {cost.proxy_seconds:.0f} s) comparing configs at equal examples seen.",
         )
     return StudyResult(rec, ledger.runs, plan, priors.provisional, fits_json)
+
+
+# Below this many held-out examples the mean eval loss ranks configs largely by which examples were held
+# out (one example's loss moves the mean by 1/n), which no number of training seeds averages away.
+MIN_EVAL_EXAMPLES = 16
+THIN_DATA_CONFIDENCE = 0.3  # the most an answer from such data may claim: "low"
+
+
+def thin_data_caveat(rec: Recommendation, spec: StudySpec, data: PreparedData) -> Recommendation:
+    """The answer with its confidence capped at low, and the reason said, when the data cannot carry it: a
+    training split smaller than every candidate batch (the real run is a single step), or an eval split too
+    small to rank configs. Bowls fit to such data can look clean and read as high confidence."""
+    problems = []
+    if len(data.train) < min(spec.batch_sizes):
+        problems.append(
+            f"the training split holds {len(data.train)} examples, fewer than the smallest batch size "
+            f"{min(spec.batch_sizes)}, so the real run is a single optimizer step"
+        )
+    if len(data.eval) < MIN_EVAL_EXAMPLES:
+        problems.append(
+            f"the eval loss is the mean over {len(data.eval)} held-out examples (at least "
+            f"{MIN_EVAL_EXAMPLES} are needed to rank configs by more than which examples were held out)"
+        )
+    if not problems:
+        return rec
+    score = min(rec.confidence.score, THIN_DATA_CONFIDENCE)
+    confidence = rec.confidence.model_copy(
+        update={"score": score, "label": confidence_label(score), "notes": [*rec.confidence.notes, *problems]}
+    )
+    said = (
+        f"Too little data to trust this answer: {'; and '.join(problems)}. "
+        "Add examples, or give dataset.eval_path."
+    )
+    return rec.model_copy(update={"confidence": confidence, "reasoning": [*rec.reasoning, said]})
 
 
 def _apply_outcome_correction(rec: Recommendation, correction: LrCorrection) -> Recommendation:

@@ -19,6 +19,7 @@ from advisor.science.loss_forecast import LOSS_EXPONENT
 from advisor.science.planner import Rung, StudyPlan, lattice_index, lattice_lr, plan_study
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.specs import StudySpec, parse_spec
+from proxy_runs.data import Example, PreparedData
 from proxy_runs.study import (
     UNMEASURED_NOISE,
     StudyResult,
@@ -33,6 +34,7 @@ from proxy_runs.study import (
     promote,
     recommend_from_rungs,
     run_study,
+    thin_data_caveat,
 )
 from proxy_runs.synthetic import corpus_of, instruction_records, write_jsonl
 from proxy_runs.tiny import save_tiny_model
@@ -399,6 +401,26 @@ def test_a_seconds_budget_caps_what_is_left_by_the_throughput_measured_at_that_b
     assert ledger.examples_left(4) == pytest.approx(60 / per_example, rel=0.05)  # time binds, not examples
     untimed = _Ledger(0, None, runs=at_four, budget_examples=sum(r.examples_seen for r in at_four) + 100)
     assert untimed.examples_left(4) == 100  # an examples budget alone: what is left of it
+
+
+def test_an_answer_from_too_little_data_is_low_confidence_and_says_why(tiny_spec: StudySpec) -> None:
+    """Two training examples under every batch size and one held-out example: a clean-looking bowl must not
+    read as a high-confidence answer."""
+    top_runs = bowl_runs(0.02, seeds=2, examples=300)
+    fit = fit_surface(top_runs)
+    assert isinstance(fit, SurfaceFit)
+    cost = Cost(proxy_seconds=0, examples_seen=0, runs=0)
+    rec = recommend_from_rungs({300: fit}, {300: top_runs}, spec=tiny_spec, cost=cost, evidence={})
+    assert isinstance(rec, Recommendation) and rec.confidence.label != "low"
+    example = Example(input_ids=[1, 2], labels=[1, 2])
+    plenty = PreparedData(train=[example] * 144, eval=[example] * 16, is_seq2seq=False)
+    assert thin_data_caveat(rec, tiny_spec, plenty) == rec
+
+    thin = thin_data_caveat(rec, tiny_spec, PreparedData([example] * 2, [example], is_seq2seq=False))
+    assert thin.confidence.label == "low" and thin.confidence.score <= 0.3
+    assert "fewer than the smallest batch size 4" in thin.reasoning[-1]
+    assert "mean over 1 held-out examples" in thin.reasoning[-1]
+    assert (thin.batch_size, thin.learning_rate) == (rec.batch_size, rec.learning_rate)  # said, not moved
 
 
 def test_pissa_is_centred_by_its_curvature_ratio_to_lora_and_lora_is_not(tiny_spec: StudySpec) -> None:
