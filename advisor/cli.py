@@ -21,6 +21,7 @@ from advisor.records import RunRecord
 from advisor.specs import MAX_BATCH_SIZE, MAX_COUNT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 def _positive_int(text: str, upper: int = MAX_COUNT) -> int:
@@ -186,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except json.JSONDecodeError as exc:
         print(f"error: invalid JSON: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # a stored study was marked canceled on the way out (cli_recommend)
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -13,12 +13,14 @@ it and the next similar question starts from its answer (the warm start, printed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -160,22 +162,50 @@ def run_leased(db: Database, lease: Lease, spec: StudySpec, *, budget: float | N
     done = threading.Event()
     beat = threading.Thread(target=keep_lease, args=(db, lease, control, done), daemon=True)
     beat.start()
-    try:
-        result = run_study(spec, budget_override=budget, progress=reporter(control), store=control.store)
-    except JobCanceled:
-        queue.mark_canceled(db, lease=lease)
-        raise
-    except LeaseLost:
-        raise  # another attempt owns the study now: it writes the outcome, not this process
-    except BaseException as exc:  # KeyboardInterrupt too: the stored study says how it ended
-        error = f"{type(exc).__name__}: {exc}"
-        queue.fail(db, lease=lease, error=error, retryable=False, backoff=queue.Backoff())
-        raise
-    finally:
-        done.set()
-        beat.join()
-    queue.complete(db, lease=lease, result=study_result_to_job_result(result))
+    with interrupted_once():
+        try:
+            result = run_study(spec, budget_override=budget, progress=reporter(control), store=control.store)
+        except JobCanceled:
+            queue.mark_canceled(db, lease=lease)
+            raise
+        except LeaseLost:
+            raise  # another attempt owns the study now: it writes the outcome, not this process
+        except KeyboardInterrupt:  # the user stopped it: the stored study says so
+            message = f"interrupted (Ctrl-C or SIGTERM) at: {control.message}"
+            queue.mark_canceled(db, lease=lease, message=message)
+            raise
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            queue.fail(db, lease=lease, error=error, retryable=False, backoff=queue.Backoff())
+            raise
+        finally:
+            done.set()
+            beat.join()
+        queue.complete(db, lease=lease, result=study_result_to_job_result(result))
     return result
+
+
+@contextlib.contextmanager
+def interrupted_once() -> Iterator[None]:
+    """Ctrl-C, or the SIGTERM a CI runner or `timeout` sends, raises KeyboardInterrupt once; later ones are
+    ignored until the block ends. Unhandled, SIGTERM would kill the process with the study 'running' and
+    nobody running it, and an impatient second Ctrl-C would interrupt the write of its final state."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pressed = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not pressed.is_set():
+            pressed.set()
+            raise KeyboardInterrupt
+
+    previous = {number: signal.signal(number, on_signal) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def keep_lease(db: Database, lease: Lease, control: JobControl, done: threading.Event) -> None:

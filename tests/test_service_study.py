@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -176,3 +177,31 @@ def test_advisor_recommend_stores_its_study_and_warm_starts_the_next(
         math.log10(again["warm_start"]["learning_rate"]), math.log10(answer["learning_rate"]), abs_tol=0.01
     )
     assert again["batch_size"] in BATCH_SIZES and again["learning_rate"] > 0
+
+
+def test_ctrl_c_or_sigterm_cancels_the_stored_study_even_when_sent_twice(
+    roots: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """An interrupted `advisor recommend` leaves no study 'running' with nobody running it: the second
+    Ctrl-C of an impatient user is held off while the study is marked canceled; the exit code is 130."""
+    model, data = roots
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps({**tiny_spec(model, data), "budget": {"proxy_examples": 10**6}}))
+    env = {**os.environ, "LORA_ADVISOR_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    env.pop("LORA_ADVISOR_DATABASE_URL", None)
+    command = [sys.executable, "-m", "advisor.cli", "recommend", str(spec_file)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    assert process.stderr is not None
+    for line in process.stderr:  # the plan is printed when the first run starts: the study is under way
+        if line.startswith("[0/"):
+            break
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)  # as `timeout` or a CI runner would send next
+    assert process.wait(timeout=60) == 130
+    assert "interrupted" in process.stderr.read()
+
+    db = testing.migrated(default_sqlite_url(tmp_path / "data"))
+    with db.transaction(write=False) as session:
+        (study,), _ = repo.list_studies(session, state=None, model=None, method=None, limit=10, offset=0)
+        assert study.state == "canceled" and study.message.startswith("interrupted (Ctrl-C or SIGTERM)")
+    db.dispose()

@@ -279,11 +279,11 @@ def fail(db: Database, *, lease: Lease, error: str, retryable: bool, backoff: Ba
         return again
 
 
-def mark_canceled(db: Database, *, lease: Lease) -> None:
+def mark_canceled(db: Database, *, lease: Lease, message: str = "canceled by request") -> None:
     with db.transaction() as session:
         _guard(session, lease=lease, values={"state": JobState.CANCELED, "lease_expires_at": None})
         study = repo.get_study(session, study_id=lease.study_id)
-        study.state, study.finished_at, study.message = StudyState.CANCELED, utcnow(), "canceled by request"
+        study.state, study.finished_at, study.message = StudyState.CANCELED, utcnow(), message
 
 
 def _finish(
