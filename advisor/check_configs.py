@@ -71,11 +71,13 @@ def load_plan(path: str | Path) -> Plan:
     file = Path(path)
     if not file.is_file():
         raise ConfigError(str(path), "file", "not found; pass the path of a training config")
-    text = file.read_text(encoding="utf-8")
     try:
+        text = file.read_text(encoding="utf-8")
         data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(str(path), "syntax", f"cannot parse: {exc}") from None
+    except (UnicodeDecodeError, OSError, RecursionError) as exc:  # a binary file, no permission, deep nesting
+        raise ConfigError(str(path), "file", f"cannot read: {type(exc).__name__}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), "top level", "must be a mapping of keys such as learning_rate")
     kind = detect_format(data, str(path))

@@ -294,4 +294,6 @@ def load_spec(path: str | Path) -> StudySpec:
         data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise SpecError("spec", f"cannot parse {file.name}: {exc}") from None
+    except (UnicodeDecodeError, OSError, RecursionError) as exc:  # a binary file, no permission, deep nesting
+        raise SpecError("spec", f"cannot read {file.name}: {type(exc).__name__}: {exc}") from None
     return parse_spec(data)

@@ -189,6 +189,12 @@ def test_out_of_range_values_exit_2_naming_the_key(capsys, offline: Path, change
     assert says in capsys.readouterr().err
 
 
+def test_a_binary_file_is_a_usage_error_not_a_traceback(capsys, offline: Path) -> None:
+    (offline / "train.yaml").write_bytes(bytes(range(256)))
+    assert advisor_main(["check", str(offline / "train.yaml"), "--offline"]) == 2
+    assert "file: cannot read: UnicodeDecodeError" in capsys.readouterr().err
+
+
 def test_a_parse_error_in_github_format_is_also_an_annotation(capsys, offline: Path) -> None:
     (offline / "train.yaml").write_text(AXOLOTL.replace("4e-4", "fast"))
     code = advisor_main(["check", str(offline / "train.yaml"), "--offline", "--format", "github"])

@@ -87,3 +87,14 @@ def test_missing_required_fields_are_named() -> None:
 def test_a_spec_file_that_is_not_there_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="not found"):
         load_spec(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(bytes(range(256)), "UnicodeDecodeError"), (b"a: " + b"[" * 3000 + b"]" * 3000, "RecursionError")],
+)
+def test_a_spec_file_that_cannot_be_read_is_a_spec_error(tmp_path: Path, content: bytes, says: str) -> None:
+    """A binary file passed by mistake, or nesting past Python's recursion limit: named, never a traceback."""
+    (tmp_path / "spec.yaml").write_bytes(content)
+    with pytest.raises(SpecError, match=f"cannot read spec.yaml: {says}"):
+        load_spec(tmp_path / "spec.yaml")
