@@ -42,29 +42,36 @@ MAX_NAME_CHARS = 512  # a model's hub id or resolved path, as the database store
 MAX_REVISION_CHARS = 128  # a hub revision: a branch, a tag or a 40-character commit
 
 
-def without_nul(value: Any) -> Any:
+def _without_nul(value: Any) -> Any:
     """`value` unchanged; ValueError when a string in it holds a NUL character, which PostgreSQL can store
     neither in text columns nor in JSON (the value would fail there, a 500, instead of here, a 422)."""
     if isinstance(value, str) and "\x00" in value:
         raise ValueError("NUL characters (\\x00) are not allowed")
     if isinstance(value, list | tuple):
         for item in value:
-            without_nul(item)
+            _without_nul(item)
     if isinstance(value, dict):
         for key, item in value.items():
-            without_nul(key)
-            without_nul(item)
+            _without_nul(key)
+            _without_nul(item)
     return value
 
 
-class _Strict(BaseModel):
-    # allow_inf_nan=False: Python's JSON parser accepts NaN and Infinity, which no spec field means.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+class StrictInput(BaseModel):
+    """What every model of user input shares (specs here, the API's small request bodies): unknown fields
+    are errors; NaN and Infinity, which Python's JSON and YAML parsers accept, mean no field's value; and no
+    string may hold a NUL character."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     @field_validator("*")
     @classmethod
     def _no_nul(cls, value: Any) -> Any:
-        return without_nul(value)
+        return _without_nul(value)
+
+
+class _Strict(StrictInput):
+    model_config = ConfigDict(validate_assignment=True)
 
 
 class DatasetSpec(_Strict):

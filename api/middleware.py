@@ -88,9 +88,11 @@ def _nul_parameter(scope: Scope) -> str | None:
     """The query parameter or header whose name or value holds a NUL character, if any. PostgreSQL cannot
     compare or store such text, and no route means one; checked here once for every route, present and
     future. (Bodies are checked by their models, which can name the field.)"""
-    for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True):
-        if "\x00" in name or "\x00" in value:
-            return name.replace("\x00", "\\x00")
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:  # parsed only then: this runs on every request, the hot GET too
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                return name.replace("\x00", "\\x00")
     for name, value in scope.get("headers") or []:
         if b"\x00" in value:
             return f"header {name.decode('latin-1')}"

@@ -5,21 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
 from advisor.check import Decision
-from advisor.specs import MAX_BATCH_SIZE, MAX_COUNT, MAX_NAME_CHARS, MAX_RANK, without_nul
+from advisor.specs import MAX_BATCH_SIZE, MAX_COUNT, MAX_NAME_CHARS, MAX_RANK, StrictInput
 from advisor.storage.models import MAX_ROW_ID
 
 
-class _In(BaseModel):
-    # NaN and Infinity parse as JSON in Python but are no rank, LR or loss a user can mean.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        return without_nul(value)
+class _In(StrictInput):
+    """A small request body: unknown fields, NaN, Infinity and NUL characters are refused."""
 
 
 class StudyOut(BaseModel):

@@ -139,19 +139,20 @@ def _load_pretrained(
     try:
         config = AutoConfig.from_pretrained(resolved, revision=revision)
     except (OSError, ValueError) as exc:  # ValueError: a config.json-less folder or an unknown model_type
+        # Retryable only from the hub while online: the network may come back; a local folder will not change.
         if isinstance(resolved, Path):
             hint = "a model folder needs a transformers config.json and weights (or give the .gguf file)"
+            retryable = False
         elif os.environ.get("HF_HUB_OFFLINE") == "1":
-            hint = "this machine is offline (HF_HUB_OFFLINE=1): use a local folder"
+            hint, retryable = "this machine is offline (HF_HUB_OFFLINE=1): use a local folder", False
         else:
-            hint = "check the hub id, the revision and your network"
-        from_hub_online = not isinstance(resolved, Path) and os.environ.get("HF_HUB_OFFLINE") != "1"
+            hint, retryable = "check the hub id, the revision and your network", True
         raise ModelLoadError(
             "model",
             f"cannot load a model config: {exc.__class__.__name__}",
             value=reference,
             fix=hint,
-            retryable=from_hub_online,  # the network may come back; a local folder will not change
+            retryable=retryable,
         ) from None
     is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     auto = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM

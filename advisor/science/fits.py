@@ -122,8 +122,7 @@ class KappaFit:
 
     @property
     def rule_kappa(self) -> float:
-        low, high = KAPPA_BOUNDS
-        return min(max(self.kappa, low), high) if self.shrunk is None else self.shrunk
+        return bounded_kappa(self.kappa) if self.shrunk is None else self.shrunk
 
     def lr_at(self, batch_size: float) -> float:
         return 10 ** (self.intercept + self.kappa * math.log10(batch_size))
@@ -474,6 +473,12 @@ KAPPA_MIN_REFITS = 10  # fewer bootstrap refits with a slope than this: the meas
 # falling with B, or growing faster than B, comes from noisy optima (the quality benchmark's rungs read
 # −2.2 … 3.0 where the grids' own LR*(B) rose by 0 … 0.6).
 KAPPA_BOUNDS = (0.0, 1.0)
+
+
+def bounded_kappa(kappa: float) -> float:
+    """κ moved to the nearer of KAPPA_BOUNDS when outside them (an unshrunk slope, or a rule stored before
+    the bounds)."""
+    return min(max(kappa, KAPPA_BOUNDS[0]), KAPPA_BOUNDS[1])
 
 
 def shrink_kappa(

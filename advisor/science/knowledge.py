@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
-from advisor.science.fits import KAPPA_BOUNDS
+from advisor.science.fits import bounded_kappa
 from advisor.science.loss_forecast import LossExponentPrior
 from advisor.science.recommendation import (
     Band,
@@ -272,7 +272,7 @@ def provisional_recommendation(
     )
     kappas = [k.kappa for _, k in near if k.kappa is not None]
     # Studies stored before κ was held within its bounds may carry a wilder one.
-    kappa = float(np.clip(np.median(kappas), *KAPPA_BOUNDS)) if kappas else None
+    kappa = bounded_kappa(float(np.median(kappas))) if kappas else None
     return _provisional(context, near, batch, lr, max(spread, 0.25), kappa, correction, exponent)
 
 
