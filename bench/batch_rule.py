@@ -1,0 +1,317 @@
+"""The LR rule at an effective batch the study never ran (issue 4): is LR(B) = LR* × (B / B*)^κ the LR to
+use there, and does `advisor check` pass the good configs and fail the bad ones at such a batch?
+
+A study compares its candidate batch sizes (4, 8, 16, 32 here) and answers with B*, LR* and the rule's κ.
+A user's effective batch is often none of them: micro-batch × accumulation × devices. `advisor check`
+moves the band by the rule to that batch; the quality benchmark's grid has no such batch, so the rule is
+measured nowhere else. Per task of `bench/quality.py` (same pretrained base, tasks and dense grid):
+
+1. the advisor's study on each choice seed, stored in a real SQLite database and looked up the way
+   `advisor check` and POST /v1/check look it up;
+2. at each off-candidate batch (2: below the smallest; 6: between B* = 4 and 8): the task's 8 grid LRs in
+   full on the 3 truth seeds, the best of them (the LR a re-tuning would find);
+3. the LR each rule gives there, from the study's LR*: the study's own κ, no rescaling (κ = 0), Adam's
+   √B (κ = 0.5) and linear scaling (κ = 1); each scored, with the re-tuned LR, on the 8 fresh seeds,
+   relative to the re-tuned LR's mean: what following the rule costs against re-tuning at that batch. The
+   fixed rules also start from the grid's best (B, LR), which sets the study's error aside: that is what
+   the rule itself costs;
+4. `advisor check`'s verdict on every (off-candidate batch, grid LR), next to its regret against the best
+   config measured at any batch (3-seed means): good ≤ 2% (CI should pass), bad > 5% (CI should fail).
+
+    python bench/batch_rule.py [--tasks NAME ...] [--choice-seed 0 3] [--cache FOLDER] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import (  # the sibling benchmark: same base, tasks, ground truth and regret
+    FRESH_SEEDS,
+    FULL,
+    BenchConfig,
+    Task,
+    Truth,
+    advisor_spec,
+    ground_truth,
+    method_label,
+    run_suite,
+    truth_loss,
+    write_results,
+)
+from warm_start import BAD_REGRET, GOOD_REGRET, stored_study
+
+from advisor.check import decide
+from advisor.cli_recommend import open_database
+from advisor.specs import StudySpec
+from advisor.storage.db import Database
+from advisor.storage.knowledge import lookup
+
+OFF_CANDIDATE_BATCHES = (2, 6)  # below the smallest candidate, and between B* = 4 and the next one
+# The rules a user might follow when the batch changes: keep the LR, Adam's square root, linear scaling.
+FIXED_RULES = {"not rescaled (κ = 0)": 0.0, "√B (κ = 0.5)": 0.5, "linear (κ = 1)": 1.0}
+STUDY_RULE = "the study's rule"
+
+
+def stored_answer(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any]:
+    """What `advisor check` reads for the task's context: the lookup POST /v1/check runs."""
+    with db.transaction(write=False) as session:
+        return lookup(
+            session,
+            model=spec.model,
+            method=spec.method,
+            rank=spec.rank,
+            alpha=spec.alpha,
+            dataset_fingerprint=None,
+            dataset_examples=len(truth.trainer.data.train),
+        )
+
+
+def retuned_lr(truth: Truth, batch: int) -> tuple[float, float]:
+    """(LR, 3-seed mean loss) of the best grid LR at `batch`: what re-tuning at that batch finds."""
+    losses = {lr: truth_loss(truth.trainer, (batch, lr)) for lr in truth.lrs}
+    best = min(losses, key=lambda lr: losses[lr])
+    return best, losses[best]
+
+
+def rule_lrs(answer: dict[str, Any], batch: int) -> dict[str, float]:
+    """The LR each rule gives at `batch` from the stored answer's (B*, LR*); the study's is `decide`'s."""
+    best_batch, best_lr = int(answer["batch_size"]), float(answer["learning_rate"])
+    rules = {name: best_lr * (batch / best_batch) ** kappa for name, kappa in FIXED_RULES.items()}
+    rules[STUDY_RULE] = (
+        decide(answer, batch_size=batch, learning_rate=best_lr).rescaled_learning_rate or best_lr
+    )
+    return rules
+
+
+def rule_costs(
+    truth: Truth, batch: int, rules: dict[str, float], retuned: float
+) -> dict[str, dict[str, float]]:
+    """Each rule's LR and its mean loss over FRESH_SEEDS against the re-tuned LR's on the same seeds."""
+    reference = statistics.fmean(truth.trainer.scores(batch, retuned, FRESH_SEEDS))
+    return {
+        name: {
+            "learning_rate": lr,
+            "cost": statistics.fmean(truth.trainer.scores(batch, lr, FRESH_SEEDS)) / reference - 1,
+        }
+        for name, lr in rules.items()
+    }
+
+
+def grid_rule_costs(truth: Truth, batch: int, retuned: float) -> dict[str, dict[str, float]]:
+    """The fixed rules from the grid's best (B, LR) to `batch`, scored as `rule_costs` scores them."""
+    best_batch, best_lr = truth.best
+    rules = {name: best_lr * (batch / best_batch) ** kappa for name, kappa in FIXED_RULES.items()}
+    return rule_costs(truth, batch, rules, retuned)
+
+
+def check_verdicts(truth: Truth, answer: dict[str, Any], best_loss: float) -> list[dict[str, Any]]:
+    """`advisor check` on every (off-candidate batch, grid LR), beside its regret against `best_loss`."""
+    return [
+        {
+            "batch_size": batch,
+            "learning_rate": lr,
+            "regret": truth_loss(truth.trainer, (batch, lr)) / best_loss - 1,
+            "outcome": decide(answer, batch_size=batch, learning_rate=lr).outcome,
+        }
+        for batch in OFF_CANDIDATE_BATCHES
+        for lr in truth.lrs
+    ]
+
+
+def verdict_counts(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [v for v in verdicts if v["regret"] <= GOOD_REGRET]
+    bad = [v for v in verdicts if v["regret"] > BAD_REGRET]
+    passed = [v for v in verdicts if v["outcome"] == "pass"]
+    return {
+        "good": len(good),
+        "good_passed": sum(v["outcome"] == "pass" for v in good),
+        "bad": len(bad),
+        "bad_failed": sum(v["outcome"] == "fail" for v in bad),
+        "passed": len(passed),
+        "worst_passed_regret": max((v["regret"] for v in passed), default=None),
+    }
+
+
+def run_task(
+    base: Path, folder: Path, task: Task, cfg: BenchConfig, choice_seeds: list[int], cache: Path | None
+) -> dict[str, Any]:
+    truth = ground_truth(base, folder, task, cfg, cache)
+    retuned = {batch: retuned_lr(truth, batch) for batch in OFF_CANDIDATE_BATCHES}
+    # The best config measured at any batch: the yardstick of good and bad for the check.
+    best_loss = min(truth.best_loss, *(loss for _, loss in retuned.values()))
+    choices = []
+    for seed in choice_seeds:
+        spec = advisor_spec(truth.trainer, truth.grid_examples, seed)
+        db = open_database(folder / task.name / f"store_{seed}")
+        stored_study(db, spec)
+        answer = stored_answer(db, spec, truth)
+        verdicts = check_verdicts(truth, answer, best_loss)
+        choices.append(
+            {
+                "choice_seed": seed,
+                "answer": {
+                    "batch_size": answer["batch_size"],
+                    "learning_rate": answer["learning_rate"],
+                    "kappa": decide(answer, batch_size=2, learning_rate=1.0).kappa,
+                },
+                "rules": {
+                    str(batch): rule_costs(truth, batch, rule_lrs(answer, batch), retuned[batch][0])
+                    for batch in OFF_CANDIDATE_BATCHES
+                },
+                "check": {**verdict_counts(verdicts), "verdicts": verdicts},
+            }
+        )
+        print(f"{task.name} seed {seed}: {choices[-1]['answer']}", file=sys.stderr)
+    return {
+        "task": task.name,
+        "method": task.method,
+        "rank": task.rank,
+        "train_examples": truth.trainer.full_examples(),
+        "grid_best": {
+            "batch_size": truth.best[0],
+            "learning_rate": truth.best[1],
+            "eval_loss": truth.best_loss,
+        },
+        "retuned": {
+            str(batch): {"learning_rate": lr, "regret": loss / truth.best_loss - 1}
+            for batch, (lr, loss) in retuned.items()
+        },
+        "grid_rules": {
+            str(batch): grid_rule_costs(truth, batch, retuned[batch][0]) for batch in OFF_CANDIDATE_BATCHES
+        },
+        "choices": choices,
+    }
+
+
+def cost_statistics(rule_sets: list[dict[str, dict[str, dict[str, float]]]]) -> dict[str, dict[str, Any]]:
+    """Per batch and rule, the median, mean and worst cost over a list of {batch: {rule: {"cost": …}}}."""
+    costs: dict[str, dict[str, list[float]]] = {}
+    for rules_by_batch in rule_sets:
+        for batch, rules in rules_by_batch.items():
+            for name, rule in rules.items():
+                costs.setdefault(batch, {}).setdefault(name, []).append(rule["cost"])
+    return {
+        batch: {
+            name: {"median": statistics.median(v), "mean": statistics.fmean(v), "worst": max(v), "n": len(v)}
+            for name, v in by_rule.items()
+        }
+        for batch, by_rule in costs.items()
+    }
+
+
+def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rules' costs from every study's answer and from every task's grid best, and the check's verdicts
+    counted over all (task, choice seed) pairs."""
+    checks = [c["check"] for t in tasks for c in t["choices"]]
+    return {
+        "rule_costs": cost_statistics([c["rules"] for t in tasks for c in t["choices"]]),
+        "grid_rule_costs": cost_statistics([t["grid_rules"] for t in tasks]),
+        "check": {
+            key: sum(c[key] for c in checks) for key in ("good", "good_passed", "bad", "bad_failed", "passed")
+        },
+    }
+
+
+def print_tables(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    names = [STUDY_RULE, *FIXED_RULES]
+    print(
+        "| task | choice seed | B*, LR*, κ | "
+        + " | ".join(f"B = {b}: re-tuned" for b in OFF_CANDIDATE_BATCHES)
+        + " |"
+    )
+    for task in tasks:
+        for choice in task["choices"]:
+            answer = choice["answer"]
+            cells = []
+            for batch in OFF_CANDIDATE_BATCHES:
+                rules = choice["rules"][str(batch)]
+                costs = ", ".join(f"{rules[n]['cost']:+.2%}" for n in names)
+                cells.append(f"{task['retuned'][str(batch)]['learning_rate']:.3g} ({costs})")
+            print(
+                f"| {method_label(task)} | {choice['choice_seed']} | {answer['batch_size']}, "
+                f"{answer['learning_rate']:.3g}, {answer['kappa']:.2f} | " + " | ".join(cells) + " |"
+            )
+    print(
+        f"\ncosts in brackets: {', '.join(names)} (mean loss over 8 fresh seeds against the re-tuned LR's)\n"
+    )
+    print(
+        "| batch | rule | from the study: median | mean | worst "
+        "| from the grid's best: median | mean | worst |"
+    )
+    for batch, by_rule in summary["rule_costs"].items():
+        for name, stats in by_rule.items():
+            grid = summary["grid_rule_costs"][batch].get(name)
+            tail = (
+                " — | — | — |"
+                if grid is None
+                else "".join(f" {grid[k]:+.2%} |" for k in ("median", "mean", "worst"))
+            )
+            print(
+                f"| {batch} | {name} |"
+                + "".join(f" {stats[k]:+.2%} |" for k in ("median", "mean", "worst"))
+                + tail
+            )
+    print("\n| task | choice seed | good passed | bad failed | configs passed | worst regret passed |")
+    for task in tasks:
+        for choice in task["choices"]:
+            c = choice["check"]
+            worst = "—" if c["worst_passed_regret"] is None else f"{c['worst_passed_regret']:.1%}"
+            print(
+                f"| {task['task']} | {choice['choice_seed']} | {c['good_passed']} of {c['good']} | "
+                f"{c['bad_failed']} of {c['bad']} | {c['passed']} | {worst} |"
+            )
+    c = summary["check"]
+    print(
+        f"\noverall: good passed {c['good_passed']} of {c['good']}, "
+        f"bad failed {c['bad_failed']} of {c['bad']}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default="bench/out/batch_rule.json")
+    parser.add_argument("--choice-seed", type=int, nargs="+", default=[0, 3])
+    parser.add_argument("--tasks", nargs="+", metavar="NAME", help="only these tasks (default: all)")
+    parser.add_argument(
+        "--cache", metavar="FOLDER", help="the quality benchmark's run cache (see quality.py)"
+    )
+    parser.add_argument(
+        "--reprint", metavar="JSON", nargs="+", help="print earlier runs' tables again (their tasks together)"
+    )
+    args = parser.parse_args()
+    if args.reprint:
+        import json
+
+        tasks = [task for path in args.reprint for task in json.loads(Path(path).read_text())["tasks"]]
+        print_tables(tasks, summarise(tasks))
+        return
+    torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared
+    cfg = FULL
+    if args.tasks:
+        unknown = set(args.tasks) - {t.name for t in cfg.tasks}
+        if unknown:
+            parser.error(f"--tasks: no task named {', '.join(sorted(unknown))}")
+        cfg = replace(cfg, tasks=[t for t in cfg.tasks if t.name in args.tasks])
+    started = time.perf_counter()
+    cache = Path(args.cache) if args.cache else None
+    tasks = run_suite(
+        cfg, lambda base, folder, task: run_task(base, folder, task, cfg, args.choice_seed, cache)
+    )
+    summary = summarise(tasks)
+    write_results(args.json, started, cfg, tasks, summary, choice_seeds=args.choice_seed)
+    print_tables(tasks, summary)
+
+
+if __name__ == "__main__":
+    main()
