@@ -49,6 +49,7 @@ bench: $(STAMP) $(VENV)/.models
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/prefix_reading.py
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/quality.py --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/warm_start.py --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/batch_rule.py --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/batch_scaling.py --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/real_llm.py --choice-seed 0 3 6 --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/real_llm.py --language sv --truth-batch-sizes 4 \

@@ -115,23 +115,31 @@ def grid_rule_costs(truth: Truth, batch: int, retuned: float) -> dict[str, dict[
     return rule_costs(truth, batch, rules, retuned)
 
 
-def check_verdicts(truth: Truth, answer: dict[str, Any], best_loss: float) -> list[dict[str, Any]]:
-    """`advisor check` on every (off-candidate batch, grid LR), beside its regret against `best_loss`."""
-    return [
-        {
-            "batch_size": batch,
-            "learning_rate": lr,
-            "regret": truth_loss(truth.trainer, (batch, lr)) / best_loss - 1,
-            "outcome": decide(answer, batch_size=batch, learning_rate=lr).outcome,
-        }
-        for batch in OFF_CANDIDATE_BATCHES
-        for lr in truth.lrs
-    ]
+def check_verdicts(
+    truth: Truth, answer: dict[str, Any], best_loss: float, retuned: dict[int, tuple[float, float]]
+) -> list[dict[str, Any]]:
+    """`advisor check` on every grid LR at the off-candidate batches and at B*, beside two regrets: against
+    `best_loss` (the best config at any batch) and against the best LR at the same batch (`retuned`), which
+    sets aside what the batch itself costs and is the part the LR band and the rule answer for."""
+    verdicts = []
+    for batch in sorted(retuned):
+        for lr in truth.lrs:
+            loss = truth_loss(truth.trainer, (batch, lr))
+            verdicts.append(
+                {
+                    "batch_size": batch,
+                    "learning_rate": lr,
+                    "regret": loss / best_loss - 1,
+                    "lr_regret": loss / retuned[batch][1] - 1,
+                    "outcome": decide(answer, batch_size=batch, learning_rate=lr).outcome,
+                }
+            )
+    return verdicts
 
 
-def verdict_counts(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
-    good = [v for v in verdicts if v["regret"] <= GOOD_REGRET]
-    bad = [v for v in verdicts if v["regret"] > BAD_REGRET]
+def verdict_counts(verdicts: list[dict[str, Any]], regret_key: str = "regret") -> dict[str, Any]:
+    good = [v for v in verdicts if v[regret_key] <= GOOD_REGRET]
+    bad = [v for v in verdicts if v[regret_key] > BAD_REGRET]
     passed = [v for v in verdicts if v["outcome"] == "pass"]
     return {
         "good": len(good),
@@ -139,7 +147,7 @@ def verdict_counts(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
         "bad": len(bad),
         "bad_failed": sum(v["outcome"] == "fail" for v in bad),
         "passed": len(passed),
-        "worst_passed_regret": max((v["regret"] for v in passed), default=None),
+        "worst_passed_regret": max((v[regret_key] for v in passed), default=None),
     }
 
 
@@ -156,7 +164,9 @@ def run_task(
         db = open_database(folder / task.name / f"store_{seed}")
         stored_study(db, spec)
         answer = stored_answer(db, spec, truth)
-        verdicts = check_verdicts(truth, answer, best_loss)
+        checked = {**retuned, int(answer["batch_size"]): retuned_lr(truth, int(answer["batch_size"]))}
+        verdicts = check_verdicts(truth, answer, best_loss, checked)
+        off_candidate = [v for v in verdicts if v["batch_size"] in OFF_CANDIDATE_BATCHES]
         choices.append(
             {
                 "choice_seed": seed,
@@ -164,12 +174,22 @@ def run_task(
                     "batch_size": answer["batch_size"],
                     "learning_rate": answer["learning_rate"],
                     "kappa": decide(answer, batch_size=2, learning_rate=1.0).kappa,
+                    "band": answer["details"].get("band"),
+                    "lr_interval": (answer["details"].get("confidence") or {}).get("lr_interval"),
                 },
                 "rules": {
                     str(batch): rule_costs(truth, batch, rule_lrs(answer, batch), retuned[batch][0])
                     for batch in OFF_CANDIDATE_BATCHES
                 },
-                "check": {**verdict_counts(verdicts), "verdicts": verdicts},
+                "check": {**verdict_counts(off_candidate), "verdicts": verdicts},
+                # The LR part alone, at the off-candidate batches and at B*: good and bad against the best
+                # LR at the same batch.
+                "check_lr": {
+                    "off_candidate": verdict_counts(off_candidate, "lr_regret"),
+                    "at_best_batch": verdict_counts(
+                        [v for v in verdicts if v["batch_size"] == answer["batch_size"]], "lr_regret"
+                    ),
+                },
             }
         )
         print(f"{task.name} seed {seed}: {choices[-1]['answer']}", file=sys.stderr)
@@ -214,12 +234,16 @@ def summarise(tasks: list[dict[str, Any]]) -> dict[str, Any]:
     """The rules' costs from every study's answer and from every task's grid best, and the check's verdicts
     counted over all (task, choice seed) pairs."""
     checks = [c["check"] for t in tasks for c in t["choices"]]
+    counted = ("good", "good_passed", "bad", "bad_failed", "passed")
+    lr_checks = {
+        where: {key: sum(c["check_lr"][where][key] for t in tasks for c in t["choices"]) for key in counted}
+        for where in ("off_candidate", "at_best_batch")
+    }
     return {
+        "check_lr": lr_checks,
         "rule_costs": cost_statistics([c["rules"] for t in tasks for c in t["choices"]]),
         "grid_rule_costs": cost_statistics([t["grid_rules"] for t in tasks]),
-        "check": {
-            key: sum(c[key] for c in checks) for key in ("good", "good_passed", "bad", "bad_failed", "passed")
-        },
+        "check": {key: sum(c[key] for c in checks) for key in counted},
     }
 
 
@@ -271,11 +295,17 @@ def print_tables(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
                 f"| {task['task']} | {choice['choice_seed']} | {c['good_passed']} of {c['good']} | "
                 f"{c['bad_failed']} of {c['bad']} | {c['passed']} | {worst} |"
             )
-    c = summary["check"]
-    print(
-        f"\noverall: good passed {c['good_passed']} of {c['good']}, "
-        f"bad failed {c['bad_failed']} of {c['bad']}"
-    )
+    views = {
+        "off-candidate batches, against the best config at any batch": summary["check"],
+        "off-candidate batches, against the best LR at the same batch": summary["check_lr"]["off_candidate"],
+        "B*, against the best LR at B*": summary["check_lr"]["at_best_batch"],
+    }
+    print("\n| configs | good passed | bad failed | passed |")
+    for name, c in views.items():
+        print(
+            f"| {name} | {c['good_passed']} of {c['good']} "
+            f"| {c['bad_failed']} of {c['bad']} | {c['passed']} |"
+        )
 
 
 def main() -> None:
