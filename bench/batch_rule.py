@@ -27,7 +27,6 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,36 +44,20 @@ from quality import (  # the sibling benchmark: same base, tasks, ground truth a
     advisor_spec,
     ground_truth,
     method_label,
+    only_tasks,
     run_suite,
     truth_loss,
     write_results,
 )
-from warm_start import BAD_REGRET, GOOD_REGRET, stored_study
+from warm_start import BAD_REGRET, GOOD_REGRET, stored_answer, stored_study
 
 from advisor.check import decide
 from advisor.cli_recommend import open_database
-from advisor.specs import StudySpec
-from advisor.storage.db import Database
-from advisor.storage.knowledge import lookup
 
 OFF_CANDIDATE_BATCHES = (2, 6)  # below the smallest candidate, and between B* = 4 and the next one
 # The rules a user might follow when the batch changes: keep the LR, Adam's square root, linear scaling.
 FIXED_RULES = {"not rescaled (κ = 0)": 0.0, "√B (κ = 0.5)": 0.5, "linear (κ = 1)": 1.0}
 STUDY_RULE = "the study's rule"
-
-
-def stored_answer(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any]:
-    """What `advisor check` reads for the task's context: the lookup POST /v1/check runs."""
-    with db.transaction(write=False) as session:
-        return lookup(
-            session,
-            model=spec.model,
-            method=spec.method,
-            rank=spec.rank,
-            alpha=spec.alpha,
-            dataset_fingerprint=None,
-            dataset_examples=len(truth.trainer.data.train),
-        )
 
 
 def retuned_lr(truth: Truth, batch: int) -> tuple[float, float]:
@@ -327,12 +310,7 @@ def main() -> None:
         print_tables(tasks, summarise(tasks))
         return
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared
-    cfg = FULL
-    if args.tasks:
-        unknown = set(args.tasks) - {t.name for t in cfg.tasks}
-        if unknown:
-            parser.error(f"--tasks: no task named {', '.join(sorted(unknown))}")
-        cfg = replace(cfg, tasks=[t for t in cfg.tasks if t.name in args.tasks])
+    cfg = only_tasks(FULL, args.tasks, parser)
     started = time.perf_counter()
     cache = Path(args.cache) if args.cache else None
     tasks = run_suite(

@@ -972,12 +972,7 @@ def main() -> None:
     if scoring:
         parser.error(f"--choice-seed: {sorted(scoring)} are scoring seeds {REFERENCE_SEEDS}")
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared
-    cfg = QUICK if args.quick else FULL
-    if args.tasks:
-        unknown = set(args.tasks) - {t.name for t in cfg.tasks}
-        if unknown:
-            parser.error(f"--tasks: no task named {', '.join(sorted(unknown))}")
-        cfg = replace(cfg, tasks=[t for t in cfg.tasks if t.name in args.tasks])
+    cfg = only_tasks(QUICK if args.quick else FULL, args.tasks, parser)
     started = time.perf_counter()
     cache = Path(args.cache) if args.cache else None
     earlier = earlier_choices(Path(args.reuse)) if args.reuse else None
@@ -990,6 +985,17 @@ def main() -> None:
     summary = summarise(tasks)
     write_results(args.json, started, cfg, tasks, summary, quick=args.quick, choice_seeds=args.choice_seed)
     print_table(tasks, summary)
+
+
+def only_tasks(cfg: BenchConfig, names: list[str] | None, parser: argparse.ArgumentParser) -> BenchConfig:
+    """`cfg` with only the tasks `--tasks` named (all of them when it named none); an unknown name is a
+    usage error."""
+    if not names:
+        return cfg
+    unknown = set(names) - {t.name for t in cfg.tasks}
+    if unknown:
+        parser.error(f"--tasks: no task named {', '.join(sorted(unknown))}")
+    return replace(cfg, tasks=[t for t in cfg.tasks if t.name in names])
 
 
 def earlier_choices(path: Path) -> dict[tuple[str, int], dict[str, Any]]:

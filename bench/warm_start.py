@@ -128,13 +128,10 @@ def report_outcome(
     return runs
 
 
-def check_verdicts(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any]:
-    """`advisor check` on every grid config, against what the store answers for the task's context (the
-    lookup and `decide` that POST /v1/check and `advisor check --offline` run), next to each config's
-    regret on the grid's own seeds (the mean over quality.TRUTH_SEEDS): a CI hook should pass the good configs
-    and fail the bad ones."""
+def stored_answer(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any]:
+    """What `advisor check` reads for the task's context: the lookup that POST /v1/check runs."""
     with db.transaction(write=False) as session:
-        answer = lookup(
+        return lookup(
             session,
             model=spec.model,
             method=spec.method,
@@ -143,6 +140,14 @@ def check_verdicts(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any
             dataset_fingerprint=None,
             dataset_examples=len(truth.trainer.data.train),
         )
+
+
+def check_verdicts(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any]:
+    """`advisor check` on every grid config, against what the store answers for the task's context (the
+    lookup and `decide` that POST /v1/check and `advisor check --offline` run), next to each config's
+    regret on the grid's own seeds (the mean over quality.TRUTH_SEEDS): a CI hook should pass the good configs
+    and fail the bad ones."""
+    answer = stored_answer(db, spec, truth)
     verdicts: list[dict[str, Any]] = [
         {
             "batch_size": batch,
