@@ -110,8 +110,13 @@ async def _problem(
     close: bool = False,
 ) -> None:
     """A problem+json response sent from the middleware, before any route runs."""
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    body["instance"] = path
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": path,
+    }
     if field is not None:
         body["errors"] = [{"field": field, "message": detail, "value": None}]
     payload = json.dumps(body).encode()

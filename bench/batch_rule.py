@@ -24,6 +24,7 @@ measured nowhere else. Per task of `bench/quality.py` (same pretrained base, tas
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -67,14 +68,17 @@ def retuned_lr(truth: Truth, batch: int) -> tuple[float, float]:
     return best, losses[best]
 
 
+def fixed_rule_lrs(best_batch: int, best_lr: float, batch: int) -> dict[str, float]:
+    """The LR each of FIXED_RULES gives at `batch`, starting from `best_lr` at `best_batch`."""
+    return {name: best_lr * (batch / best_batch) ** kappa for name, kappa in FIXED_RULES.items()}
+
+
 def rule_lrs(answer: dict[str, Any], batch: int) -> dict[str, float]:
     """The LR each rule gives at `batch` from the stored answer's (B*, LR*); the study's is `decide`'s."""
     best_batch, best_lr = int(answer["batch_size"]), float(answer["learning_rate"])
-    rules = {name: best_lr * (batch / best_batch) ** kappa for name, kappa in FIXED_RULES.items()}
-    rules[STUDY_RULE] = (
-        decide(answer, batch_size=batch, learning_rate=best_lr).rescaled_learning_rate or best_lr
-    )
-    return rules
+    study = decide(answer, batch_size=batch, learning_rate=best_lr).rescaled_learning_rate
+    assert study is not None, "a stored answer always has a rule (its own κ, or the prior)"
+    return {**fixed_rule_lrs(best_batch, best_lr, batch), STUDY_RULE: study}
 
 
 def rule_costs(
@@ -93,9 +97,7 @@ def rule_costs(
 
 def grid_rule_costs(truth: Truth, batch: int, retuned: float) -> dict[str, dict[str, float]]:
     """The fixed rules from the grid's best (B, LR) to `batch`, scored as `rule_costs` scores them."""
-    best_batch, best_lr = truth.best
-    rules = {name: best_lr * (batch / best_batch) ** kappa for name, kappa in FIXED_RULES.items()}
-    return rule_costs(truth, batch, rules, retuned)
+    return rule_costs(truth, batch, fixed_rule_lrs(*truth.best, batch), retuned)
 
 
 def check_verdicts(
@@ -156,7 +158,8 @@ def run_task(
                 "answer": {
                     "batch_size": answer["batch_size"],
                     "learning_rate": answer["learning_rate"],
-                    "kappa": decide(answer, batch_size=2, learning_rate=1.0).kappa,
+                    # κ as `advisor check` applies it (the stored rule's, held within its bounds)
+                    "kappa": decide(answer, batch_size=1, learning_rate=1.0).kappa,
                     "band": answer["details"].get("band"),
                     "lr_interval": (answer["details"].get("confidence") or {}).get("lr_interval"),
                 },
@@ -304,8 +307,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.reprint:
-        import json
-
         tasks = [task for path in args.reprint for task in json.loads(Path(path).read_text())["tasks"]]
         print_tables(tasks, summarise(tasks))
         return
