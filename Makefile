@@ -50,11 +50,13 @@ bench: $(STAMP) $(VENV)/.models
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/quality.py --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/warm_start.py --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/batch_rule.py --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/batch_choice.py --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/batch_scaling.py --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/real_llm.py --choice-seed 0 3 6 --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/real_llm.py --language sv --truth-batch-sizes 4 \
 		--start-lr 0.0112 --no-tpe --choice-seed 0 3 --cache bench/out/run_cache --json bench/out/real_llm_sv.json
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/real_llm_warm.py --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/real_llm_check.py --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/curvature_transfer.py
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/sibling_transfer.py
 

@@ -122,6 +122,18 @@ def check_verdicts(
     return verdicts
 
 
+def answer_summary(answer: dict[str, Any]) -> dict[str, Any]:
+    """A stored answer's numbers that the check acts on."""
+    return {
+        "batch_size": answer["batch_size"],
+        "learning_rate": answer["learning_rate"],
+        # κ as `advisor check` applies it (the stored rule's, held within its bounds)
+        "kappa": decide(answer, batch_size=1, learning_rate=1.0).kappa,
+        "band": answer["details"].get("band"),
+        "lr_interval": (answer["details"].get("confidence") or {}).get("lr_interval"),
+    }
+
+
 def verdict_counts(verdicts: list[dict[str, Any]], regret_key: str = "regret") -> dict[str, Any]:
     good = [v for v in verdicts if v[regret_key] <= GOOD_REGRET]
     bad = [v for v in verdicts if v[regret_key] > BAD_REGRET]
@@ -148,21 +160,14 @@ def run_task(
         spec = advisor_spec(truth.trainer, truth.grid_examples, seed)
         db = open_database(folder / task.name / f"store_{seed}")
         stored_study(db, spec)
-        answer = stored_answer(db, spec, truth)
+        answer = stored_answer(db, spec, len(truth.trainer.data.train))
         checked = {**retuned, int(answer["batch_size"]): retuned_lr(truth, int(answer["batch_size"]))}
         verdicts = check_verdicts(truth, answer, best_loss, checked)
         off_candidate = [v for v in verdicts if v["batch_size"] in OFF_CANDIDATE_BATCHES]
         choices.append(
             {
                 "choice_seed": seed,
-                "answer": {
-                    "batch_size": answer["batch_size"],
-                    "learning_rate": answer["learning_rate"],
-                    # κ as `advisor check` applies it (the stored rule's, held within its bounds)
-                    "kappa": decide(answer, batch_size=1, learning_rate=1.0).kappa,
-                    "band": answer["details"].get("band"),
-                    "lr_interval": (answer["details"].get("confidence") or {}).get("lr_interval"),
-                },
+                "answer": answer_summary(answer),
                 "rules": {
                     str(batch): rule_costs(truth, batch, rule_lrs(answer, batch), retuned[batch][0])
                     for batch in OFF_CANDIDATE_BATCHES

@@ -128,8 +128,8 @@ def report_outcome(
     return runs
 
 
-def stored_answer(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any]:
-    """What `advisor check` reads for the task's context: the lookup that POST /v1/check runs."""
+def stored_answer(db: Database, spec: StudySpec, dataset_examples: int) -> dict[str, Any]:
+    """What `advisor check` reads for the spec's context: the lookup that POST /v1/check runs."""
     with db.transaction(write=False) as session:
         return lookup(
             session,
@@ -138,7 +138,7 @@ def stored_answer(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any]
             rank=spec.rank,
             alpha=spec.alpha,
             dataset_fingerprint=None,
-            dataset_examples=len(truth.trainer.data.train),
+            dataset_examples=dataset_examples,
         )
 
 
@@ -147,7 +147,7 @@ def check_verdicts(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any
     lookup and `decide` that POST /v1/check and `advisor check --offline` run), next to each config's
     regret on the grid's own seeds (the mean over quality.TRUTH_SEEDS): a CI hook should pass the good configs
     and fail the bad ones."""
-    answer = stored_answer(db, spec, truth)
+    answer = stored_answer(db, spec, len(truth.trainer.data.train))
     verdicts: list[dict[str, Any]] = [
         {
             "batch_size": batch,
