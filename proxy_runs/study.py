@@ -809,10 +809,16 @@ def trend_study(
 def horizon_lrs(
     spec: StudySpec, top_lr: float, top_examples: int, length: int, exponent: float = SIZE_EXPONENT
 ) -> list[float]:
-    """Two lattice LRs half a decade apart around where the prior γ moves LR*(top) at `length` examples,
-    shifted down as a pair when the higher one would leave the reach of extensions."""
+    """Two lattice LRs half a decade apart, the higher one where the prior γ moves LR*(top) at `length`
+    examples, shifted down as a pair when the higher one would leave the reach of extensions.
+
+    The pair sits below the prediction, not around it, because the loss is lopsided about LR*: above it a
+    complete run climbs a cliff onto a plateau (the quality benchmark's `repeat` at B = 2: 2.40 at LR 0.02,
+    3.07 at 0.0356, 3.13 at 0.0632), where a run says nearly nothing about where the vertex is, while below
+    it the loss slopes gently. When short runs read LR* high, as on the tiny tasks, a pair centred on the
+    prediction had both runs on the plateau, and the bowl width read the vertex inside it: ×3–15 too high."""
     predicted = top_lr * (length / top_examples) ** exponent
-    low = lattice_index(predicted) - HORIZON_SPACING // 2
+    low = lattice_index(predicted) - HORIZON_SPACING
     floor, ceiling = extension_bounds(spec)
     while low > lattice_index(floor) and lattice_lr(low + HORIZON_SPACING) > ceiling:
         low -= 1

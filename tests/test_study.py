@@ -317,6 +317,16 @@ def test_horizon_runs_near_the_real_run_carry_the_lr_where_they_found_it(tiny_sp
     assert prior_only.confidence.score <= min(moved.confidence.score, rec.confidence.score)
 
 
+def test_the_horizon_pair_sits_below_the_predicted_lr_star_where_the_loss_slopes_gently(
+    tiny_spec: StudySpec,
+) -> None:
+    # The prior γ = −0.25 over 10× the length moves LR*(top) = 0.0356 to 0.02: the higher run goes there and
+    # the lower one half a decade below, away from the cliff above LR*.
+    low, high = horizon_lrs(tiny_spec, 0.0356, 300, 3000, exponent=-0.25)
+    assert lattice_index(high) == lattice_index(0.0356 * 10**-0.25) and high == pytest.approx(0.02)
+    assert lattice_index(high) - lattice_index(low) == 2 and low == pytest.approx(0.00632)
+
+
 def test_the_predicted_loss_is_the_real_runs_read_off_the_horizon_runs_not_the_short_top_rung(
     tiny_spec: StudySpec,
 ) -> None:
