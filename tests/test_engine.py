@@ -37,7 +37,9 @@ def test_the_record_carries_config_metrics_fingerprint_and_meta(
     assert record.examples_seen == 32 and record.tokens_seen > 0
     assert record.dataset_fingerprint["n_train"] > 0
     assert record.meta["versions"]["torch"].startswith("2.")
-    assert record.meta["device"].startswith("cpu") and record.meta["model_source"] == str(tiny_llama)
+    # the device the run used: this CPU, or the GPU's name where there is one
+    used = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu ("
+    assert record.meta["device"].startswith(used) and record.meta["model_source"] == str(tiny_llama)
     assert record.spec["model"] == str(tiny_llama)
     record.model_validate_json(record.model_dump_json())  # JSON-safe: no NaN anywhere
 
