@@ -44,6 +44,7 @@ PEFT_OVERRIDES: dict[str, dict[str, object]] = {
     "olora": {"init_lora_weights": "olora"},
 }
 REPEATS = 3  # alternating engine / plain measurements per method
+OVERHEAD_METHODS = ["lora", "balora", "reflora", "reflora_s"]  # BaLoRA / RefLoRA against the LoRA they extend
 WARMUP_STEPS = 2  # first steps pay allocator and lazy-initialisation costs; excluded from the medians
 
 
@@ -179,7 +180,7 @@ def main() -> None:
     parser.add_argument("--json", default="bench/out/proxy_throughput.json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    methods = ["lora", "balora", "reflora", "reflora_s"] if args.quick else METHODS
+    methods = OVERHEAD_METHODS if args.quick else METHODS
     results: dict[str, object] = {"device": device_name(device), "torch": torch.__version__, "suites": {}}
     with tempfile.TemporaryDirectory() as tmp:
         model, data = small_model(Path(tmp), hidden=256, layers=4)
@@ -201,7 +202,7 @@ def main() -> None:
             rows = measure(
                 str(large),
                 data,
-                ["lora", "balora", "reflora", "reflora_s"],
+                OVERHEAD_METHODS,
                 batch_size=large_batch,
                 seq_len=128,
                 steps=large_steps,
@@ -215,7 +216,7 @@ def main() -> None:
             rows = measure(
                 "smollm2-135m-instruct",
                 data,
-                ["lora", "balora", "reflora", "reflora_s"],
+                OVERHEAD_METHODS,
                 batch_size=big_batch,
                 seq_len=128,
                 steps=6 if device.type == "cpu" else 20,

@@ -10,7 +10,16 @@ import torch
 
 from advisor.records import RunStatus
 from advisor.specs import parse_spec
-from proxy_runs.engine import RunBudget, RunProgress, lr_multiplier, planned_steps, setup_proxy, train_proxy
+from proxy_runs.engine import (
+    RunBudget,
+    RunProgress,
+    lr_multiplier,
+    pick_device,
+    planned_steps,
+    setup_proxy,
+    train_proxy,
+)
+from proxy_runs.meta import device_name
 from tests.conftest import make_spec
 
 
@@ -37,8 +46,7 @@ def test_the_record_carries_config_metrics_fingerprint_and_meta(
     assert record.examples_seen == 32 and record.tokens_seen > 0
     assert record.dataset_fingerprint["n_train"] > 0
     assert record.meta["versions"]["torch"].startswith("2.")
-    # the device the run used: this CPU, or the GPU's name where there is one
-    used = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu ("
+    used = device_name(pick_device())  # this CPU, or the GPU's name where there is one
     assert record.meta["device"].startswith(used) and record.meta["model_source"] == str(tiny_llama)
     assert record.spec["model"] == str(tiny_llama)
     record.model_validate_json(record.model_dump_json())  # JSON-safe: no NaN anywhere
