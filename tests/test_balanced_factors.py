@@ -10,8 +10,8 @@ import torch
 from advisor.specs import parse_spec
 from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
 from proxy_runs.methods import lora_pairs
+from proxy_runs.methods.balance import precondition_gradients, refactor_pair, refactoring_matrix
 from proxy_runs.methods.balora import balance_pair
-from proxy_runs.methods.reflora import precondition_gradients, refactor_pair, refactoring_matrix
 from tests.conftest import make_spec
 
 
@@ -50,6 +50,29 @@ def test_refactored_pair_keeps_the_product_and_balances_the_grams(
     A2, B2 = refactor_pair(A, B, eps=1e-12)  # the default eps guards rank-deficient A and perturbs ~1e-5
     assert relative(B2 @ A2, B @ A) <= 1e-5
     assert relative(B2.T @ B2, A2 @ A2.T) <= 1e-5
+
+
+def test_balancing_a_balanced_pair_leaves_it_in_place_row_signs_included(
+    pair: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """BaLoRA projects after every step and leaves Adam's moments as they are: a second projection must
+    not flip or reorder rows, or the moments would point against their rows."""
+    A, B = balance_pair(*pair)
+    A_again, B_again = balance_pair(A, B)
+    assert relative(A_again, A) <= 1e-6
+    assert relative(B_again, B) <= 1e-6
+
+
+def test_a_stack_of_pairs_refactors_as_each_pair_does_alone() -> None:
+    """Methods refactor every adapter of one shape in one batched call."""
+    generator = torch.Generator().manual_seed(1)
+    A = torch.randn(5, 4, 24, generator=generator) * 0.01
+    B = torch.randn(5, 40, 4, generator=generator)
+    stacked_A, stacked_B = refactor_pair(A, B)
+    for i in range(5):
+        alone_A, alone_B = refactor_pair(A[i], B[i])
+        assert relative(stacked_A[i], alone_A) <= 1e-6
+        assert relative(stacked_B[i], alone_B) <= 1e-6
 
 
 def test_refactored_and_balanced_pairs_share_their_gram_spectrum(

@@ -9,6 +9,7 @@ initialisation, which parameters train), `build_optimizer` once, then around eve
 from __future__ import annotations
 
 import warnings
+from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, cast
@@ -41,6 +42,50 @@ def lora_pairs(model: nn.Module) -> Iterator[LoraPair]:
                     A = cast(nn.Parameter, module.lora_A[adapter].weight)
                     B = cast(nn.Parameter, module.lora_B[adapter].weight)
                     yield LoraPair(name, A, B)
+
+
+@dataclass
+class LoraPairGroup:
+    """Adapters whose A and B have the same shapes, so that their factors stack into one batch.
+
+    Methods that decompose every pair at every step (BaLoRA, RefLoRA) work on a group at a time: one
+    batched call per shape instead of a few small calls per module. On a GPU each small call is a kernel
+    launch and often a host synchronisation, which made the per-module form cost more than the forward
+    and backward of a SmolLM2-sized model (bench/RESULTS.md, "Proxy engine throughput").
+    """
+
+    pairs: list[LoraPair]
+
+    def stack_A(self) -> torch.Tensor:
+        """n × r × in."""
+        return torch.stack([pair.A for pair in self.pairs])
+
+    def stack_B(self) -> torch.Tensor:
+        """n × out × r."""
+        return torch.stack([pair.B for pair in self.pairs])
+
+    def with_gradients(self) -> LoraPairGroup:
+        """The pairs whose A and B both have gradients (after a backward pass: all of them)."""
+        return LoraPairGroup([p for p in self.pairs if p.A.grad is not None and p.B.grad is not None])
+
+    def gradients(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The gradients of every A and every B; call on `with_gradients()`."""
+        return (
+            [cast(torch.Tensor, pair.A.grad) for pair in self.pairs],
+            [cast(torch.Tensor, pair.B.grad) for pair in self.pairs],
+        )
+
+
+def lora_pair_groups(model: nn.Module) -> list[LoraPairGroup]:
+    groups: dict[tuple[object, ...], list[LoraPair]] = defaultdict(list)
+    for pair in lora_pairs(model):
+        groups[(pair.A.shape, pair.B.shape, pair.A.dtype, pair.A.device)].append(pair)
+    return [LoraPairGroup(pairs) for pairs in groups.values()]
+
+
+def copy_stacked_(targets: list[torch.Tensor], stacked: torch.Tensor) -> None:
+    """targets[i] ← stacked[i], as one multi-tensor copy rather than a kernel per tensor."""
+    torch._foreach_copy_(targets, list(stacked.to(targets[0].dtype).unbind(0)))
 
 
 def adamw_with_decay_groups(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -3,7 +3,8 @@
 Closed form (PEFT shapes): eigh(AAᵀ) = V_A Σ_A² V_Aᵀ, M = B V_A Σ_A, eigh(MᵀM) = V_M Σ_M² V_Mᵀ,
 P = V_A Σ_A⁻¹ V_M Σ_M^½. The refactored pair A' = PᵀA, B' = B P⁻ᵀ has the same product and balanced
 Gram matrices A'A'ᵀ = B'ᵀB' = Σ_M. In practice the weights are kept and the gradients preconditioned
-with S = PPᵀ: g_A ← S⁻¹ g_A, g_B ← g_B S, starting after a warm-up so that B ≠ 0.
+with S = PPᵀ: g_A ← S⁻¹ g_A, g_B ← g_B S, starting after a warm-up so that B ≠ 0. The algebra, batched
+over adapters of one shape, is in `proxy_runs.methods.balance`.
 
 RefLoRA-S is the scalar form: p = √(‖B‖/‖A‖), A ← pA, B ← B/p, with Adam's moments rescaled to match.
 """
@@ -13,38 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from proxy_runs.methods.base import Method, lora_pairs
+from proxy_runs.methods.balance import precondition_gradients
+from proxy_runs.methods.base import Method, copy_stacked_, lora_pair_groups
 from proxy_runs.methods.registry import register
-
-
-def refactoring_matrix(A: torch.Tensor, B: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """P (r × r) in float64. `eps` keeps Σ_A⁻¹ finite when A is (nearly) rank-deficient."""
-    A64, B64 = A.double(), B.double()
-    eig_A, V_A = torch.linalg.eigh(A64 @ A64.T)
-    sigma_A = eig_A.clamp_min(0).sqrt() + eps
-    M = B64 @ V_A @ torch.diag(sigma_A)
-    eig_M, V_M = torch.linalg.eigh(M.T @ M)
-    sigma_M = eig_M.clamp_min(0).sqrt() + eps
-    return V_A @ torch.diag(1.0 / sigma_A) @ V_M @ torch.diag(sigma_M.sqrt())
-
-
-def refactor_pair(A: torch.Tensor, B: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A', B') = (PᵀA, B P⁻ᵀ): same product, A'A'ᵀ = B'ᵀB'."""
-    P = refactoring_matrix(A, B, eps)
-    A_new = P.T @ A.double()
-    B_new = torch.linalg.solve(P, B.double().T).T  # B P⁻ᵀ without forming the inverse
-    return A_new.to(A.dtype), B_new.to(B.dtype)
-
-
-def precondition_gradients(
-    A: torch.Tensor, B: torch.Tensor, grad_A: torch.Tensor, grad_B: torch.Tensor, eps: float = 1e-6
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(S⁻¹ g_A, g_B S) with S = PPᵀ."""
-    P = refactoring_matrix(A, B, eps)
-    S = P @ P.T
-    new_grad_A = torch.linalg.solve(S, grad_A.double())
-    new_grad_B = grad_B.double() @ S
-    return new_grad_A.to(grad_A.dtype), new_grad_B.to(grad_B.dtype)
 
 
 class _RefactoringMethod(Method):
@@ -64,23 +36,30 @@ class RefLora(_RefactoringMethod):
             return
         eps = self.spec.method_options.reflora_eps
         with torch.no_grad():
-            for pair in lora_pairs(model):
-                if pair.A.grad is None or pair.B.grad is None or torch.count_nonzero(pair.B) == 0:
+            for every_pair in lora_pair_groups(model):
+                group = every_pair.with_gradients()
+                if not group.pairs:
                     continue
-                grad_A, grad_B = precondition_gradients(pair.A, pair.B, pair.A.grad, pair.B.grad, eps)
-                pair.A.grad.copy_(grad_A)
-                pair.B.grad.copy_(grad_B)
+                grads_A, grads_B = group.gradients()
+                A, B = group.stack_A(), group.stack_B()
+                grad_A, grad_B = torch.stack(grads_A), torch.stack(grads_B)
+                new_grad_A, new_grad_B = precondition_gradients(A, B, grad_A, grad_B, eps)
+                # Pairs whose B is still 0 (the standard initialisation) keep their plain gradients.
+                untrained = (B.flatten(1).abs().amax(dim=1) == 0).view(-1, 1, 1)
+                copy_stacked_(grads_A, torch.where(untrained, grad_A, new_grad_A))
+                copy_stacked_(grads_B, torch.where(untrained, grad_B, new_grad_B))
 
 
-def _scale_adam_state(optimizer: torch.optim.Optimizer, parameter: nn.Parameter, grad_scale: float) -> None:
-    """Rescale Adam's moments of `parameter` as its gradient rescales: m by c, v by c²."""
-    state = optimizer.state.get(parameter)
-    if not state:
-        return
-    if "exp_avg" in state:
-        state["exp_avg"].mul_(grad_scale)
-    if "exp_avg_sq" in state:
-        state["exp_avg_sq"].mul_(grad_scale**2)
+def _scale_adam_state_(
+    optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter], scales: torch.Tensor
+) -> None:
+    """Rescale Adam's moments of each parameter as its gradient rescales by scales[i]: m by c, v by c²."""
+    states = [optimizer.state.get(parameter) for parameter in parameters]
+    for moment, power in (("exp_avg", 1), ("exp_avg_sq", 2)):
+        tensors = [state[moment] for state in states if state and moment in state]
+        if len(tensors) == len(parameters):  # all or none: the optimizer creates them on its first step
+            factors = (scales**power).view(-1, *([1] * tensors[0].ndim))
+            copy_stacked_(tensors, torch.stack(tensors) * factors.to(tensors[0].dtype))
 
 
 @register
@@ -91,14 +70,16 @@ class RefLoraS(_RefactoringMethod):
         if step + 1 < self.warmup_steps():
             return
         with torch.no_grad():
-            for pair in lora_pairs(model):
-                norm_A, norm_B = float(pair.A.norm()), float(pair.B.norm())
-                if norm_A == 0.0 or norm_B == 0.0:
-                    continue
-                p = (norm_B / norm_A) ** 0.5
-                pair.A.mul_(p)
-                pair.B.div_(p)
+            for group in lora_pair_groups(model):
+                A, B = group.stack_A(), group.stack_B()
+                norm_A, norm_B = A.flatten(1).norm(dim=1), B.flatten(1).norm(dim=1)
+                # p = √(‖B‖/‖A‖); a pair with a zero factor keeps p = 1 (nothing to balance).
+                p = torch.where(
+                    (norm_A > 0) & (norm_B > 0), (norm_B / norm_A).sqrt(), torch.ones_like(norm_A)
+                )
+                copy_stacked_([pair.A for pair in group.pairs], A * p.view(-1, 1, 1))
+                copy_stacked_([pair.B for pair in group.pairs], B / p.view(-1, 1, 1))
                 # With A ← pA and B ← B/p the gradient of A is ∂L/∂A·(1/p) and that of B is ∂L/∂B·p
                 # (∂L/∂A = sBᵀG); the moments are statistics of those gradients and follow them.
-                _scale_adam_state(optimizer, pair.A, 1.0 / p)
-                _scale_adam_state(optimizer, pair.B, p)
+                _scale_adam_state_(optimizer, [pair.A for pair in group.pairs], 1.0 / p)
+                _scale_adam_state_(optimizer, [pair.B for pair in group.pairs], p)
