@@ -10,7 +10,13 @@ import torch
 from advisor.specs import parse_spec
 from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
 from proxy_runs.methods import lora_pairs
-from proxy_runs.methods.balance import precondition_gradients, refactor_pair, refactoring_matrix
+from proxy_runs.methods.balance import (
+    precondition_gradients,
+    precondition_trained_pairs,
+    refactor_pair,
+    refactor_trained_pairs,
+    refactoring_matrix,
+)
 from proxy_runs.methods.balora import balance_pair
 from tests.conftest import make_spec
 
@@ -73,6 +79,25 @@ def test_a_stack_of_pairs_refactors_as_each_pair_does_alone() -> None:
         alone_A, alone_B = refactor_pair(A[i], B[i])
         assert relative(stacked_A[i], alone_A) <= 1e-6
         assert relative(stacked_B[i], alone_B) <= 1e-6
+
+
+def test_pairs_that_cannot_be_refactored_are_left_alone_and_the_others_still_are() -> None:
+    """In one batch: a pair with B = 0 (LoRA's initialisation), one with a non-finite factor (a diverging run,
+    which the engine stops by itself) and a trained pair. The first two come back as they were, without an
+    error from the eigendecomposition; the third is balanced."""
+    generator = torch.Generator().manual_seed(2)
+    A = torch.randn(3, 4, 24, generator=generator) * 0.01
+    B = torch.randn(3, 40, 4, generator=generator)
+    B[0] = 0.0
+    A[1, 0, 0] = float("nan")
+    new_A, new_B = refactor_trained_pairs(A, B, eps=1e-12)
+    assert torch.equal(new_A[0], A[0]) and torch.equal(new_B[0], B[0])
+    assert torch.equal(new_A[1].nan_to_num(), A[1].nan_to_num()) and torch.equal(new_B[1], B[1])
+    assert relative(new_B[2].T @ new_B[2], new_A[2] @ new_A[2].T) <= 1e-6
+    grad_A, grad_B = torch.randn_like(A), torch.randn_like(B)
+    new_grad_A, new_grad_B = precondition_trained_pairs(A, B, grad_A, grad_B, eps=1e-6)
+    assert torch.equal(new_grad_A[:2], grad_A[:2]) and torch.equal(new_grad_B[:2], grad_B[:2])
+    assert not torch.allclose(new_grad_A[2], grad_A[2])
 
 
 def test_refactored_and_balanced_pairs_share_their_gram_spectrum(

@@ -12,6 +12,11 @@ O(r²(in + out)) for the Grams and O(r³) for the eigendecompositions, and it ba
 stacked pairs (… × r × in, … × out × r) as well as single ones, so that a method makes one call per shape
 of adapter per step (`LoraPairGroup`).
 
+The methods call the `*_trained_pairs` forms, which leave alone the pairs a refactoring cannot apply to:
+B = 0 (LoRA's standard initialisation: balancing would zero A as well and stall training) and non-finite
+factors (a diverging run, which the engine stops on its own; an eigendecomposition of them would raise and
+take every pair of the batch with it). A mask, not a branch, so no host synchronisation.
+
 Everything is computed in float64: the product B·A must survive to ~1e-12, far below the 1e-5 the tests
 demand, and Σ_A² squares the condition number of A.
 """
@@ -74,3 +79,38 @@ def precondition_gradients(
     new_grad_A = S_inverse @ grad_A.double()
     new_grad_B = grad_B.double() @ S
     return new_grad_A.to(grad_A.dtype), new_grad_B.to(grad_B.dtype)
+
+
+def trained_pairs(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """A boolean per pair (…): B ≠ 0 and both factors finite."""
+    nonzero = B.flatten(-2).abs().amax(dim=-1) > 0
+    finite = torch.isfinite(A).flatten(-2).all(dim=-1) & torch.isfinite(B).flatten(-2).all(dim=-1)
+    return nonzero & finite
+
+
+def _with_stand_ins(
+    trained: torch.Tensor, A: torch.Tensor, B: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A and B with the untrained pairs replaced by identity blocks, whose decompositions are trivial."""
+    keep = trained[..., None, None]
+    eye_A = torch.eye(*A.shape[-2:], dtype=A.dtype, device=A.device).expand_as(A)
+    eye_B = torch.eye(*B.shape[-2:], dtype=B.dtype, device=B.device).expand_as(B)
+    return torch.where(keep, A, eye_A), torch.where(keep, B, eye_B)
+
+
+def refactor_trained_pairs(A: torch.Tensor, B: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`refactor_pair` where `trained_pairs`, the pair as it was elsewhere."""
+    trained = trained_pairs(A, B)
+    new_A, new_B = refactor_pair(*_with_stand_ins(trained, A, B), eps=eps)
+    keep = trained[..., None, None]
+    return torch.where(keep, new_A, A), torch.where(keep, new_B, B)
+
+
+def precondition_trained_pairs(
+    A: torch.Tensor, B: torch.Tensor, grad_A: torch.Tensor, grad_B: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`precondition_gradients` where `trained_pairs`, the plain gradients elsewhere."""
+    trained = trained_pairs(A, B)
+    new_grad_A, new_grad_B = precondition_gradients(*_with_stand_ins(trained, A, B), grad_A, grad_B, eps)
+    keep = trained[..., None, None]
+    return torch.where(keep, new_grad_A, grad_A), torch.where(keep, new_grad_B, grad_B)

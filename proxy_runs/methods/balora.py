@@ -2,8 +2,8 @@
 
 (A, B) and (R⁻¹A, BR) give the same ΔW for any invertible R, but condition the loss differently;
 balanced pairs condition best. After each optimizer step every pair is replaced by the balanced pair
-with the same product B·A (`proxy_runs.methods.balance`). Adam's moments are left as they are (as in
-the paper).
+with the same product B·A (`proxy_runs.methods.balance`), except while B = 0 (LoRA's initialisation:
+balancing would zero A too). Adam's moments are left as they are (as in the paper).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from proxy_runs.methods.balance import refactor_pair
+from proxy_runs.methods.balance import refactor_pair, refactor_trained_pairs
 from proxy_runs.methods.base import Method, copy_stacked_, lora_pair_groups
 from proxy_runs.methods.registry import register
 
@@ -32,10 +32,6 @@ class BaLora(Method):
     def after_optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
         with torch.no_grad():
             for group in lora_pair_groups(model):
-                A, B = group.stack_A(), group.stack_B()
-                balanced_A, balanced_B = balance_pair(A, B)
-                # B = 0 at LoRA's standard initialisation: balancing would zero A as well and stall
-                # training, so such pairs stay as they are (a mask, not a branch: no host synchronisation).
-                untrained = (B.flatten(1).abs().amax(dim=1) == 0).view(-1, 1, 1)
-                copy_stacked_([pair.A for pair in group.pairs], torch.where(untrained, A, balanced_A))
-                copy_stacked_([pair.B for pair in group.pairs], torch.where(untrained, B, balanced_B))
+                balanced_A, balanced_B = refactor_trained_pairs(group.stack_A(), group.stack_B(), BALANCE_EPS)
+                copy_stacked_([pair.A for pair in group.pairs], balanced_A)
+                copy_stacked_([pair.B for pair in group.pairs], balanced_B)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from proxy_runs.methods.balance import precondition_gradients
+from proxy_runs.methods.balance import precondition_trained_pairs
 from proxy_runs.methods.base import Method, copy_stacked_, lora_pair_groups
 from proxy_runs.methods.registry import register
 
@@ -41,13 +41,11 @@ class RefLora(_RefactoringMethod):
                 if not group.pairs:
                     continue
                 grads_A, grads_B = group.gradients()
-                A, B = group.stack_A(), group.stack_B()
-                grad_A, grad_B = torch.stack(grads_A), torch.stack(grads_B)
-                new_grad_A, new_grad_B = precondition_gradients(A, B, grad_A, grad_B, eps)
-                # Pairs whose B is still 0 (the standard initialisation) keep their plain gradients.
-                untrained = (B.flatten(1).abs().amax(dim=1) == 0).view(-1, 1, 1)
-                copy_stacked_(grads_A, torch.where(untrained, grad_A, new_grad_A))
-                copy_stacked_(grads_B, torch.where(untrained, grad_B, new_grad_B))
+                new_grad_A, new_grad_B = precondition_trained_pairs(
+                    group.stack_A(), group.stack_B(), torch.stack(grads_A), torch.stack(grads_B), eps
+                )
+                copy_stacked_(grads_A, new_grad_A)
+                copy_stacked_(grads_B, new_grad_B)
 
 
 def _scale_adam_state_(
