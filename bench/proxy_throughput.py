@@ -39,7 +39,7 @@ from advisor.specs import StudySpec, parse_spec
 from proxy_runs import synthetic, tiny
 from proxy_runs.data import collate, prepare_data
 from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
-from proxy_runs.meta import device_name
+from proxy_runs.meta import device_name, synchronize
 from proxy_runs.methods import lora_pairs
 from proxy_runs.models import load_model_and_tokenizer
 
@@ -86,8 +86,7 @@ def plain_loop_tokens_per_s(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         rates.append(int(batch["attention_mask"].sum()) / (time.perf_counter() - started))
     return statistics.median(rates[WARMUP_STEPS:])
 
@@ -106,11 +105,6 @@ def engine_tokens_per_s(spec: StudySpec, batch_size: int, steps: int, device: to
     )
     assert record.status == "success", record.error
     return statistics.median(step["tokens_per_s"] for step in record.metrics["steps"][WARMUP_STEPS:])
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def hook_ms_per_step(spec: StudySpec, device: torch.device) -> float:

@@ -44,6 +44,13 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: CUDA kernels run asynchronously, so a clock stopped without a
+    sync would stop before the work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_meta(device: torch.device, *, model_source: str, model_revision: str | None) -> dict[str, Any]:
     return {
         "versions": {name: _version(name) for name in PACKAGES} | {"python": platform.python_version()},

@@ -88,21 +88,19 @@ def trained_pairs(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     return nonzero & finite
 
 
-def _with_stand_ins(
-    trained: torch.Tensor, A: torch.Tensor, B: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A and B with the untrained pairs replaced by identity blocks, whose decompositions are trivial."""
-    keep = trained[..., None, None]
+def _stand_ins(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(keep, A, B): `trained_pairs` as a mask broadcastable over the factors, and A and B with the other
+    pairs replaced by identity blocks, whose decompositions are trivial and never raise."""
+    keep = trained_pairs(A, B)[..., None, None]
     eye_A = torch.eye(*A.shape[-2:], dtype=A.dtype, device=A.device).expand_as(A)
     eye_B = torch.eye(*B.shape[-2:], dtype=B.dtype, device=B.device).expand_as(B)
-    return torch.where(keep, A, eye_A), torch.where(keep, B, eye_B)
+    return keep, torch.where(keep, A, eye_A), torch.where(keep, B, eye_B)
 
 
 def refactor_trained_pairs(A: torch.Tensor, B: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """`refactor_pair` where `trained_pairs`, the pair as it was elsewhere."""
-    trained = trained_pairs(A, B)
-    new_A, new_B = refactor_pair(*_with_stand_ins(trained, A, B), eps=eps)
-    keep = trained[..., None, None]
+    keep, safe_A, safe_B = _stand_ins(A, B)
+    new_A, new_B = refactor_pair(safe_A, safe_B, eps=eps)
     return torch.where(keep, new_A, A), torch.where(keep, new_B, B)
 
 
@@ -110,7 +108,6 @@ def precondition_trained_pairs(
     A: torch.Tensor, B: torch.Tensor, grad_A: torch.Tensor, grad_B: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`precondition_gradients` where `trained_pairs`, the plain gradients elsewhere."""
-    trained = trained_pairs(A, B)
-    new_grad_A, new_grad_B = precondition_gradients(*_with_stand_ins(trained, A, B), grad_A, grad_B, eps)
-    keep = trained[..., None, None]
+    keep, safe_A, safe_B = _stand_ins(A, B)
+    new_grad_A, new_grad_B = precondition_gradients(safe_A, safe_B, grad_A, grad_B, eps)
     return torch.where(keep, new_grad_A, grad_A), torch.where(keep, new_grad_B, grad_B)

@@ -33,5 +33,5 @@ class BaLora(Method):
         with torch.no_grad():
             for group in lora_pair_groups(model):
                 balanced_A, balanced_B = refactor_trained_pairs(group.stack_A(), group.stack_B(), BALANCE_EPS)
-                copy_stacked_([pair.A for pair in group.pairs], balanced_A)
-                copy_stacked_([pair.B for pair in group.pairs], balanced_B)
+                copy_stacked_(group.factors_A(), balanced_A)
+                copy_stacked_(group.factors_B(), balanced_B)

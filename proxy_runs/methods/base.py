@@ -56,13 +56,19 @@ class LoraPairGroup:
 
     pairs: list[LoraPair]
 
+    def factors_A(self) -> list[torch.Tensor]:
+        return [pair.A for pair in self.pairs]
+
+    def factors_B(self) -> list[torch.Tensor]:
+        return [pair.B for pair in self.pairs]
+
     def stack_A(self) -> torch.Tensor:
         """n × r × in."""
-        return torch.stack([pair.A for pair in self.pairs])
+        return torch.stack(self.factors_A())
 
     def stack_B(self) -> torch.Tensor:
         """n × out × r."""
-        return torch.stack([pair.B for pair in self.pairs])
+        return torch.stack(self.factors_B())
 
     def with_gradients(self) -> LoraPairGroup:
         """The pairs whose A and B both have gradients (after a backward pass: all of them)."""

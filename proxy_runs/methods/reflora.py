@@ -36,8 +36,8 @@ class RefLora(_RefactoringMethod):
             return
         eps = self.spec.method_options.reflora_eps
         with torch.no_grad():
-            for every_pair in lora_pair_groups(model):
-                group = every_pair.with_gradients()
+            for shape_group in lora_pair_groups(model):
+                group = shape_group.with_gradients()
                 if not group.pairs:
                     continue
                 grads_A, grads_B = group.gradients()
@@ -49,7 +49,7 @@ class RefLora(_RefactoringMethod):
 
 
 def _scale_adam_state_(
-    optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter], scales: torch.Tensor
+    optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor], scales: torch.Tensor
 ) -> None:
     """Rescale Adam's moments of each parameter as its gradient rescales by scales[i]: m by c, v by c²."""
     states = [optimizer.state.get(parameter) for parameter in parameters]
@@ -75,9 +75,9 @@ class RefLoraS(_RefactoringMethod):
                 p = torch.where(
                     (norm_A > 0) & (norm_B > 0), (norm_B / norm_A).sqrt(), torch.ones_like(norm_A)
                 )
-                copy_stacked_([pair.A for pair in group.pairs], A * p.view(-1, 1, 1))
-                copy_stacked_([pair.B for pair in group.pairs], B / p.view(-1, 1, 1))
+                copy_stacked_(group.factors_A(), A * p.view(-1, 1, 1))
+                copy_stacked_(group.factors_B(), B / p.view(-1, 1, 1))
                 # With A ← pA and B ← B/p the gradient of A is ∂L/∂A·(1/p) and that of B is ∂L/∂B·p
                 # (∂L/∂A = sBᵀG); the moments are statistics of those gradients and follow them.
-                _scale_adam_state_(optimizer, [pair.A for pair in group.pairs], 1.0 / p)
-                _scale_adam_state_(optimizer, [pair.B for pair in group.pairs], p)
+                _scale_adam_state_(optimizer, group.factors_A(), 1.0 / p)
+                _scale_adam_state_(optimizer, group.factors_B(), p)

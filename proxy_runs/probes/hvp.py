@@ -27,6 +27,7 @@ from torch import nn
 
 from advisor.errors import AdvisorError
 from proxy_runs.loss import summed_token_loss
+from proxy_runs.meta import synchronize
 
 Batch = dict[str, torch.Tensor]
 # (sum of the per-token losses of one micro-batch, number of tokens that carry loss)
@@ -64,12 +65,6 @@ class OperatorStats:
 
 def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
-
-
-def _synchronize(device: torch.device) -> None:
-    # CUDA kernels run asynchronously: without a sync the clock would stop before the work is done.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _second_derivative_error(error: RuntimeError) -> ProbeError | None:
@@ -124,7 +119,7 @@ class HessianOperator:
         """H·v for a flat v of length `dim` (one HVP, counted and timed)."""
         if vector.shape != (self.dim,):
             raise ValueError(f"expected a flat vector of length {self.dim}, got shape {tuple(vector.shape)}")
-        _synchronize(self.device)
+        synchronize(self.device)
         started = time.perf_counter()
         pieces = self._unflatten(vector.to(self.device, self.dtype))
         product = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
@@ -139,7 +134,7 @@ class HessianOperator:
                 raise probe_error from None
             product += batch_product
             total_tokens += n_tokens
-        _synchronize(self.device)
+        synchronize(self.device)
         self.stats.hvps += 1
         self.stats.hvp_seconds += time.perf_counter() - started
         return product / total_tokens
@@ -163,7 +158,7 @@ class HessianOperator:
 
     def loss_and_gradient(self) -> tuple[float, torch.Tensor]:
         """(mean token loss, flat gradient of it) over all micro-batches (one gradient, counted and timed)."""
-        _synchronize(self.device)
+        synchronize(self.device)
         started = time.perf_counter()
         gradient = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         loss_total, total_tokens = 0.0, 0
@@ -174,7 +169,7 @@ class HessianOperator:
             gradient += self._flat_or_zeros(grads)
             loss_total += float(loss_sum.detach())
             total_tokens += n_tokens
-        _synchronize(self.device)
+        synchronize(self.device)
         self.stats.gradients += 1
         self.stats.gradient_seconds += time.perf_counter() - started
         return loss_total / total_tokens, gradient / total_tokens
