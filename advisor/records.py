@@ -90,3 +90,10 @@ class RunRecord(BaseModel):
     )  # {"steps": [...], "evals": [...], "oom_events": [...]}
     dataset_fingerprint: dict[str, Any] = Field(default_factory=dict)
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def examples_trained(self) -> int:
+        """Examples this run trained on itself: a run resumed from a paused one (meta "resumed_from", see
+        `proxy_runs.resume`) reports the whole curve, but only the examples after the pause cost anything."""
+        resumed = self.meta.get("resumed_from") or {}
+        return self.examples_seen - int(resumed.get("examples_seen", 0))

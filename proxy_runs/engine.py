@@ -28,6 +28,7 @@ from proxy_runs.loss import summed_token_loss
 from proxy_runs.meta import run_meta
 from proxy_runs.methods import Method, build_method
 from proxy_runs.models import LoadedModel, load_model_and_tokenizer
+from proxy_runs.resume import RunCheckpoint, capture, check_resumable, restore
 
 # A run has diverged when the loss is non-finite, or when one step's loss exceeds 3× the first step's,
 # or the mean of the last 5 exceeds 1.5× it: LoRA runs at a too-high LR shoot up and stay up, while a
@@ -60,6 +61,7 @@ class RunProgress:
 
 
 StopHook = Callable[[RunProgress], bool]  # True: stop now (recorded as pruned)
+PauseHook = Callable[[RunCheckpoint], object]  # receives the checkpoint of a run its stop hook stopped
 
 
 @dataclass
@@ -227,11 +229,17 @@ def train_proxy(
     eval_at_start: bool = True,
     max_eval_examples: int = 256,
     should_stop: StopHook | None = None,
+    on_pause: PauseHook | None = None,
+    resume: RunCheckpoint | None = None,
 ) -> RunRecord:
     """Fine-tune once at (batch_size, learning_rate) and return the run's record.
 
     Divergence, pruning by `should_stop` and run-time errors are results (statuses), not exceptions;
     only bad input (an `AdvisorError`) is raised.
+
+    Pausing: when `should_stop` stops the run, `on_pause` receives its checkpoint; `resume` goes on from one
+    (same batch size, LR, seed and plan; `setup` freshly built) as if the run had never stopped. The record of
+    a resumed run holds the whole curve; its `seconds` and `examples_trained` count this call only.
     """
     if batch_size <= 0 or not (learning_rate > 0 and math.isfinite(learning_rate)):
         raise AdvisorError(
@@ -261,8 +269,16 @@ def train_proxy(
 
     state, status, error = _LoopState(), RunStatus.SUCCESS, None
     batches = effective_batches(setup.data.train, batch_size, training.seed)
-    started = time.perf_counter()
-    if eval_at_start:
+    identity = (batch_size, learning_rate, training.seed, total_steps)
+    if resume is not None:
+        check_resumable(resume, identity)
+        state = restore(resume, model=model, optimizer=optimizer, schedule=schedule, device=setup.device)
+        micro = resume.micro_batch
+        for _ in range(state.step):  # the batches the paused run already trained on
+            next(batches)
+    earlier_seconds = resume.seconds if resume is not None else 0.0
+    started = time.perf_counter() - earlier_seconds  # a resumed curve's clock goes on
+    if eval_at_start and resume is None:
         state.evals.append(
             EvalPoint(
                 step=0, examples_seen=0, eval_loss=evaluate(setup, eval_examples, micro, training.precision)
@@ -322,6 +338,20 @@ def train_proxy(
                 )
             if should_stop and should_stop(_progress(state, started)):
                 status = RunStatus.PRUNED
+                if on_pause is not None:
+                    seconds = time.perf_counter() - started
+                    on_pause(
+                        capture(
+                            model=model,
+                            optimizer=optimizer,
+                            schedule=schedule,
+                            loop=state,
+                            config=identity,
+                            micro_batch=micro,
+                            seconds=seconds,
+                            device=setup.device,
+                        )
+                    )
                 break
             if out_of_time:
                 break
@@ -329,7 +359,7 @@ def train_proxy(
         raise
     except Exception as exc:  # a failed run is recorded, with its cause, rather than lost
         status, error = RunStatus.FAILED, f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc(limit=3)}"
-    return _record(
+    record = _record(
         spec,
         setup,
         state,
@@ -340,8 +370,15 @@ def train_proxy(
         micro,
         total_steps,
         warmup,
-        time.perf_counter() - started,
+        time.perf_counter() - started - earlier_seconds,
     )
+    if resume is not None:
+        record.meta["resumed_from"] = {
+            "step": resume.loop.step,
+            "examples_seen": resume.examples_seen,
+            "seconds": round(resume.seconds, 3),
+        }
+    return record
 
 
 def _requeue(batch: list[Example], rest: Iterator[list[Example]]) -> Iterator[list[Example]]:

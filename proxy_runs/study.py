@@ -90,6 +90,7 @@ from advisor.specs import StudySpec
 from proxy_runs.data import PreparedData, prepare_data
 from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
 from proxy_runs.models import load_model_and_tokenizer
+from proxy_runs.resume import SHELF_CAPACITY_BYTES, CheckpointShelf, checkpoint_bytes
 
 Progress = Callable[[int, int, str], None]  # (runs done, runs planned, what just happened)
 Config = tuple[int, float]  # (batch size, learning rate)
@@ -126,7 +127,7 @@ class _Ledger:
 
     @property
     def examples(self) -> int:
-        return sum(r.examples_seen for r in self.runs)
+        return sum(r.examples_trained for r in self.runs)
 
     @property
     def spendable_examples(self) -> float:
@@ -147,10 +148,10 @@ class _Ledger:
         seconds budget the time left at the throughput this study's runs at that batch size measured
         (a small batch trains fewer examples per second than the calibration's largest batch)."""
         left = self.spendable_examples - self.examples
-        timed = [r for r in self.runs if r.config.batch_size == batch_size and r.examples_seen > 0]
+        timed = [r for r in self.runs if r.config.batch_size == batch_size and r.examples_trained > 0]
         if math.isinf(self.hard_deadline) or not timed:
             return left
-        per_example = sum(r.seconds for r in timed) / sum(r.examples_seen for r in timed)
+        per_example = sum(r.seconds for r in timed) / sum(r.examples_trained for r in timed)
         seconds_left = max(0.0, self.hard_deadline - time.perf_counter())
         return min(left, seconds_left / max(per_example, 1e-9))
 
@@ -175,8 +176,12 @@ def run_to_rung(
     top_examples: int,
     stop_at: int,
     eval_examples: int,
+    shelf: CheckpointShelf | None = None,
 ) -> RunRecord:
     """Train `config` on the schedule of `top_examples` and stop once `stop_at` examples are seen.
+
+    With a `shelf`, the run goes on from its checkpoint there if it has one (paused at a lower rung of the
+    same schedule and seed), and a run stopped short of `top_examples` leaves its checkpoint there.
 
     Evaluations every `eval_examples` line up with every rung (rungs are multiples of it), so the loss at a
     rung is measured at exactly that many examples for every batch size. None before training: the
@@ -186,6 +191,7 @@ def run_to_rung(
     batch, lr = config
     eval_every = max(1, eval_examples // batch)
     setup = setup_proxy(spec, data=data)  # fresh adapter: train_proxy trains the model in place
+    key = shelf_key(spec, config)
     return train_proxy(
         spec,
         batch_size=batch,
@@ -196,7 +202,14 @@ def run_to_rung(
         max_eval_examples=MAX_EVAL_EXAMPLES,
         eval_at_start=False,
         should_stop=None if stop_at >= top_examples else lambda p: p.examples_seen >= stop_at,
+        on_pause=(lambda checkpoint: shelf.put(key, checkpoint)) if shelf is not None else None,
+        resume=shelf.take(key) if shelf is not None else None,
     )
+
+
+def shelf_key(spec: StudySpec, config: Config) -> tuple[Config, int]:
+    """A paused run is the config's run on the spec's seed (every rung follows the top rung's schedule)."""
+    return config, spec.training.seed
 
 
 def loss_at(record: RunRecord, examples: int) -> float | None:
@@ -265,11 +278,13 @@ def successive_halving(
     top, first = rungs[-1].examples, rungs[0].examples
     by_rung: dict[int, list[Observation]] = {r.examples: [] for r in rungs}
     alive, done = list(plan.configs), set()
+    # Paused runs, when the plan counted on them: a promoted config goes on from its run at the rung below.
+    shelf = CheckpointShelf() if plan.resumes_promotions else None
     for extension in range(MAX_EXTENSIONS + 1):  # rung 0, extended while the optimum sits on a grid edge
         for config in [c for c in alive if c not in done]:
             if by_rung[first] and not ledger.in_time():
                 break  # out of time: fit what rung 0 has measured rather than overrun the budget
-            _run_and_record(spec, data, config, top, first, first, by_rung, ledger)
+            _run_and_record(spec, data, config, top, first, first, by_rung, ledger, shelf=shelf)
             done.add(config)
         if extension == MAX_EXTENSIONS or time.perf_counter() > ledger.deadline:
             break  # out of extensions or budget: accept the edge (it lowers the confidence), never overrun
@@ -279,10 +294,16 @@ def successive_halving(
             break
         _grow(plan, alive)
     for previous, rung in itertools.pairwise(rungs):
-        for config in promote(by_rung[previous.examples], rung.configs, plan.learning_rates):
-            if ledger.affords(rung.examples):  # best first: a cut budget drops the weakest promotions
+        promoted = promote(by_rung[previous.examples], rung.configs, plan.learning_rates)
+        if shelf is not None:
+            shelf.keep_only({shelf_key(spec, config) for config in promoted})
+        for config in promoted:
+            paused_at = shelf.paused_at(shelf_key(spec, config)) if shelf is not None else 0
+            if ledger.affords(rung.examples - paused_at):  # best first: a cut budget drops the weakest
                 # Evaluated every rung below: η points per run for its curve, the last at its own rung.
-                _run_and_record(spec, data, config, top, rung.examples, previous.examples, by_rung, ledger)
+                _run_and_record(
+                    spec, data, config, top, rung.examples, previous.examples, by_rung, ledger, shelf=shelf
+                )
     top_extras(spec, data, plan, by_rung[top], ledger)
     return by_rung
 
@@ -341,9 +362,13 @@ def _run_and_record(
     by_rung: dict[int, list[Observation]],
     ledger: _Ledger,
     role: str = HALVING_ROLE,
+    *,
+    shelf: CheckpointShelf | None = None,
 ) -> None:
     """One run; its loss counts at the rung it was run to (earlier rungs are recorded by their own runs)."""
-    record = run_to_rung(spec, data, config, top_examples=top, stop_at=stop_at, eval_examples=eval_examples)
+    record = run_to_rung(
+        spec, data, config, top_examples=top, stop_at=stop_at, eval_examples=eval_examples, shelf=shelf
+    )
     by_rung[stop_at].append(observation(record, stop_at, top))
     ledger.add(
         record,
@@ -450,7 +475,8 @@ def runs_summary(runs: list[RunRecord]) -> dict[str, Any]:
     return {
         "runs": len(runs),
         "by_status": statuses,
-        "examples_seen": sum(r.examples_seen for r in runs),
+        "examples_seen": sum(r.examples_trained for r in runs),
+        "resumed": sum(1 for r in runs if r.meta.get("resumed_from")),
         "seconds": round(sum(r.seconds for r in runs), 2),
     }
 
@@ -556,6 +582,7 @@ def run_study(
         lr_centre=provisional.learning_rate if provisional else None,
         spent_examples=sum(c.examples_seen for c in calibrations),
         target_cost_ratio=target_cost_ratio,
+        pausable_runs=SHELF_CAPACITY_BYTES // max(checkpoint_bytes(calibration.trainable_params), 1),
     )
     # Extensions may use the budget the plan leaves unspent, up to 70% of it; halving then completes.
     ledger = _Ledger(
@@ -667,7 +694,7 @@ def _finish(
 ) -> StudyResult:
     cost = Cost(
         proxy_seconds=round(sum(r.seconds for r in ledger.runs), 2),
-        examples_seen=sum(r.examples_seen for r in ledger.runs),
+        examples_seen=sum(r.examples_trained for r in ledger.runs),
         runs=len(ledger.runs),
     )
     fits_json = {str(plan.top_examples): fits_evidence(fits)}

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from advisor.cli_recommend import LogProgress, add_recommend, render
-from advisor.records import CONFIRMATION_ROLE, RunStatus
+from advisor.records import CONFIRMATION_ROLE, HALVING_ROLE, RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.knowledge import SIZE_EXPONENT, ExponentPrior
 from advisor.science.loss_forecast import LOSS_EXPONENT
@@ -99,6 +99,23 @@ def test_configs_are_compared_at_equal_examples_seen(study: tuple[StudyResult, l
     assert all(loss_at(r, first_rung) is not None for r in pruned_first if r.status != RunStatus.DIVERGED)
 
 
+def test_promoted_configs_resume_their_runs_and_the_study_pays_only_for_new_examples(
+    study: tuple[StudyResult, list],
+) -> None:
+    result, _ = study
+    assert result.plan.resumes_promotions and "resuming" in result.plan.describe()
+    resumed = [r for r in result.runs if r.meta.get("resumed_from")]
+    lower_rungs = [r.examples for r in result.plan.rungs[:-1]]
+    assert resumed and all(r.meta["role"] == HALVING_ROLE for r in resumed)
+    assert all(r.meta["resumed_from"]["examples_seen"] in lower_rungs for r in resumed)
+    # the whole curve: a resumed run still reports the loss it had at the rung it paused at
+    assert all(loss_at(r, r.meta["resumed_from"]["examples_seen"]) is not None for r in resumed)
+    rec = result.recommendation
+    assert isinstance(rec, Recommendation)
+    assert rec.cost.examples_seen == sum(r.examples_trained for r in result.runs)
+    assert rec.cost.examples_seen < sum(r.examples_seen for r in result.runs)
+
+
 def test_promotion_keeps_the_leader_and_its_lr_neighbours() -> None:
     grid = [1e-3, 2e-3, 4e-3, 8e-3]
     observations = [Observation(8, lr, loss) for lr, loss in zip(grid, [3.0, 2.5, 2.0, 2.6], strict=True)]
@@ -161,7 +178,7 @@ def test_a_sibling_proxys_lr_moves_by_the_ratio_target_runs_measure_at_one_of_it
     assert all(r.examples_seen == ratio["examples"] for r in target_runs)
     proxy_lr = rec.evidence["transfer"]["proxy_learning_rate"]
     assert rec.learning_rate == pytest.approx(proxy_lr * ratio["target_lr"] / ratio["proxy_lr"])
-    assert sum(r.examples_seen for r in result.runs) <= 900
+    assert sum(r.examples_trained for r in result.runs) <= 900  # a resumed run pays for its new examples
 
 
 @pytest.mark.slow
@@ -406,10 +423,11 @@ def test_a_seconds_budget_caps_what_is_left_by_the_throughput_measured_at_that_b
 ) -> None:
     result, _ = study
     at_four = [r for r in result.runs if r.config.batch_size == 4 and r.examples_seen > 0]
-    per_example = sum(r.seconds for r in at_four) / sum(r.examples_seen for r in at_four)
+    # A resumed run's seconds are those of the examples it trained itself, after its pause.
+    per_example = sum(r.seconds for r in at_four) / sum(r.examples_trained for r in at_four)
     ledger = _Ledger(0, None, runs=at_four, budget_examples=10**9, hard_deadline=time.perf_counter() + 60)
     assert ledger.examples_left(4) == pytest.approx(60 / per_example, rel=0.05)  # time binds, not examples
-    untimed = _Ledger(0, None, runs=at_four, budget_examples=sum(r.examples_seen for r in at_four) + 100)
+    untimed = _Ledger(0, None, runs=at_four, budget_examples=sum(r.examples_trained for r in at_four) + 100)
     assert untimed.examples_left(4) == 100  # an examples budget alone: what is left of it
 
 

@@ -29,9 +29,10 @@ Numbers a plan is made of:
   target at B* (and one past an edge) to the length of the longest rung it affords, which measure how LR*
   moves from the proxy to the target (`advisor.science.transfer`). Examples on either model count alike:
   a target example costs more seconds, so under a seconds budget the clock stops those runs early.
-- Cost: a promoted config restarts from scratch (train_proxy cannot resume), so rung r costs
-  configs_r × examples_r; the study's total is the rungs, the top extras, the trend or horizon runs and
-  the target's confirmation runs.
+- Cost: a promoted config resumes where its run paused at the rung below (`proxy_runs.resume`), so rung r
+  costs configs_r × (examples_r − examples_{r−1}), when the study can hold every rung-0 run's checkpoint
+  (`pausable_runs`); otherwise it restarts from scratch and rung r costs configs_r × examples_r. The study's
+  total is the rungs, the top extras, the trend or horizon runs and the target's confirmation runs.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class StudyPlan:
     eta: int = ETA
     budget_examples: float = math.inf  # the study's hard cap, in training examples over all its runs
     dropped_batch_sizes: list[int] = field(default_factory=list)  # candidates the budget could not afford
+    resumes_promotions: bool = False  # promoted configs go on from their paused runs instead of restarting
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -144,8 +146,12 @@ class StudyPlan:
         return halving + self.top_extras + self.trend_runs + self.horizon_runs + self.confirm_lrs
 
     @property
+    def halving_examples(self) -> int:
+        return halving_cost(self.rungs, resumes=self.resumes_promotions)
+
+    @property
     def estimated_examples(self) -> int:
-        halving = sum(r.configs * r.examples for r in self.rungs)
+        halving = self.halving_examples
         extras = (
             self.top_extras * self.top_examples
             + self.trend_runs * (self.trend_examples or 0)
@@ -203,7 +209,9 @@ class StudyPlan:
         return (
             f"Study on {proxy} (rank {self.proxy_rank}): batch sizes {self.batch_sizes}, "
             f"{len(self.learning_rates)} LRs {lrs} (4 per decade); successive halving η={self.eta} over "
-            f"rungs configs×examples [{rungs}]{self._extras_text()}. Estimated cost: "
+            f"rungs configs×examples [{rungs}]"
+            + (", promoted configs resuming their runs" if self.resumes_promotions else "")
+            + f"{self._extras_text()}. Estimated cost: "
             f"{self.estimated_runs} runs, {self.estimated_examples} examples, "
             f"~{self.estimated_seconds:.0f} s "
             f"({self.estimated_examples / max(self.grid_examples, 1):.0%} of the full grid)."
@@ -314,12 +322,21 @@ def rung_schedule(
     return rungs
 
 
-def _fit_budget(n_configs: int, full_examples: int, budget_examples: float, granularity: int) -> list[Rung]:
+def halving_cost(rungs: list[Rung], *, resumes: bool) -> int:
+    """Training examples of the whole halving: each rung's configs to its length, or only from the rung below
+    when promoted configs resume their paused runs."""
+    starts = [0, *(r.examples for r in rungs[:-1])] if resumes else [0] * len(rungs)
+    return sum(r.configs * (r.examples - start) for r, start in zip(rungs, starts, strict=True))
+
+
+def _fit_budget(
+    n_configs: int, full_examples: int, budget_examples: float, granularity: int, resumes: bool
+) -> list[Rung]:
     """The longest rung schedule whose cost fits the budget (shrinking the top fidelity until it does)."""
     top = full_examples
     while True:
         rungs = rung_schedule(n_configs, top, granularity=granularity)
-        cost = sum(r.configs * r.examples for r in rungs)
+        cost = halving_cost(rungs, resumes=resumes)
         if cost <= budget_examples or top <= granularity * ETA**2:
             return rungs
         top = max(granularity * ETA**2, int(top / 1.5))
@@ -337,8 +354,12 @@ def plan_study(
     size_trend: bool | None = None,
     spent_examples: int = 0,
     target_cost_ratio: float = 1.0,
+    pausable_runs: int = 0,
 ) -> StudyPlan:
     """Plan a study that fits the budget; `n_train` is the proxy's training split size.
+
+    `pausable_runs`: how many paused runs the study can hold (`proxy_runs.resume`); when every config of the
+    first grid fits, promoted configs resume instead of restarting, and the halving costs less.
 
     A tight budget first shortens the top fidelity (down to 9 steps of the largest batch), then narrows
     the LR grid around its centre (down to MIN_LRS points): fewer, better-measured configs beat many
@@ -350,13 +371,14 @@ def plan_study(
     costs = (seconds_per_example, run_overhead_seconds)
     budget_examples = _budget_examples(spec, budget_seconds, costs, len(batches) * len(lrs), spent_examples)
     full = max(1, int(spec.training.epochs * n_train))
+    resumes = pausable_runs >= len(batches) * len(lrs)
     # A sibling proxy leaves CONFIRM_SHARE of the budget to the target's runs.
     proxy_budget = budget_examples * (1 - CONFIRM_SHARE) if spec.proxy_model else budget_examples
-    plan = _narrowest_plan(spec, batches, lrs, full, proxy_budget, size_trend, costs)
+    plan = _narrowest_plan(spec, batches, lrs, full, proxy_budget, (size_trend, resumes), costs)
     dropped: list[int] = []
     while plan.estimated_examples > proxy_budget and len(batches) > MIN_BATCH_SIZES:
         dropped, batches = [batches[-1], *dropped], batches[:-1]
-        plan = _narrowest_plan(spec, batches, lrs, full, proxy_budget, size_trend, costs)
+        plan = _narrowest_plan(spec, batches, lrs, full, proxy_budget, (size_trend, resumes), costs)
     if dropped:
         plan.dropped_batch_sizes = dropped
         plan.notes.append(
@@ -381,13 +403,13 @@ def _narrowest_plan(
     lrs: list[float],
     full: int,
     budget_examples: float,
-    size_trend: bool | None,
+    choices: tuple[bool | None, bool],
     costs: tuple[float, float],
 ) -> StudyPlan:
     """The plan for these batch sizes, its LR grid narrowed (to no fewer than MIN_LRS) until it fits."""
-    plan = _plan_for(spec, batches, lrs, full, budget_examples, size_trend, costs)
+    plan = _plan_for(spec, batches, lrs, full, budget_examples, choices, costs)
     while plan.estimated_examples > budget_examples and len(plan.learning_rates) - 2 >= MIN_LRS:
-        plan = _plan_for(spec, batches, plan.learning_rates[1:-1], full, budget_examples, size_trend, costs)
+        plan = _plan_for(spec, batches, plan.learning_rates[1:-1], full, budget_examples, choices, costs)
         plan.notes.append(f"the budget narrowed the LR grid to {len(plan.learning_rates)} points")
     return plan
 
@@ -398,15 +420,17 @@ def _plan_for(
     lrs: list[float],
     full: int,
     budget_examples: float,
-    size_trend: bool | None,
+    choices: tuple[bool | None, bool],
     costs: tuple[float, float],
 ) -> StudyPlan:
     """The plan for one grid: the longest rungs that leave room for the top extras and, when the top rung
-    falls short of the real run, for horizon runs or the dataset-size trend study."""
+    falls short of the real run, for horizon runs or the dataset-size trend study. `choices` is (whether to
+    measure the dataset-size trend, None: when the top rung is short; whether promotions resume)."""
+    size_trend, resumes = choices
     n_configs = len(batches) * len(lrs)
     share = 1.0
     while True:
-        rungs = _fit_budget(n_configs, full, share * budget_examples, max(batches))
+        rungs = _fit_budget(n_configs, full, share * budget_examples, max(batches), resumes)
         plan = StudyPlan(
             spec.proxy_model or spec.model,
             spec.proxy_model is None,
@@ -419,6 +443,7 @@ def _plan_for(
             full_examples=full,
             seconds_per_example=costs[0],
             run_overhead_seconds=costs[1],
+            resumes_promotions=resumes,
         )
         trend = size_trend if size_trend is not None else rungs[-1].examples < 0.5 * full
         _add_extras(plan, budget_examples, trend)

@@ -1,0 +1,151 @@
+"""Pausing a run at a rung and resuming it: the resumed run is the uninterrupted run, and only the examples
+after the pause cost anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from advisor.records import RunRecord, RunStatus
+from advisor.science.planner import Rung, halving_cost, plan_study
+from advisor.specs import StudySpec, parse_spec
+from proxy_runs.data import PreparedData
+from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
+from proxy_runs.methods import METHOD_REGISTRY
+from proxy_runs.resume import CheckpointShelf, RunCheckpoint
+from proxy_runs.study import prepared_data, run_to_rung, shelf_key
+from tests.conftest import make_spec
+
+STEPS = 8  # the run's plan
+PAUSE = 4  # the step it pauses after
+
+
+def _run(
+    spec: StudySpec, data: PreparedData, *, pause: bool = False, resume: RunCheckpoint | None = None
+) -> tuple[RunRecord, list[RunCheckpoint]]:
+    paused: list[RunCheckpoint] = []
+    record = train_proxy(
+        spec,
+        batch_size=4,
+        learning_rate=3e-3,
+        budget=RunBudget(max_steps=STEPS),
+        setup=setup_proxy(spec, data=data),
+        eval_every=2,
+        eval_at_start=False,
+        max_eval_examples=8,
+        should_stop=(lambda p: p.step >= PAUSE) if pause else None,
+        on_pause=paused.append,
+        resume=resume,
+    )
+    return record, paused
+
+
+def _curve(record: RunRecord) -> tuple[list[float], list[float]]:
+    return [s["loss"] for s in record.metrics["steps"]], [e["eval_loss"] for e in record.metrics["evals"]]
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_REGISTRY))
+def test_a_resumed_run_is_bitwise_the_run_that_never_stopped(
+    method: str, tiny_llama: Path, instruction_jsonl: Path
+) -> None:
+    """Every method, with dropout on where the method has it: the optimizer's moments, the schedule, the
+    method's own per-step work (BaLoRA, RefLoRA) and the random state all carry over."""
+    options = {"dropout": 0.1} if method not in ("full", "prompt_tuning") else {}
+    spec = parse_spec(make_spec(tiny_llama, instruction_jsonl, method=method, method_options=options))
+    data = prepared_data(spec)
+    straight, _ = _run(spec, data)
+    first, paused = _run(spec, data, pause=True)
+    assert first.status == RunStatus.PRUNED and first.steps == PAUSE and len(paused) == 1
+    resumed, _ = _run(spec, data, resume=paused[0])
+
+    assert resumed.status == RunStatus.SUCCESS and resumed.steps == STEPS
+    assert _curve(resumed) == _curve(straight)  # exact, not approximately
+    assert resumed.eval_loss == straight.eval_loss
+    assert resumed.examples_seen == straight.examples_seen == 4 * STEPS
+    assert resumed.examples_trained == 4 * (STEPS - PAUSE)
+    assert resumed.meta["resumed_from"]["examples_seen"] == 4 * PAUSE
+
+
+def test_a_checkpoint_resumes_only_the_run_it_paused(tiny_llama: Path, instruction_jsonl: Path) -> None:
+    spec = parse_spec(make_spec(tiny_llama, instruction_jsonl))
+    data = prepared_data(spec)
+    _, paused = _run(spec, data, pause=True)
+    with pytest.raises(ValueError, match="cannot resume"):
+        train_proxy(
+            spec,
+            batch_size=4,
+            learning_rate=1e-2,  # another LR
+            budget=RunBudget(max_steps=STEPS),
+            setup=setup_proxy(spec, data=data),
+            resume=paused[0],
+        )
+
+
+def test_a_checkpoint_holds_the_trainable_state_only(tiny_llama: Path, instruction_jsonl: Path) -> None:
+    spec = parse_spec(make_spec(tiny_llama, instruction_jsonl))
+    data = prepared_data(spec)
+    record, paused = _run(spec, data, pause=True)
+    checkpoint = paused[0]
+    assert checkpoint.examples_seen == 4 * PAUSE and checkpoint.loop.step == PAUSE
+    assert sum(t.numel() for t in checkpoint.parameters.values()) == record.trainable_params
+    assert all(t.device.type == "cpu" for t in checkpoint.parameters.values())
+    # parameters, and AdamW's two moments of each (plus a step counter per parameter)
+    assert 3 * 4 * record.trainable_params <= checkpoint.nbytes < 3 * 4 * record.trainable_params + 4096
+
+
+def _checkpoint_of(nbytes: int) -> RunCheckpoint:
+    values = torch.zeros(nbytes // 4)
+    return RunCheckpoint(4, 1e-3, 0, 8, 16, 0.0, {"w": values}, {}, {}, None, 4, torch.get_rng_state(), None)
+
+
+def test_the_shelf_keeps_paused_runs_within_its_byte_cap_and_drops_the_unpromoted() -> None:
+    shelf = CheckpointShelf(capacity_bytes=1000)
+    assert shelf.put("a", _checkpoint_of(400)) and shelf.put("b", _checkpoint_of(400))
+    assert not shelf.put("c", _checkpoint_of(400))  # would exceed the cap: that run will restart
+    assert shelf.paused_at("a") == 16 and shelf.paused_at("c") == 0
+    shelf.keep_only({"b"})
+    assert len(shelf) == 1 and shelf.take("a") is None
+    assert shelf.take("b") is not None and shelf.take("b") is None  # a run resumes once
+
+
+def test_a_promoted_config_goes_on_from_its_paused_run(tiny_llama: Path, instruction_jsonl: Path) -> None:
+    """run_to_rung with a shelf: rung 1 is the same run as without one, for a third of its examples."""
+    spec = parse_spec(make_spec(tiny_llama, instruction_jsonl))
+    data = prepared_data(spec)
+    config, shelf = (4, 3e-3), CheckpointShelf()
+    first = run_to_rung(spec, data, config, top_examples=72, stop_at=8, eval_examples=8, shelf=shelf)
+    assert first.status == RunStatus.PRUNED and shelf.paused_at(shelf_key(spec, config)) == 8
+    resumed = run_to_rung(spec, data, config, top_examples=72, stop_at=24, eval_examples=8, shelf=shelf)
+    restarted = run_to_rung(spec, data, config, top_examples=72, stop_at=24, eval_examples=8)
+    assert _curve(resumed) == _curve(restarted)
+    assert (resumed.examples_trained, restarted.examples_trained) == (16, 24)
+    assert len(shelf) == 1  # rung 1's own pause, ready for rung 2
+
+
+def test_resumed_promotions_cost_each_rung_only_its_new_examples() -> None:
+    rungs = [Rung(32, 24), Rung(96, 8), Rung(288, 3)]
+    assert halving_cost(rungs, resumes=False) == 24 * 32 + 8 * 96 + 3 * 288
+    assert halving_cost(rungs, resumes=True) == 24 * 32 + 8 * (96 - 32) + 3 * (288 - 96)
+
+
+def test_a_plan_that_can_hold_its_paused_runs_buys_more_with_the_same_budget(
+    tiny_llama: Path, instruction_jsonl: Path
+) -> None:
+    spec = parse_spec(
+        make_spec(
+            tiny_llama,
+            instruction_jsonl,
+            batch_sizes=[4, 8, 16, 32],
+            lr_range=[3e-3, 3e-1],
+            budget={"proxy_seconds": None, "proxy_examples": 2880},
+        )
+    )
+    restarting = plan_study(spec, n_train=900)
+    resuming = plan_study(spec, n_train=900, pausable_runs=1000)
+    too_few = plan_study(spec, n_train=900, pausable_runs=10)  # cannot hold rung 0: restarts, as before
+    assert not restarting.resumes_promotions and resuming.resumes_promotions
+    assert not too_few.resumes_promotions and too_few.estimated_examples == restarting.estimated_examples
+    assert resuming.estimated_examples <= 2880 and "resuming" in resuming.describe()
+    assert len(resuming.configs) > len(restarting.configs)  # the LR grid no longer has to narrow
