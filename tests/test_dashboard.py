@@ -111,7 +111,8 @@ def figure(page: Any, chart_id: str) -> list[dict[str, Any]]:
 
 
 TRACES = (
-    "id => document.getElementById(id).data.map(t => ({name: t.name, type: t.type, x: t.x, y: t.y, z: t.z}))"
+    "id => document.getElementById(id).data"
+    ".map(t => ({name: t.name, type: t.type, x: t.x, y: t.y, z: t.z, base: t.base}))"
 )
 
 
@@ -147,8 +148,11 @@ def test_study_page_charts_hold_the_stored_runs(
     runs = stored_runs(db, ids["lora"])
 
     timeline = figure(page, "chart-timeline")
-    seen = {x: y for trace in timeline for x, y in zip(trace["x"], trace["y"], strict=True)}
-    assert seen == {r.run_index: r.examples_seen for r in runs}
+    bars = [bar for trace in timeline for bar in zip(trace["x"], trace["base"], trace["y"], strict=True)]
+    assert {x: base + trained for x, base, trained in bars} == {r.run_index: r.examples_seen for r in runs}
+    # a promoted config's bar starts where its run paused at the rung below
+    resumed = {r.run_index: r.meta["resumed_from"]["examples_seen"] for r in runs if "resumed_from" in r.meta}
+    assert resumed and all(base == resumed.get(x, 0) for x, base, _ in bars)
     assert {t["name"] for t in timeline} >= {"promoted", "pruned", "top rung"}
 
     first_rung: dict[tuple[int, float], ProxyRun] = {}  # each config's first run (its lowest rung)

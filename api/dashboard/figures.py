@@ -34,6 +34,7 @@ class RunPoint:
     examples_seen: int
     evals: tuple[tuple[int, float], ...]  # (examples seen, eval loss) after each evaluation
     role: str | None = None  # what the study ran it for; None on runs stored before roles were recorded
+    resumed_from: int = 0  # examples seen when the run it went on from paused (0: it started afresh)
 
     @property
     def config(self) -> tuple[int, float]:
@@ -238,7 +239,8 @@ OUTCOME_COLOURS = {
 
 
 def timeline(runs: Sequence[RunPoint]) -> Figure | None:
-    """Successive halving as it ran: examples seen by each run in order, coloured by what became of it."""
+    """Successive halving as it ran: examples seen by each run in order, coloured by what became of it. A
+    promoted config that resumed its paused run floats from where it paused: the bar is what it trained."""
     if not runs:
         return None
     top = max((r.examples_seen for r in runs if r.role not in EXTRA_RUN_ROLES), default=0)
@@ -250,15 +252,20 @@ def timeline(runs: Sequence[RunPoint]) -> Figure | None:
             "type": "bar",
             "name": outcome,
             "x": [r.index for r in group],
-            "y": [r.examples_seen for r in group],
+            "y": [r.examples_seen - r.resumed_from for r in group],
+            "base": [r.resumed_from for r in group],
             "text": [r.label for r in group],
             "marker": {"color": OUTCOME_COLOURS.get(outcome, "#17becf")},
-            "hovertemplate": "%{text}<br>%{y} examples seen",
+            "hovertemplate": "%{text}<br>from %{base} examples seen, %{y} trained",
             "textposition": "none",
         }
         for outcome, group in grouped.items()
     ]
-    layout = _layout("Successive halving: examples seen per run", "run (in order)", "examples seen")
+    layout = _layout(
+        "Successive halving: examples trained per run (a resumed run starts where it paused)",
+        "run (in order)",
+        "examples seen",
+    )
     return {"data": data, "layout": layout}
 
 

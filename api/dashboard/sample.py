@@ -62,7 +62,10 @@ def loss_at(sample: SampleStudy, batch_size: int, lr: float, examples: int) -> f
     return 1.0 + 0.25 * distance**2 + 0.5 / math.sqrt(batch_size) + 20.0 / examples
 
 
-def run_record(sample: SampleStudy, batch_size: int, lr: float, examples: int, *, pruned: bool) -> RunRecord:
+def run_record(
+    sample: SampleStudy, batch_size: int, lr: float, examples: int, *, pruned: bool, resumed_from: int = 0
+) -> RunRecord:
+    """A run of `examples`; `resumed_from` > 0: a promoted config that went on from its run paused there."""
     diverged = math.log10(lr / optimum(sample, batch_size)) > 1.0  # 10× past the optimum blows up
     steps = examples // batch_size
     evals = [
@@ -101,6 +104,7 @@ def run_record(sample: SampleStudy, batch_size: int, lr: float, examples: int, *
         seconds=0.1,
         metrics={"steps": [], "evals": [] if diverged else evals, "oom_events": []},
         dataset_fingerprint={"n_train": sample.examples},
+        meta={"resumed_from": {"examples_seen": resumed_from}} if resumed_from else {},
     )
 
 
@@ -111,16 +115,18 @@ def successive_halving(sample: SampleStudy) -> list[RunRecord]:
         (b, 10 ** (low + (high - low) * i / (count - 1))) for b in sample.batch_sizes for i in range(count)
     ]
     runs: list[RunRecord] = []
-    examples = 96 * max(sample.batch_sizes) // 8
+    examples, paused_at = 96 * max(sample.batch_sizes) // 8, 0
     while configs:
         keep = max(len(configs) // ETA, 3) if len(configs) > 3 else 0
         ranked = sorted(configs, key=lambda c: _final_loss(sample, c, examples))
         survivors = [c for c in ranked[:keep] if math.isfinite(_final_loss(sample, c, examples))]
         runs += [
-            run_record(sample, b, lr, examples, pruned=(b, lr) not in survivors and keep > 0)
+            run_record(
+                sample, b, lr, examples, pruned=(b, lr) not in survivors and keep > 0, resumed_from=paused_at
+            )
             for b, lr in configs
         ]
-        configs, examples = survivors, examples * ETA
+        configs, examples, paused_at = survivors, examples * ETA, examples
     return runs
 
 

@@ -94,6 +94,7 @@ def run_point(run: ProxyRun) -> RunPoint:
         examples_seen=run.examples_seen,
         evals=evals,
         role=(run.meta or {}).get("role"),
+        resumed_from=int(((run.meta or {}).get("resumed_from") or {}).get("examples_seen", 0)),
     )
 
 
