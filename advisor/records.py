@@ -93,7 +93,12 @@ class RunRecord(BaseModel):
 
     @property
     def examples_trained(self) -> int:
-        """Examples this run trained on itself: a run resumed from a paused one (meta "resumed_from", see
-        `proxy_runs.resume`) reports the whole curve, but only the examples after the pause cost anything."""
-        resumed = self.meta.get("resumed_from") or {}
-        return self.examples_seen - int(resumed.get("examples_seen", 0))
+        """Examples this run trained on itself: a resumed run reports the whole curve, but only the examples
+        after the pause cost anything."""
+        return self.examples_seen - resumed_at(self.meta)
+
+
+def resumed_at(meta: dict[str, Any] | None) -> int:
+    """Examples a run had seen when the paused run it went on from stopped (its meta "resumed_from", see
+    `proxy_runs.resume`); 0 for a run that started afresh."""
+    return int(((meta or {}).get("resumed_from") or {}).get("examples_seen", 0))

@@ -18,6 +18,7 @@ that may still be promoted are worth their bytes, and a run whose checkpoint did
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,7 @@ class RunCheckpoint:
     cpu_rng: torch.Tensor
     cuda_rng: torch.Tensor | None
 
-    @property
+    @functools.cached_property  # the shelf sums it on every put: walk the tensors once
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in _tensors(self.parameters)) + sum(
             t.numel() * t.element_size() for t in _tensors(self.optimizer)

@@ -146,12 +146,8 @@ class StudyPlan:
         return halving + self.top_extras + self.trend_runs + self.horizon_runs + self.confirm_lrs
 
     @property
-    def halving_examples(self) -> int:
-        return halving_cost(self.rungs, resumes=self.resumes_promotions)
-
-    @property
     def estimated_examples(self) -> int:
-        halving = self.halving_examples
+        halving = halving_cost(self.rungs, resumes=self.resumes_promotions)
         extras = (
             self.top_extras * self.top_examples
             + self.trend_runs * (self.trend_examples or 0)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from advisor.records import resumed_at
 from advisor.storage import repository as repo
 from advisor.storage.models import ProxyRun, RecommendationRow, Study, StudyState
 from api.dashboard import figures
@@ -94,7 +95,7 @@ def run_point(run: ProxyRun) -> RunPoint:
         examples_seen=run.examples_seen,
         evals=evals,
         role=(run.meta or {}).get("role"),
-        resumed_from=int(((run.meta or {}).get("resumed_from") or {}).get("examples_seen", 0)),
+        resumed_from=resumed_at(run.meta),
     )
 
 
