@@ -142,6 +142,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "choice_seed": seed,
                 "answer": answer_summary(answer),
+                # why: the study's sentences, and the run-length move with its horizon runs when it ran them
+                "reasoning": answer["details"].get("reasoning", []),
+                "size_trend": answer["details"].get("evidence", {}).get("size_trend"),
                 # the pick on the fresh seeds against the best config measured (seed 0 chose it)
                 "regret": regret(
                     trainer, (answer["batch_size"], answer["learning_rate"]), best, FRESH_SEEDS, FRESH_SEEDS

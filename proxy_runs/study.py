@@ -12,7 +12,7 @@ Read top to bottom:
    top rung: a second seed of its two best configs (the noise level), and LR steps beyond a top-rung edge.
 4. Fits per rung; the recommendation comes from the top rung (B*, LR*, L*), κ from the deepest rung that
    has it, uncertainty from a bootstrap.
-5. When the top rung fell short of the real run, LR* moves to the real run's length along LR* ∝ N^γ: 2
+5. When the top rung fell short of the real run, LR* moves to the real run's length along LR* ∝ N^γ: 2–3
    horizon runs at B* (complete, at least twice the top rung's length) or else a trend study on a third of
    its examples measure where LR* went, and a Bayesian line through them and seed 001's prior γ extends it.
 6. A sibling proxy's LR moves to the target by the model ratio of LR* that 3–4 target runs at B* measure
@@ -860,19 +860,23 @@ def horizon_study(
     ledger: _Ledger,
     prior: ExponentPrior | None = None,
 ) -> TrendResult | None:
-    """`HORIZON_RUNS` complete runs at B*, as long as the budget left affords (≥ 2× the top rung, ≤ the real
-    run): where LR* has moved at a length near the real run's is measured, not extrapolated."""
+    """Complete runs at B*, as long as the budget left affords (≥ 2× the top rung, ≤ the real run): where LR*
+    has moved at a length near the real run's is measured, not extrapolated. The pair of `horizon_lrs` first;
+    then, where the budget reserved it and the loss still falls at the pair's upper LR, one run a pair's
+    spacing above it (`bracketing_lr`), so that the vertex is bracketed rather than bounded from below."""
     if not plan.horizon_runs:
         return None
-    length = horizon_length(plan, ledger.examples_left(top.batch_size))
-    if length is None:
+    planned = horizon_length(plan, ledger.examples_left(top.batch_size))
+    if planned is None:
         reason = "the runs before it left too little budget for 2 runs at twice the top rung's length"
         return TrendResult(plan.horizon_examples or 0, top.batch_size, skipped=reason)
+    length, runs = planned
     plan.dataset_sizes[-1] = length  # the plan now says what ran
     observations: list[Observation] = []
     exponent = (prior or ExponentPrior()).mean
     batch = top.batch_size
-    for lr in horizon_lrs(spec, top.learning_rate, plan.top_examples, length, exponent):
+
+    def run(lr: float) -> None:
         if ledger.affords(length):
             record = run_to_rung(
                 spec, data, (batch, lr), top_examples=length, stop_at=length, eval_examples=length
@@ -881,7 +885,24 @@ def horizon_study(
             ledger.add(
                 record, f"horizon B={batch} LR={lr:.3g} on {length} examples: {record.status}", "horizon"
             )
+
+    for lr in horizon_lrs(spec, top.learning_rate, plan.top_examples, length, exponent):
+        run(lr)
+    above = bracketing_lr(spec, observations) if runs > HORIZON_RUNS else None
+    if above is not None:
+        run(above)
     return TrendResult(length, top.batch_size, observations=observations)
+
+
+def bracketing_lr(spec: StudySpec, pair: list[Observation]) -> float | None:
+    """The LR a pair's spacing above the horizon pair when both finished and the upper one has the lower loss
+    (the vertex may lie beyond it); None when the lower one has (the pair then bounds the vertex from above,
+    and `vertex_of_pair` reads it on the gentle side of the bowl), or past the reach of extensions."""
+    finite = sorted((o.learning_rate, float(o.loss)) for o in pair if not o.diverged and o.loss is not None)
+    if len(finite) < HORIZON_RUNS or finite[-1][1] >= finite[-2][1]:
+        return None
+    above = lattice_lr(lattice_index(finite[-1][0]) + HORIZON_SPACING)
+    return above if above <= extension_bounds(spec)[1] else None
 
 
 Bowl = tuple[float, float]  # (c, L*): loss ≈ L* + c·(log10 lr − log10 LR*)² on one rung, at B*
@@ -902,6 +923,18 @@ def _finished_horizon_runs(horizon: TrendResult) -> list[tuple[float, float]]:
     return sorted((o.learning_rate, float(o.loss or 0.0)) for o in horizon.observations if not o.diverged)
 
 
+def reading_pair(finite: list[tuple[float, float]]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The two of the horizon runs (sorted by LR, at least 2) that read the vertex: the lowest-loss run and its
+    better neighbour. With a bowl either side of its bottom, those two straddle or nearly straddle LR*; a third
+    run on a cliff above LR* is then only an upper bound (`vertex_of_pair` keeps the vertex within half a
+    spacing of the pair, which is where a bowl through the third would put its farthest)."""
+    best = min(range(len(finite)), key=lambda i: finite[i][1])
+    neighbours = [i for i in (best - 1, best + 1) if 0 <= i < len(finite)]
+    other = min(neighbours, key=lambda i: finite[i][1])
+    low, high = sorted((best, other))
+    return finite[low], finite[high]
+
+
 def _horizon_scale(
     top: SurfaceFit, finite: list[tuple[float, float]], bowl: Bowl | None
 ) -> tuple[float | None, float]:
@@ -913,32 +946,34 @@ def _horizon_scale(
 
 
 def _horizon_measurement(top: SurfaceFit, horizon: TrendResult, bowl: Bowl | None) -> LogMeasurement | str:
-    """LR* at the horizon from its two runs and a rung's bowl, scaled to the horizon's loss level."""
+    """LR* at the horizon from its runs' reading pair and a rung's bowl, scaled to the horizon's loss level."""
     finite = _finished_horizon_runs(horizon)
     if len(finite) < HORIZON_RUNS:
         diverged = [o.learning_rate for o in horizon.observations if o.diverged]
-        if len(finite) == 1 and diverged and diverged[0] > finite[0][0]:
+        if len(finite) == 1 and diverged and min(diverged) > finite[0][0]:
             # The higher LR diverged: LR* is at or below the lower one, known to about one spacing.
             return LogMeasurement(horizon.examples, math.log10(finite[0][0]), HORIZON_SPACING / 4)
-        return f"{len(finite)} of the {HORIZON_RUNS} horizon runs finished"
-    bowl_width, noise = _horizon_scale(top, finite, bowl)
+        return f"{len(finite)} of the {len(horizon.observations)} horizon runs finished"
+    pair = reading_pair(finite)
+    bowl_width, noise = _horizon_scale(top, list(pair), bowl)
     if bowl_width is None:
         return "no rung shows a bowl at B* to read the horizon pair by"
-    return vertex_of_pair(finite[0], finite[1], bowl_width, noise, horizon.examples)
+    return vertex_of_pair(pair[0], pair[1], bowl_width, noise, horizon.examples)
 
 
 def _horizon_best_loss(
     top: SurfaceFit, horizon: TrendResult | None, bowl: Bowl | None
 ) -> LogMeasurement | None:
-    """L* at the horizon: the bowl's bottom through the pair when it has one, else the lower run's loss (an
-    upper bound: LR* may lie between the two)."""
+    """L* at the horizon: the bowl's bottom through the reading pair when there is one, else the lower run's
+    loss (an upper bound: LR* may lie between the runs)."""
     if horizon is None or not (finite := _finished_horizon_runs(horizon)):
         return None
-    bowl_width, noise = _horizon_scale(top, finite, bowl)
     best = min(loss for _, loss in finite)
-    if len(finite) == HORIZON_RUNS and bowl_width is not None:
-        vertex = vertex_of_pair(finite[0], finite[1], bowl_width, noise, horizon.examples).log_value
-        bottom = statistics.fmean(loss - bowl_width * (math.log10(lr) - vertex) ** 2 for lr, loss in finite)
+    pair = reading_pair(finite) if len(finite) >= HORIZON_RUNS else None
+    bowl_width, noise = _horizon_scale(top, list(pair) if pair else finite, bowl)
+    if pair is not None and bowl_width is not None:
+        vertex = vertex_of_pair(pair[0], pair[1], bowl_width, noise, horizon.examples).log_value
+        bottom = statistics.fmean(loss - bowl_width * (math.log10(lr) - vertex) ** 2 for lr, loss in pair)
         best = min(best, bottom)
     return loss_measurement(horizon.examples, best, noise)
 

@@ -11,6 +11,7 @@ from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.planner import (
     CONFIRM_EXTENSIONS,
     CONFIRM_RUNS,
+    HORIZON_BRACKET_RUNS,
     HORIZON_MIN_RATIO,
     HORIZON_RUNS,
     TOP_EXTRAS,
@@ -122,10 +123,11 @@ def test_the_plan_fits_the_budget_and_states_its_cost_up_front() -> None:
 def test_a_short_budget_adds_horizon_runs_towards_the_real_runs_length() -> None:
     plan = plan_study(spec(), n_train=50_000, seconds_per_example=0.01, budget_seconds=600)
     assert plan.full_examples == 50_000 and plan.top_examples < 50_000 / 2
-    assert plan.horizon_runs == HORIZON_RUNS and plan.horizon_examples is not None
+    # The pair, and a third reserved above it in case the loss still falls at the pair's upper LR.
+    assert plan.horizon_runs == HORIZON_RUNS + HORIZON_BRACKET_RUNS and plan.horizon_examples is not None
     assert HORIZON_MIN_RATIO * plan.top_examples <= plan.horizon_examples <= plan.full_examples
     assert plan.dataset_sizes == [plan.top_examples, plan.horizon_examples]
-    assert f"{HORIZON_RUNS} horizon runs × {plan.horizon_examples} examples" in plan.describe()
+    assert f"up to {plan.horizon_runs} horizon runs × {plan.horizon_examples} examples" in plan.describe()
 
 
 def small_task(examples: int) -> StudySpec:
@@ -150,13 +152,16 @@ def test_second_seeds_come_first_then_horizon_runs_or_a_cheaper_trend_study_then
     middling = plan_study(small_task(4400), n_train=900)  # no room for 2 runs of 576: the subset study
     assert middling.trend_runs == TREND_LRS and middling.trend_examples == middling.top_examples // 3
     assert f"dataset-size trend of {TREND_LRS} runs" in middling.describe()
-    enough = plan_study(small_task(6000), n_train=900)
-    assert enough.horizon_runs == HORIZON_RUNS and enough.horizon_examples == 900  # the real run's length
+    pair = plan_study(small_task(5400), n_train=900)  # 2 runs of 768, where 3 would not reach 2 × 288
+    assert pair.horizon_runs == HORIZON_RUNS and pair.horizon_examples == 768
+    assert "up to" not in pair.describe()
+    enough = plan_study(small_task(6000), n_train=900)  # 3 runs: the pair and one reserved above it
+    assert enough.horizon_runs == HORIZON_RUNS + HORIZON_BRACKET_RUNS
+    assert enough.horizon_examples is not None and enough.horizon_examples >= HORIZON_MIN_RATIO * 288
     roomy = plan_study(small_task(7000), n_train=900)
-    assert roomy.horizon_runs == HORIZON_RUNS and roomy.top_extras == TOP_EXTRAS  # and edge runs at the top
-    assert all(
-        p.estimated_examples <= b for p, b in ((tight, 4000), (middling, 4400), (enough, 6000), (roomy, 7000))
-    )
+    assert roomy.horizon_examples == 900 and roomy.top_extras > 2  # the real run's length, an edge run too
+    plans = ((tight, 4000), (middling, 4400), (pair, 5400), (enough, 6000), (roomy, 7000))
+    assert all(p.estimated_examples <= b for p, b in plans)
 
 
 def test_the_calibration_run_counts_against_an_examples_budget() -> None:

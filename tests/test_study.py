@@ -16,7 +16,7 @@ from advisor.records import CONFIRMATION_ROLE, HALVING_ROLE, RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.knowledge import SIZE_EXPONENT, ExponentPrior
 from advisor.science.loss_forecast import LOSS_EXPONENT
-from advisor.science.planner import Rung, StudyPlan, lattice_index, lattice_lr, plan_study
+from advisor.science.planner import Rung, StudyPlan, extension_bounds, lattice_index, lattice_lr, plan_study
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.specs import StudySpec, parse_spec
 from proxy_runs.data import Example, PreparedData
@@ -27,6 +27,7 @@ from proxy_runs.study import (
     _apply_size_trend,
     _forecast_real_run_loss,
     _Ledger,
+    bracketing_lr,
     curvature_prior,
     deepest_bowl,
     horizon_lrs,
@@ -342,6 +343,57 @@ def test_the_horizon_pair_sits_below_the_predicted_lr_star_where_the_loss_slopes
     low, high = horizon_lrs(tiny_spec, 0.0356, 300, 3000, exponent=-0.25)
     assert lattice_index(high) == lattice_index(0.0356 * 10**-0.25) and high == pytest.approx(0.02)
     assert lattice_index(high) - lattice_index(low) == 2 and low == pytest.approx(0.00632)
+
+
+def horizon_bowl(lrs: list[float], lr_star: float) -> list[Observation]:
+    """Horizon runs of 3000 examples on a bowl 0.8× as deep as the top rung's, lowest at `lr_star`."""
+    return [Observation(8, lr, 0.8 * (2.0 + 0.2 * math.log10(lr / lr_star) ** 2), 0, 3000, 3000) for lr in lrs]
+
+
+def test_a_third_horizon_run_goes_above_the_pair_only_when_the_loss_still_falls_at_its_upper_lr(
+    tiny_spec: StudySpec,
+) -> None:
+    low, high = horizon_lrs(tiny_spec, 0.0356, 300, 3000, exponent=-0.25)  # 0.00632 and 0.02
+    assert bracketing_lr(tiny_spec, horizon_bowl([low, high], 0.0632)) == pytest.approx(0.0632)
+    # The lower LR did better: the pair bounds LR* from above, on the bowl's gentle side; no third run.
+    assert bracketing_lr(tiny_spec, horizon_bowl([low, high], 0.005)) is None
+    diverged = [*horizon_bowl([low], 0.0632), Observation(8, high, None, 0, 3000, 3000)]
+    assert bracketing_lr(tiny_spec, diverged) is None  # the divergence already bounds LR* from above
+    ceiling = extension_bounds(tiny_spec)[1]  # never past the reach of the grid's extensions
+    top = lattice_lr(lattice_index(ceiling) - 1)
+    assert bracketing_lr(tiny_spec, horizon_bowl([lattice_lr(lattice_index(top) - 2), top], 1.0)) is None
+
+
+def test_a_third_horizon_run_reads_an_lr_star_that_rose_past_the_pair(tiny_spec: StudySpec) -> None:
+    # LR* is 0.0356 after 300 examples and 0.0632 after 3000 (it rose, as on SmolLM2-135M), so the pair the
+    # prior places (0.00632, 0.02) lies below it: on its own it can say no more than "at least 0.0356".
+    top_runs = bowl_runs(0.0356, 300, seeds=2)
+    plan, top_fit, rec = short_top_rung(tiny_spec, top_runs)
+    pair = horizon_bowl(horizon_lrs(tiny_spec, 0.0356, 300, 3000), 0.0632)
+    bracketed = [*pair, *horizon_bowl([0.0632], 0.0632)]
+
+    def lr_star(horizon: list[Observation]) -> float:
+        moved = _apply_size_trend(rec, plan, top_fit, top_runs, None, TrendResult(3000, 8, None, horizon))
+        return float(moved.evidence["size_trend"]["horizon"]["lr_star"])
+
+    assert lr_star(pair) <= 0.0357  # clamped half a spacing above the pair
+    assert lr_star(bracketed) == pytest.approx(0.0632, rel=0.15)
+
+
+def test_a_third_horizon_run_on_the_cliff_above_lr_star_leaves_the_pairs_reading_alone(
+    tiny_spec: StudySpec,
+) -> None:
+    # LR* is 0.0178 after 3000 examples, between the pair; the third run at 0.0632 climbed onto a plateau.
+    top_runs = bowl_runs(0.0356, 300, seeds=2)
+    plan, top_fit, rec = short_top_rung(tiny_spec, top_runs)
+    pair = horizon_bowl(horizon_lrs(tiny_spec, 0.0356, 300, 3000), 0.0178)
+    cliff = Observation(8, 0.0632, 3.0, 0, 3000, 3000)
+    readings = [
+        _apply_size_trend(rec, plan, top_fit, top_runs, None, TrendResult(3000, 8, None, runs))
+        for runs in (pair, [*pair, cliff])
+    ]
+    alone, with_cliff = (r.evidence["size_trend"]["horizon"]["lr_star"] for r in readings)
+    assert with_cliff == pytest.approx(alone) and alone == pytest.approx(0.0178, rel=0.1)
 
 
 def test_the_predicted_loss_is_the_real_runs_read_off_the_horizon_runs_not_the_short_top_rung(

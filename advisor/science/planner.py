@@ -16,11 +16,13 @@ Numbers a plan is made of:
   more LRs at B* when the top rung's optimum sits on the edge of the LRs promoted to it.
 - Run length: when the top rung sees less than half of the real run, LR* has to move to the real run's
   length along LR* ∝ N^γ (seed 001's prior γ = −0.25; on short runs it can be far steeper). Best, when the
-  budget left after the second seeds affords it: 2 "horizon" runs at B*, complete runs at least twice the
-  top rung's length (up to the real run's), at two LRs half a decade apart around the prior's prediction;
-  their losses and the top rung's bowl locate LR* there, interpolating towards the real run. Otherwise a
-  trend study: 4 LRs at B* as complete runs on a third of the top rung's examples (extrapolating away
-  from the real run, so it is worth less). Either measurement and the prior combine in `fits.loglog_line`.
+  budget left after the second seeds affords it: "horizon" runs at B*, complete runs at least twice the
+  top rung's length (up to the real run's): a pair of LRs half a decade apart, the upper at the prior's
+  prediction, and where three such runs fit a third half a decade above the pair when the loss still
+  falls at its upper LR; the best run, its better neighbour and the top rung's bowl locate LR* there,
+  interpolating towards the real run.
+  Otherwise a trend study: 4 LRs at B* as complete runs on a third of the top rung's examples
+  (extrapolating away from the real run, so it is worth less). Either measurement and the prior combine in `fits.loglog_line`.
 - A tight budget gives way in this order: the top fidelity shortens (down to 9 steps of the largest batch),
   the LR grid narrows (to MIN_LRS points), then the largest batch sizes go (to MIN_BATCH_SIZES): a whole
   step of the largest batch sets rung 0's length, so one large candidate can price a small dataset's whole
@@ -55,6 +57,12 @@ TOP_EXTRAS = 4  # runs of top-rung length reserved for an edge at the top rung a
 TREND_LRS = 4  # LRs at B* in the trend study: LR*(top) and 1 step below, 2 above (LR* falls with N)
 TREND_MIN_STEPS = 6  # a trend run needs this many optimizer steps at B* to say anything about LR*
 HORIZON_RUNS = 2  # LRs at B* trained at the horizon: two points and the top rung's bowl width fix a vertex
+# ... and one more half a decade above the pair, run only when the loss still falls at the pair's upper LR:
+# two points on one side of the bowl bound the vertex from below only (SmolLM2's pair, 0.00112 → 3.277 and
+# 0.00356 → 3.186 on 264 examples, where the full runs' optimum is 0.0063). Planned when the budget affords
+# three runs of HORIZON_MIN_RATIO × the top rung (unspent when the pair's lower LR does better), else the
+# pair runs alone.
+HORIZON_BRACKET_RUNS = 1
 HORIZON_MIN_RATIO = 2  # horizon runs only pay off at least 2× the top rung's length (else the trend study)
 PROXY_RANK = 8  # seed 000: B* is roughly rank-invariant, so a sibling proxy trains at a low rank
 # A sibling-proxy study keeps this share of its budget for short runs on the target that measure the model
@@ -113,7 +121,9 @@ class StudyPlan:
     target_cost_ratio: float = 1.0
     top_extras: int = 0  # runs of top-rung length after halving: an edge at the top, second seeds
     trend_runs: int = 0  # complete runs on dataset_sizes[0] examples at B*, for the dataset-size trend
-    horizon_runs: int = 0  # complete runs on dataset_sizes[-1] examples at B*, towards the real run's length
+    # Complete runs on dataset_sizes[-1] examples at B*, towards the real run's length: the pair, and with
+    # HORIZON_BRACKET_RUNS more a run reserved above it (estimates count it; a study may leave it unspent).
+    horizon_runs: int = 0
     seconds_per_example: float = DEFAULT_SECONDS_PER_EXAMPLE
     run_overhead_seconds: float = 0.0  # model setup and evaluations, per run
     eta: int = ETA
@@ -192,7 +202,8 @@ class StudyPlan:
         if self.trend_runs:
             parts.append(f"a dataset-size trend of {self.trend_runs} runs × {self.trend_examples} examples")
         if self.horizon_runs:
-            parts.append(f"{self.horizon_runs} horizon runs × {self.horizon_examples} examples at B*")
+            most = "up to " if self.horizon_runs > HORIZON_RUNS else ""
+            parts.append(f"{most}{self.horizon_runs} horizon runs × {self.horizon_examples} examples at B*")
         if self.confirm_lrs:
             parts.append(f"{self.confirm_lrs} target runs × {self.confirm_examples} examples at B*")
         return f", then {' and '.join(parts)}" if parts else ""
@@ -454,12 +465,17 @@ def _trend_possible(plan: StudyPlan) -> bool:
     return plan.top_examples // 3 >= TREND_MIN_STEPS * min(plan.batch_sizes)
 
 
-def horizon_length(plan: StudyPlan, spare_examples: float) -> int | None:
-    """The longest horizon run that `HORIZON_RUNS` of fit in `spare_examples`, capped at the real run's length
-    and a whole number of the largest batch; None when it would not reach HORIZON_MIN_RATIO × the top rung."""
+def horizon_length(plan: StudyPlan, spare_examples: float) -> tuple[int, int] | None:
+    """(length, runs) of the horizon runs that fit in `spare_examples`: the pair and the bracketing run above
+    it when all three reach HORIZON_MIN_RATIO × the top rung, else the pair alone, as long as fits; each capped
+    at the real run's length and a whole number of the largest batch. None when not even the pair reaches
+    HORIZON_MIN_RATIO × the top rung."""
     granularity = max(plan.batch_sizes)
-    length = min(plan.full_examples, int(spare_examples // HORIZON_RUNS) // granularity * granularity)
-    return length if length >= HORIZON_MIN_RATIO * plan.top_examples else None
+    for runs in (HORIZON_RUNS + HORIZON_BRACKET_RUNS, HORIZON_RUNS):
+        length = min(plan.full_examples, int(spare_examples // runs) // granularity * granularity)
+        if length >= HORIZON_MIN_RATIO * plan.top_examples:
+            return length, runs
+    return None
 
 
 def _add_extras(plan: StudyPlan, budget_examples: float, trend: bool) -> None:
@@ -473,12 +489,14 @@ def _add_extras(plan: StudyPlan, budget_examples: float, trend: bool) -> None:
     small = plan.top_examples // 3
     horizon = horizon_length(plan, spare) if trend else None
     if horizon is not None:
-        plan.dataset_sizes = [plan.top_examples, horizon]
-        plan.horizon_runs = HORIZON_RUNS
-        spare -= HORIZON_RUNS * horizon
+        length, runs = horizon
+        plan.dataset_sizes = [plan.top_examples, length]
+        plan.horizon_runs = runs
+        spare -= runs * length
+        bracket = " (the third above the first two, if the loss still falls there)" if runs > HORIZON_RUNS else ""
         plan.notes.append(
             f"the budget reaches {plan.top_examples} of the real run's {plan.full_examples} examples, so "
-            f"{HORIZON_RUNS} runs of {horizon} examples at B* measure where LR* has moved at that length"
+            f"{runs} runs of {length} examples at B*{bracket} measure where LR* has moved at that length"
         )
     elif trend and _trend_possible(plan) and spare >= TREND_LRS * small:
         plan.dataset_sizes = [small, plan.top_examples]
