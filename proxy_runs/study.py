@@ -898,7 +898,7 @@ def bracketing_lr(spec: StudySpec, pair: list[Observation]) -> float | None:
     """The LR a pair's spacing above the horizon pair when both finished and the upper one has the lower loss
     (the vertex may lie beyond it); None when the lower one has (the pair then bounds the vertex from above,
     and `vertex_of_pair` reads it on the gentle side of the bowl), or past the reach of extensions."""
-    finite = sorted((o.learning_rate, float(o.loss)) for o in pair if not o.diverged and o.loss is not None)
+    finite = _finished_runs(pair)
     if len(finite) < HORIZON_RUNS or finite[-1][1] >= finite[-2][1]:
         return None
     above = lattice_lr(lattice_index(finite[-1][0]) + HORIZON_SPACING)
@@ -919,15 +919,16 @@ def deepest_bowl(fits: dict[int, SurfaceFit | NoRecommendation], batch: int) -> 
     return None
 
 
-def _finished_horizon_runs(horizon: TrendResult) -> list[tuple[float, float]]:
-    return sorted((o.learning_rate, float(o.loss or 0.0)) for o in horizon.observations if not o.diverged)
+def _finished_runs(observations: list[Observation]) -> list[tuple[float, float]]:
+    """(LR, loss) of the runs that did not diverge, by LR."""
+    return sorted((o.learning_rate, float(o.loss or 0.0)) for o in observations if not o.diverged)
 
 
 def reading_pair(finite: list[tuple[float, float]]) -> tuple[tuple[float, float], tuple[float, float]]:
-    """The two of the horizon runs (sorted by LR, at least 2) that read the vertex: the lowest-loss run and its
-    better neighbour. With a bowl either side of its bottom, those two straddle or nearly straddle LR*; a third
-    run on a cliff above LR* is then only an upper bound (`vertex_of_pair` keeps the vertex within half a
-    spacing of the pair, which is where a bowl through the third would put its farthest)."""
+    """The two of the horizon runs (sorted by LR, at least 2) that read the vertex: the lowest-loss run and
+    its better neighbour. With a bowl either side of its bottom, those two straddle or nearly straddle LR*;
+    a third run on a cliff above LR* is then only an upper bound (`vertex_of_pair` keeps the vertex within
+    half a spacing of the pair, which is where a bowl through the third would put its farthest)."""
     best = min(range(len(finite)), key=lambda i: finite[i][1])
     neighbours = [i for i in (best - 1, best + 1) if 0 <= i < len(finite)]
     other = min(neighbours, key=lambda i: finite[i][1])
@@ -946,8 +947,9 @@ def _horizon_scale(
 
 
 def _horizon_measurement(top: SurfaceFit, horizon: TrendResult, bowl: Bowl | None) -> LogMeasurement | str:
-    """LR* at the horizon from its runs' reading pair and a rung's bowl, scaled to the horizon's loss level."""
-    finite = _finished_horizon_runs(horizon)
+    """LR* at the horizon from its runs' reading pair and a rung's bowl, scaled to the horizon's loss
+    level."""
+    finite = _finished_runs(horizon.observations)
     if len(finite) < HORIZON_RUNS:
         diverged = [o.learning_rate for o in horizon.observations if o.diverged]
         if len(finite) == 1 and diverged and min(diverged) > finite[0][0]:
@@ -966,7 +968,7 @@ def _horizon_best_loss(
 ) -> LogMeasurement | None:
     """L* at the horizon: the bowl's bottom through the reading pair when there is one, else the lower run's
     loss (an upper bound: LR* may lie between the runs)."""
-    if horizon is None or not (finite := _finished_horizon_runs(horizon)):
+    if horizon is None or not (finite := _finished_runs(horizon.observations)):
         return None
     best = min(loss for _, loss in finite)
     pair = reading_pair(finite) if len(finite) >= HORIZON_RUNS else None

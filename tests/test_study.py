@@ -265,6 +265,13 @@ def bowl_runs(lr_star: float, examples: int, seeds: int = 1) -> list[Observation
     ]
 
 
+def horizon_bowl(lrs: list[float], lr_star: float) -> list[Observation]:
+    """Horizon runs of 3000 examples on a bowl 0.8× as deep as the top rung's, lowest at `lr_star`."""
+    return [
+        Observation(8, lr, 0.8 * (2.0 + 0.2 * math.log10(lr / lr_star) ** 2), 0, 3000, 3000) for lr in lrs
+    ]
+
+
 def interval_decades(rec: Recommendation) -> float:
     assert rec.confidence.lr_interval is not None
     return math.log10(rec.confidence.lr_interval[1] / rec.confidence.lr_interval[0])
@@ -317,9 +324,8 @@ def test_horizon_runs_near_the_real_run_carry_the_lr_where_they_found_it(tiny_sp
     plan, top_fit, rec = short_top_rung(tiny_spec, top_runs)
     lrs = horizon_lrs(tiny_spec, top_fit.learning_rate, 300, 3000)
     assert len(lrs) == 2 and math.log10(lrs[1] / lrs[0]) == pytest.approx(0.5, abs=0.01)
-    horizon_runs = [  # the longer run has a lower loss; its bowl keeps its shape relative to that level
-        Observation(8, lr, 0.8 * (2.0 + 0.2 * math.log10(lr / 0.0112) ** 2), 0, 3000, 3000) for lr in lrs
-    ]
+    # The longer run has a lower loss; its bowl keeps its shape relative to that level.
+    horizon_runs = horizon_bowl(lrs, 0.0112)
     moved = _apply_size_trend(rec, plan, top_fit, top_runs, None, TrendResult(3000, 8, None, horizon_runs))
     evidence = moved.evidence["size_trend"]
     assert evidence["horizon"]["examples"] == 3000 and len(evidence["horizon"]["runs"]) == 2
@@ -343,11 +349,6 @@ def test_the_horizon_pair_sits_below_the_predicted_lr_star_where_the_loss_slopes
     low, high = horizon_lrs(tiny_spec, 0.0356, 300, 3000, exponent=-0.25)
     assert lattice_index(high) == lattice_index(0.0356 * 10**-0.25) and high == pytest.approx(0.02)
     assert lattice_index(high) - lattice_index(low) == 2 and low == pytest.approx(0.00632)
-
-
-def horizon_bowl(lrs: list[float], lr_star: float) -> list[Observation]:
-    """Horizon runs of 3000 examples on a bowl 0.8× as deep as the top rung's, lowest at `lr_star`."""
-    return [Observation(8, lr, 0.8 * (2.0 + 0.2 * math.log10(lr / lr_star) ** 2), 0, 3000, 3000) for lr in lrs]
 
 
 def test_a_third_horizon_run_goes_above_the_pair_only_when_the_loss_still_falls_at_its_upper_lr(
@@ -405,9 +406,7 @@ def test_the_predicted_loss_is_the_real_runs_read_off_the_horizon_runs_not_the_s
     plan, top_fit, rec = short_top_rung(tiny_spec, top_runs)
     bowl = deepest_bowl({300: top_fit}, 8)
     lrs = horizon_lrs(tiny_spec, top_fit.learning_rate, 300, 3000)
-    horizon_runs = [
-        Observation(8, lr, 0.8 * (2.0 + 0.2 * math.log10(lr / 0.0112) ** 2), 0, 3000, 3000) for lr in lrs
-    ]
+    horizon_runs = horizon_bowl(lrs, 0.0112)
     horizon = TrendResult(3000, 8, None, horizon_runs)
     measured = _forecast_real_run_loss(rec, plan, (300, top_fit), horizon, bowl)
     assert rec.predicted_eval_loss == pytest.approx(2.0, rel=1e-3)  # the top rung's L*, 300 examples in

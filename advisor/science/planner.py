@@ -20,9 +20,9 @@ Numbers a plan is made of:
   top rung's length (up to the real run's): a pair of LRs half a decade apart, the upper at the prior's
   prediction, and where three such runs fit a third half a decade above the pair when the loss still
   falls at its upper LR; the best run, its better neighbour and the top rung's bowl locate LR* there,
-  interpolating towards the real run.
-  Otherwise a trend study: 4 LRs at B* as complete runs on a third of the top rung's examples
-  (extrapolating away from the real run, so it is worth less). Either measurement and the prior combine in `fits.loglog_line`.
+  interpolating towards the real run. Otherwise a trend study: 4 LRs at B* as complete runs on a third
+  of the top rung's examples (extrapolating away from the real run, so it is worth less). Either
+  measurement and the prior combine in `fits.loglog_line`.
 - A tight budget gives way in this order: the top fidelity shortens (down to 9 steps of the largest batch),
   the LR grid narrows (to MIN_LRS points), then the largest batch sizes go (to MIN_BATCH_SIZES): a whole
   step of the largest batch sets rung 0's length, so one large candidate can price a small dataset's whole
@@ -466,10 +466,10 @@ def _trend_possible(plan: StudyPlan) -> bool:
 
 
 def horizon_length(plan: StudyPlan, spare_examples: float) -> tuple[int, int] | None:
-    """(length, runs) of the horizon runs that fit in `spare_examples`: the pair and the bracketing run above
-    it when all three reach HORIZON_MIN_RATIO × the top rung, else the pair alone, as long as fits; each capped
-    at the real run's length and a whole number of the largest batch. None when not even the pair reaches
-    HORIZON_MIN_RATIO × the top rung."""
+    """(length, runs) of the horizon runs that fit in `spare_examples`: the pair and the bracketing run
+    above it when all three reach HORIZON_MIN_RATIO × the top rung, else the pair alone; each run as long
+    as fits, capped at the real run's length and a whole number of the largest batch. None when not even
+    the pair reaches HORIZON_MIN_RATIO × the top rung."""
     granularity = max(plan.batch_sizes)
     for runs in (HORIZON_RUNS + HORIZON_BRACKET_RUNS, HORIZON_RUNS):
         length = min(plan.full_examples, int(spare_examples // runs) // granularity * granularity)
@@ -493,7 +493,9 @@ def _add_extras(plan: StudyPlan, budget_examples: float, trend: bool) -> None:
         plan.dataset_sizes = [plan.top_examples, length]
         plan.horizon_runs = runs
         spare -= runs * length
-        bracket = " (the third above the first two, if the loss still falls there)" if runs > HORIZON_RUNS else ""
+        bracket = (
+            " (the third above the first two, if the loss still falls there)" if runs > HORIZON_RUNS else ""
+        )
         plan.notes.append(
             f"the budget reaches {plan.top_examples} of the real run's {plan.full_examples} examples, so "
             f"{runs} runs of {length} examples at B*{bracket} measure where LR* has moved at that length"
