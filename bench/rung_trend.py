@@ -29,7 +29,6 @@ import json
 import math
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -152,7 +151,7 @@ def print_table(tasks: list[dict[str, Any]], totals: dict[str, dict[str, float]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--choice-seed", type=int, nargs="+", default=[0, 3, 6, 7])
-    parser.add_argument("--tasks", nargs="+", default=[t.name for t in quality.FULL.tasks])
+    parser.add_argument("--tasks", nargs="+", metavar="NAME", help="only these tasks (default: all)")
     parser.add_argument("--cache", metavar="FOLDER", help="the quality benchmark's run cache (ground truth)")
     parser.add_argument(
         "--rung-sd",
@@ -171,16 +170,13 @@ def main() -> None:
     if bad := [sd for sd in args.rung_sd if sd <= 0]:
         parser.error(f"--rung-sd: must be positive, got {bad}")
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared
+    cfg = quality.only_tasks(quality.FULL, args.tasks, parser)
     cache = Path(args.cache) if args.cache else None
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        base = quality.build_base(folder, quality.FULL)
-        tasks = []
-        for task in quality.FULL.tasks:
-            if task.name in args.tasks:
-                tasks.append(measure_task(base, folder, task, args.choice_seed, cache, args.rung_sd))
-                print(f"{task.name}: done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    tasks = quality.run_suite(
+        cfg,
+        lambda base, folder, task: measure_task(base, folder, task, args.choice_seed, cache, args.rung_sd),
+    )
     totals = summary(tasks)
     quality.write_results(
         args.json, started, quality.FULL, tasks, totals, choice_seeds=args.choice_seed, rung_sd=args.rung_sd
