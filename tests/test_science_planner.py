@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import pytest
 
@@ -162,6 +163,26 @@ def test_second_seeds_come_first_then_horizon_runs_or_a_cheaper_trend_study_then
     assert roomy.horizon_examples == 900 and roomy.top_extras > 2  # the real run's length, an edge run too
     plans = ((tight, 4000), (middling, 4400), (pair, 5400), (enough, 6000), (roomy, 7000))
     assert all(p.estimated_examples <= b for p, b in plans)
+
+
+def test_a_plan_that_moves_lr_star_by_the_prior_alone_says_what_budget_would_measure_it() -> None:
+    # 288 of 900 examples at the top rung and no room for horizon runs: LR* moves by the prior γ.
+    tight = plan_study(small_task(4000), n_train=900)
+    [note] = [n for n in tight.notes if "more training examples of budget" in n]
+    assert "by a prior γ alone" in note
+    said = re.search(r"about (\d+) more training examples", note)
+    assert said is not None
+    more = int(said.group(1))
+    assert 0 < more < 4000
+    # With that much more the study reads LR* near the real run's length; with 10% less of it, not yet.
+    measured = plan_study(small_task(4000 + more), n_train=900)
+    assert measured.horizon_runs > 0 or measured.top_examples >= 450
+    short = plan_study(small_task(4000 + int(0.9 * more)), n_train=900)
+    assert short.horizon_runs == 0 and short.top_examples < 450
+    # A plan with horizon runs, or one whose top rung reads the whole run, has nothing to add.
+    for budget in (6000, 30000):
+        notes = plan_study(small_task(budget), n_train=900).notes
+        assert not any("more training examples" in n for n in notes)
 
 
 def test_the_calibration_run_counts_against_an_examples_budget() -> None:

@@ -64,6 +64,9 @@ HORIZON_RUNS = 2  # LRs at B* trained at the horizon: two points and the top run
 # pair runs alone.
 HORIZON_BRACKET_RUNS = 1
 HORIZON_MIN_RATIO = 2  # horizon runs only pay off at least 2× the top rung's length (else the trend study)
+# How far past the budget a plan looks for a reading of LR* near the real run's length, to tell the user
+# what more budget would buy.
+HORIZON_BUDGET_REACH = 8
 PROXY_RANK = 8  # seed 000: B* is roughly rank-invariant, so a sibling proxy trains at a low rank
 # A sibling-proxy study keeps this share of its budget for short runs on the target that measure the model
 # ratio of LR* (CONFIRM_RUNS LRs, and CONFIRM_EXTENSIONS more past an edge), each as long as the longest of
@@ -395,6 +398,8 @@ def plan_study(
         )
     _add_confirmation(plan, budget_examples, target_cost_ratio if budget_seconds is not None else 1.0)
     _explain(plan, prior, full)
+    if plan.top_examples < 0.5 * full and not plan.horizon_runs:
+        _note_horizon_budget(spec, plan, proxy_budget, (size_trend, resumes), costs)
     if plan.estimated_examples > budget_examples:
         plan.notes.append(
             f"even the smallest plan exceeds the budget of {budget_examples:.0f} examples, so the halving "
@@ -402,6 +407,60 @@ def plan_study(
         )
     plan.budget_examples = budget_examples
     return plan
+
+
+def _note_horizon_budget(
+    spec: StudySpec,
+    plan: StudyPlan,
+    budget_examples: float,
+    choices: tuple[bool | None, bool],
+    costs: tuple[float, float],
+) -> None:
+    """Say what more budget would buy when no horizon runs fit: LR* then moves to the real run's length by
+    the prior γ (with the trend study's shorter runs, if it ran), the largest error left on short budgets
+    (bench/RESULTS.md: the halving's own rungs cannot tell where LR* goes)."""
+    fitting = _horizon_budget(spec, plan, budget_examples, choices, costs)
+    if fitting is None:
+        return
+    # A sibling study gives CONFIRM_SHARE of any budget to the target, so the user adds more than the proxy.
+    more = (fitting - budget_examples) / (1 - CONFIRM_SHARE if spec.proxy_model else 1.0)
+    moved_by = "the trend study's shorter runs and a prior γ" if plan.trend_runs else "a prior γ alone"
+    plan.notes.append(
+        f"LR* moves to the real run's length by {moved_by}; about {more:.0f} more training examples of "
+        f"budget (~{more * costs[0]:.0f} s here) would let the study measure LR* near that length"
+    )
+
+
+def _horizon_budget(
+    spec: StudySpec,
+    plan: StudyPlan,
+    budget_examples: float,
+    choices: tuple[bool | None, bool],
+    costs: tuple[float, float],
+) -> float | None:
+    """The smallest proxy budget (in examples, to within 2%) whose plan over `plan`'s batch sizes and LRs
+    reads LR* near the real run's length: horizon runs, or a top rung at half the run or more. None if not
+    even HORIZON_BUDGET_REACH × `budget_examples` does. More budget lengthens the halving as well as adding
+    extras, so the search is numeric rather than a formula."""
+
+    def fits(budget: float) -> bool:
+        candidate = _plan_for(
+            spec, plan.batch_sizes, plan.learning_rates, plan.full_examples, budget, choices, costs
+        )
+        reaches = candidate.horizon_runs > 0 or candidate.top_examples >= 0.5 * candidate.full_examples
+        return reaches and candidate.estimated_examples <= budget
+
+    if fits(budget_examples):
+        return None  # the study's own plan differs (narrowed, or with target runs): nothing to add
+    low, high = budget_examples, budget_examples * 2
+    while not fits(high):
+        if high >= HORIZON_BUDGET_REACH * budget_examples:
+            return None
+        low, high = high, high * 2
+    while high > low * 1.02:
+        middle = (low + high) / 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high
 
 
 def _narrowest_plan(
