@@ -929,6 +929,7 @@ def print_loss_forecasts(tasks: list[dict[str, Any]], overall: dict[str, Any] | 
 
 
 def main() -> None:
+    global ADVISOR_SHARE  # read by with_advisor_budget: one benchmark run, one share
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 tasks, 3 batch sizes, a shorter base model")
     parser.add_argument("--json", default="bench/out/quality.json")
@@ -960,6 +961,13 @@ def main() -> None:
         "alone then costs its studies and the new picks' scoring runs)",
     )
     parser.add_argument(
+        "--advisor-share",
+        type=float,
+        default=ADVISOR_SHARE,
+        help="the advisor's budget as a share of the grid's examples (default 0.10, the issue's target; the "
+        "other searchers get what the advisor spent)",
+    )
+    parser.add_argument(
         "--reprint", metavar="JSON", help="summarise and print an earlier run's JSON again, without training"
     )
     args = parser.parse_args()
@@ -968,6 +976,9 @@ def main() -> None:
         summary = summarise(tasks)
         print_table(tasks, summary)
         return
+    if not 0 < args.advisor_share <= 1:
+        parser.error(f"--advisor-share: must be in (0, 1], got {args.advisor_share}")
+    ADVISOR_SHARE = args.advisor_share
     scoring = set(args.choice_seed) & set(REFERENCE_SEEDS)
     if scoring:
         parser.error(f"--choice-seed: {sorted(scoring)} are scoring seeds {REFERENCE_SEEDS}")
@@ -983,7 +994,16 @@ def main() -> None:
         ),
     )
     summary = summarise(tasks)
-    write_results(args.json, started, cfg, tasks, summary, quick=args.quick, choice_seeds=args.choice_seed)
+    write_results(
+        args.json,
+        started,
+        cfg,
+        tasks,
+        summary,
+        quick=args.quick,
+        choice_seeds=args.choice_seed,
+        advisor_share=ADVISOR_SHARE,
+    )
     print_table(tasks, summary)
 
 
