@@ -398,7 +398,7 @@ def plan_study(
         )
     _add_confirmation(plan, budget_examples, target_cost_ratio if budget_seconds is not None else 1.0)
     _explain(plan, prior, full)
-    if plan.top_examples < 0.5 * full and not plan.horizon_runs:
+    if not _reads_lr_star_near_real_run(plan):
         _note_horizon_budget(spec, plan, proxy_budget, (size_trend, resumes), costs)
     if plan.estimated_examples > budget_examples:
         plan.notes.append(
@@ -407,6 +407,12 @@ def plan_study(
         )
     plan.budget_examples = budget_examples
     return plan
+
+
+def _reads_lr_star_near_real_run(plan: StudyPlan) -> bool:
+    """Whether the study measures LR* near the real run's length (horizon runs, or a top rung at half the run
+    or more) rather than moving it there by the prior γ."""
+    return plan.horizon_runs > 0 or plan.top_examples >= 0.5 * plan.full_examples
 
 
 def _note_horizon_budget(
@@ -447,8 +453,7 @@ def _horizon_budget(
         candidate = _plan_for(
             spec, plan.batch_sizes, plan.learning_rates, plan.full_examples, budget, choices, costs
         )
-        reaches = candidate.horizon_runs > 0 or candidate.top_examples >= 0.5 * candidate.full_examples
-        return reaches and candidate.estimated_examples <= budget
+        return _reads_lr_star_near_real_run(candidate) and candidate.estimated_examples <= budget
 
     if fits(budget_examples):
         return None  # the study's own plan differs (narrowed, or with target runs): nothing to add
