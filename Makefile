@@ -46,6 +46,7 @@ bench: $(STAMP) $(VENV)/.models
 	$(PIP) install -q -e '.[bench]'  # Optuna, the quality benchmark's TPE contender; not needed to run or test
 	HF_HUB_OFFLINE=1 $(PY) bench/proxy_throughput.py
 	HF_HUB_OFFLINE=1 $(PY) bench/probes.py
+	HF_HUB_OFFLINE=1 $(PY) bench/paused_runs.py --json bench/out/paused_runs.json
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/prefix_reading.py
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/quality.py --cache bench/out/run_cache
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/warm_start.py --cache bench/out/run_cache

@@ -90,7 +90,16 @@ from advisor.specs import StudySpec
 from proxy_runs.data import PreparedData, prepare_data
 from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
 from proxy_runs.models import load_model_and_tokenizer
-from proxy_runs.resume import SHELF_CAPACITY_BYTES, CheckpointShelf, checkpoint_bytes
+from proxy_runs.resume import (
+    SPILL_TIME_MARGIN,
+    CheckpointShelf,
+    ShelfCapacity,
+    checkpoint_bytes,
+    measure_spill_speed,
+    shelf_memory_bytes,
+    spill_disk_bytes,
+    spill_pays,
+)
 
 Progress = Callable[[int, int, str], None]  # (runs done, runs planned, what just happened)
 Config = tuple[int, float]  # (batch size, learning rate)
@@ -271,15 +280,27 @@ def _grow(plan: StudyPlan, configs: list[Config]) -> None:
 
 
 def successive_halving(
-    spec: StudySpec, data: PreparedData, plan: StudyPlan, ledger: _Ledger
+    spec: StudySpec,
+    data: PreparedData,
+    plan: StudyPlan,
+    ledger: _Ledger,
+    paused_runs: ShelfCapacity | None = None,
 ) -> dict[int, list[Observation]]:
-    """Observations per rung (examples seen → one per config that reached it)."""
+    """Observations per rung (examples seen → one per config that reached it). When the plan counted on
+    paused runs, a promoted config goes on from its run at the rung below, held within `paused_runs`."""
+    if not plan.resumes_promotions:
+        return _halve(spec, data, plan, ledger, None)
+    with (paused_runs or ShelfCapacity()).shelf() as shelf:
+        return _halve(spec, data, plan, ledger, shelf)
+
+
+def _halve(
+    spec: StudySpec, data: PreparedData, plan: StudyPlan, ledger: _Ledger, shelf: CheckpointShelf | None
+) -> dict[int, list[Observation]]:
     rungs = plan.rungs
     top, first = rungs[-1].examples, rungs[0].examples
     by_rung: dict[int, list[Observation]] = {r.examples: [] for r in rungs}
     alive, done = list(plan.configs), set()
-    # Paused runs, when the plan counted on them: a promoted config goes on from its run at the rung below.
-    shelf = CheckpointShelf() if plan.resumes_promotions else None
     for extension in range(MAX_EXTENSIONS + 1):  # rung 0, extended while the optimum sits on a grid edge
         for config in [c for c in alive if c not in done]:
             if by_rung[first] and not ledger.in_time():
@@ -572,17 +593,21 @@ def run_study(
         (None, {}) if provisional else curvature_prior(proxy, data, per_example, budget, beta)
     )
     remaining = None if budget is None else max(budget - (time.perf_counter() - started), 0.0)
-    plan = plan_study(
-        spec,
-        n_train=len(data.train),
-        seconds_per_example=per_example,
-        run_overhead_seconds=overhead,
-        budget_seconds=remaining,
-        prior=prior,
-        lr_centre=provisional.learning_rate if provisional else None,
-        spent_examples=sum(c.examples_seen for c in calibrations),
-        target_cost_ratio=target_cost_ratio,
-        pausable_runs=SHELF_CAPACITY_BYTES // max(checkpoint_bytes(calibration.trainable_params), 1),
+    plan, paused_runs = plan_with_paused_runs(
+        lambda pausable: plan_study(
+            spec,
+            n_train=len(data.train),
+            seconds_per_example=per_example,
+            run_overhead_seconds=overhead,
+            budget_seconds=remaining,
+            prior=prior,
+            lr_centre=provisional.learning_rate if provisional else None,
+            spent_examples=sum(c.examples_seen for c in calibrations),
+            target_cost_ratio=target_cost_ratio,
+            pausable_runs=pausable,
+        ),
+        checkpoint_bytes(calibration.trainable_params),
+        per_example,
     )
     # Extensions may use the budget the plan leaves unspent, up to 70% of it; halving then completes.
     ledger = _Ledger(
@@ -597,7 +622,7 @@ def run_study(
     )
     if progress:
         progress(0, plan.estimated_runs, plan.describe())
-    by_rung = successive_halving(proxy, data, plan, ledger)
+    by_rung = successive_halving(proxy, data, plan, ledger, paused_runs)
     fits = rung_fits(by_rung, plan.batch_sizes)
     top = _top_fit(fits)
     trend = trend_study(proxy, data, plan, top, ledger) if top is not None else None
@@ -608,6 +633,50 @@ def run_study(
     if derive_methods and isinstance(result.recommendation, Recommendation):
         result.derived = derive_other_methods(proxy, data, result.recommendation, derive_methods, beta)
     return result
+
+
+def plan_with_paused_runs(
+    plan_for: Callable[[int], StudyPlan],
+    paused_bytes: int,
+    seconds_per_example: float,
+    room: ShelfCapacity | None = None,
+) -> tuple[StudyPlan, ShelfCapacity]:
+    """The plan for as many paused runs as the study can hold, and where it holds them; `room` is what this
+    machine offers (`shelf_memory_bytes`, `spill_disk_bytes` when not given).
+
+    In memory first. When rung 0's runs do not all fit there, on disk as well, if that pays: every rung-0
+    run is written and the promoted third read back, each saving rung 0's training (`spill_pays`, timed on
+    this machine's temporary folder). Otherwise promoted configs restart, and the plan, which then costs
+    more examples, says why."""
+    room = room or ShelfCapacity(shelf_memory_bytes(), spill_disk_bytes())
+    memory = ShelfCapacity(room.memory_bytes)
+    plan = plan_for(memory.runs(paused_bytes))
+    if plan.resumes_promotions or len(plan.rungs) < 2:
+        return plan, memory
+    held = f"paused runs of {paused_bytes / 1e9:.2f} GB each exceed the {memory.memory_bytes / 1e9:.1f} GB"
+    spilling = plan_for(room.runs(paused_bytes))
+    if not spilling.resumes_promotions:
+        plan.notes.append(
+            f"{held} this study may hold in memory and the {room.disk_bytes / 1e9:.0f} GB on disk: promoted "
+            "configs restart"
+        )
+        return plan, memory
+    promoted_share = spilling.rungs[1].configs / spilling.rungs[0].configs
+    speed = measure_spill_speed(nbytes=paused_bytes)
+    disk_seconds = SPILL_TIME_MARGIN * speed.seconds(paused_bytes, promoted_share) / promoted_share
+    retrain_seconds = spilling.rungs[0].examples * seconds_per_example
+    timing = f"~{disk_seconds:.1f} s of disk per promoted run (twice a speed test's), retraining rung 0 "
+    if not spill_pays(paused_bytes, speed, retrain_seconds, promoted_share):
+        plan.notes.append(
+            f"{held} this study may hold in memory, and disk is slower than retraining ({timing}"
+            f"{retrain_seconds:.1f} s): promoted configs restart"
+        )
+        return plan, memory
+    spilling.notes.append(
+        f"{held} this study may hold in memory: the rest go to a temporary folder on disk ({timing}"
+        f"{retrain_seconds:.1f} s)"
+    )
+    return spilling, room
 
 
 # Probing λ costs about this many training examples' time per probe: ~6 representative modules × ~12

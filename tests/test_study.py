@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import time
@@ -16,10 +17,20 @@ from advisor.records import CONFIRMATION_ROLE, HALVING_ROLE, RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.knowledge import SIZE_EXPONENT, ExponentPrior
 from advisor.science.loss_forecast import LOSS_EXPONENT
-from advisor.science.planner import Rung, StudyPlan, extension_bounds, lattice_index, lattice_lr, plan_study
+from advisor.science.planner import (
+    Rung,
+    StudyPlan,
+    extension_bounds,
+    lattice_index,
+    lattice_lr,
+    paused_runs_needed,
+    plan_study,
+)
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.specs import StudySpec, parse_spec
 from proxy_runs.data import Example, PreparedData
+from proxy_runs.engine import setup_proxy
+from proxy_runs.resume import ShelfCapacity, checkpoint_bytes
 from proxy_runs.study import (
     UNMEASURED_NOISE,
     StudyResult,
@@ -32,9 +43,11 @@ from proxy_runs.study import (
     deepest_bowl,
     horizon_lrs,
     loss_at,
+    prepared_data,
     promote,
     recommend_from_rungs,
     run_study,
+    successive_halving,
     thin_data_caveat,
 )
 from proxy_runs.synthetic import corpus_of, instruction_records, write_jsonl
@@ -115,6 +128,36 @@ def test_promoted_configs_resume_their_runs_and_the_study_pays_only_for_new_exam
     assert isinstance(rec, Recommendation)
     assert rec.cost.examples_seen == sum(r.examples_trained for r in result.runs)
     assert rec.cost.examples_seen < sum(r.examples_seen for r in result.runs)
+
+
+def test_a_halving_whose_paused_runs_wait_on_disk_in_a_shelf_of_the_promoted_third_measures_the_same(
+    tiny_spec: StudySpec,
+) -> None:
+    """No memory and disk room for only the runs rung 1 promotes: the shelf keeps the lowest losses, every
+    promoted config still resumes, and each rung measures what a shelf in memory measured, loss for loss."""
+    data = prepared_data(tiny_spec)
+    plan = plan_study(tiny_spec, n_train=len(data.train), pausable_runs=10**6)
+    setup = setup_proxy(tiny_spec, data=data)
+    paused_bytes = checkpoint_bytes(sum(p.numel() for p in setup.model.parameters() if p.requires_grad))
+    needed = paused_runs_needed(len(plan.configs))
+    assert needed < len(plan.configs)  # the disk cannot hold all of rung 0
+
+    def halving(capacity: ShelfCapacity) -> tuple[dict[int, list[Observation]], list]:
+        ledger = _Ledger(0, None, budget_examples=10**9)
+        fresh = copy.deepcopy(plan)  # a halving records its grid's extensions in the plan
+        return successive_halving(tiny_spec, data, fresh, ledger, capacity), ledger.runs
+
+    in_memory, _ = halving(ShelfCapacity(memory_bytes=2**30))
+    on_disk, runs = halving(ShelfCapacity(memory_bytes=0, disk_bytes=needed * (paused_bytes + 4096)))
+
+    def losses(by_rung: dict[int, list[Observation]]) -> dict[int, list[tuple[int, float, float | None]]]:
+        return {k: [(o.batch_size, o.learning_rate, o.loss) for o in v] for k, v in by_rung.items()}
+
+    assert losses(on_disk) == losses(in_memory)
+    promoted = [
+        r for r in runs if r.examples_seen > plan.rungs[0].examples and r.meta["role"] == HALVING_ROLE
+    ]
+    assert promoted and all(r.meta.get("resumed_from") for r in promoted)
 
 
 def test_promotion_keeps_the_leader_and_its_lr_neighbours() -> None:

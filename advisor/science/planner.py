@@ -32,8 +32,9 @@ Numbers a plan is made of:
   moves from the proxy to the target (`advisor.science.transfer`). Examples on either model count alike:
   a target example costs more seconds, so under a seconds budget the clock stops those runs early.
 - Cost: a promoted config resumes where its run paused at the rung below (`proxy_runs.resume`), so rung r
-  costs configs_r × (examples_r − examples_{r−1}), when the study can hold every rung-0 run's checkpoint
-  (`pausable_runs`); otherwise it restarts from scratch and rung r costs configs_r × examples_r. The study's
+  costs configs_r × (examples_r − examples_{r−1}), when the study can hold the checkpoints of the runs rung 1
+  promotes (`pausable_runs`, `paused_runs_needed`; the shelf keeps the lowest losses, in memory and then on
+  disk); otherwise it restarts from scratch and rung r costs configs_r × examples_r. The study's
   total is the rungs, the top extras, the trend or horizon runs and the target's confirmation runs.
 """
 
@@ -332,6 +333,13 @@ def rung_schedule(
     return rungs
 
 
+def paused_runs_needed(n_configs: int) -> int:
+    """Paused runs a halving of `n_configs` must hold for every promotion to resume: the configs rung 1 keeps
+    and the leader's 2 LR neighbours (promoted whatever their rank). The shelf keeps the paused runs with the
+    lowest loss (`proxy_runs.resume`), so it needs room for those, not for all of rung 0."""
+    return min(n_configs, max(MIN_TOP_CONFIGS, math.ceil(n_configs / ETA)) + 2)
+
+
 def halving_cost(rungs: list[Rung], *, resumes: bool) -> int:
     """Training examples of the whole halving: each rung's configs to its length, or only from the rung below
     when promoted configs resume their paused runs."""
@@ -368,8 +376,9 @@ def plan_study(
 ) -> StudyPlan:
     """Plan a study that fits the budget; `n_train` is the proxy's training split size.
 
-    `pausable_runs`: how many paused runs the study can hold (`proxy_runs.resume`); when every config of the
-    first grid fits, promoted configs resume instead of restarting, and the halving costs less.
+    `pausable_runs`: how many paused runs the study can hold (`proxy_runs.resume`); when the ones rung 1
+    promotes fit (`paused_runs_needed`), promoted configs resume instead of restarting, and the halving costs
+    less.
 
     A tight budget first shortens the top fidelity (down to 9 steps of the largest batch), then narrows
     the LR grid around its centre (down to MIN_LRS points): fewer, better-measured configs beat many
@@ -381,7 +390,7 @@ def plan_study(
     costs = (seconds_per_example, run_overhead_seconds)
     budget_examples = _budget_examples(spec, budget_seconds, costs, len(batches) * len(lrs), spent_examples)
     full = max(1, int(spec.training.epochs * n_train))
-    resumes = pausable_runs >= len(batches) * len(lrs)
+    resumes = pausable_runs >= paused_runs_needed(len(batches) * len(lrs))
     # A sibling proxy leaves CONFIRM_SHARE of the budget to the target's runs.
     proxy_budget = budget_examples * (1 - CONFIRM_SHARE) if spec.proxy_model else budget_examples
     plan = _narrowest_plan(spec, batches, lrs, full, proxy_budget, (size_trend, resumes), costs)
