@@ -188,10 +188,9 @@ def test_resumed_promotions_cost_each_rung_only_its_new_examples() -> None:
     assert halving_cost(rungs, resumes=True) == 24 * 32 + 8 * (96 - 32) + 3 * (288 - 96)
 
 
-def test_a_plan_that_can_hold_its_paused_runs_buys_more_with_the_same_budget(
-    tiny_llama: Path, instruction_jsonl: Path
-) -> None:
-    spec = parse_spec(
+def _study_of_32_configs(tiny_llama: Path, instruction_jsonl: Path) -> StudySpec:
+    """4 batch sizes × 8 LRs on 900 examples, a budget of 10% of that grid in full."""
+    return parse_spec(
         make_spec(
             tiny_llama,
             instruction_jsonl,
@@ -200,9 +199,15 @@ def test_a_plan_that_can_hold_its_paused_runs_buys_more_with_the_same_budget(
             budget={"proxy_seconds": None, "proxy_examples": 2880},
         )
     )
+
+
+def test_a_plan_that_can_hold_its_paused_runs_buys_more_with_the_same_budget(
+    tiny_llama: Path, instruction_jsonl: Path
+) -> None:
+    spec = _study_of_32_configs(tiny_llama, instruction_jsonl)
     restarting = plan_study(spec, n_train=900)
     resuming = plan_study(spec, n_train=900, pausable_runs=1000)
-    too_few = plan_study(spec, n_train=900, pausable_runs=10)  # cannot hold rung 0: restarts, as before
+    too_few = plan_study(spec, n_train=900, pausable_runs=10)  # not rung 1's 13: restarts, as before
     assert not restarting.resumes_promotions and resuming.resumes_promotions
     assert not too_few.resumes_promotions and too_few.estimated_examples == restarting.estimated_examples
     assert resuming.estimated_examples <= 2880 and "resuming" in resuming.describe()
@@ -212,15 +217,7 @@ def test_a_plan_that_can_hold_its_paused_runs_buys_more_with_the_same_budget(
 def _plan_with_paused_runs(
     tiny_llama: Path, instruction_jsonl: Path, seconds_per_example: float, disk_bytes: int = 2**40
 ) -> tuple[StudyPlan, ShelfCapacity]:
-    spec = parse_spec(
-        make_spec(
-            tiny_llama,
-            instruction_jsonl,
-            batch_sizes=[4, 8, 16, 32],
-            lr_range=[3e-3, 3e-1],
-            budget={"proxy_seconds": None, "proxy_examples": 2880},
-        )
-    )
+    spec = _study_of_32_configs(tiny_llama, instruction_jsonl)
     room = ShelfCapacity(memory_bytes=3 * 2**20, disk_bytes=disk_bytes)  # memory holds 3 runs of 1 MiB
 
     def plan_for(pausable: int) -> StudyPlan:
