@@ -4,7 +4,7 @@ Successive halving pauses every rung-0 run and resumes the promoted third (`prox
 run holds the trainable parameters and AdamW's two moments: a few MB for LoRA on a small model, 1.6 GB for
 full fine-tuning of a 135M one. Past the memory a study may use (a quarter of what is available), paused
 runs go to a temporary folder on disk when writing and reading them costs less than retraining rung 0
-(`spill_pays`), else promoted configs restart.
+(`spill_seconds`), else promoted configs restart.
 
 Per case (a model, a method, a rank), on this machine:
 1. a real run at batch 8 paused after `PAUSE_STEPS` steps through a shelf whose memory holds nothing, so
@@ -54,7 +54,7 @@ from proxy_runs.resume import (
     measure_spill_speed,
     shelf_memory_bytes,
     spill_disk_bytes,
-    spill_pays,
+    spill_seconds,
 )
 from proxy_runs.study import prepared_data, run_to_rung
 
@@ -142,12 +142,12 @@ def plan_economics(spec: StudySpec, measured: dict[str, Any], speed: SpillSpeed)
         "rung0_examples": rung0.examples,
         "rung0_bytes": rung0.configs * nbytes,
         "retrain_seconds": retrain,
-        "disk_seconds_per_promoted_run": speed.seconds(nbytes, share) / share,  # the probe's prediction
+        "disk_seconds_per_promoted_run": speed.per_promoted_run(nbytes, share),  # the probe's prediction
         "measured_disk_seconds_per_promoted_run": measured["write_seconds"] / share
         + measured["read_seconds"],
         "runs_this_machine_holds": ShelfCapacity(shelf_memory_bytes(), spill_disk_bytes()).runs(nbytes),
         "runs_needed": paused_runs_needed(rung0.configs),
-        "spill_pays": spill_pays(nbytes, speed, retrain, share),
+        "spill_pays": spill_seconds(nbytes, speed, share) < retrain,
         "plan_examples_restarting": restarting.estimated_examples,
         "plan_examples_resuming": resuming.estimated_examples,
         "plan_configs_restarting": len(restarting.configs),

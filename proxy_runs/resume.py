@@ -17,7 +17,7 @@ LoRA at rank 64 on a 1B model pauses at ~0.5 GB a run, full fine-tuning of a 135
 rung 0 of 36 configs holds 17–58 GB. Only checkpoints of runs that may still be promoted are worth their
 bytes: when the shelf is full, a run with a lower loss at its pause takes the place of the highest, so room
 for the third that rung 1 promotes is enough, and a run kept nowhere restarts as before. Disk is worth it
-only when writing and reading a checkpoint costs less than retraining the examples it saves (`spill_pays`).
+only when writing and reading a checkpoint costs less than retraining the examples it saves (`spill_seconds`).
 """
 
 from __future__ import annotations
@@ -190,9 +190,10 @@ class SpillSpeed:
     write: float
     read: float
 
-    def seconds(self, nbytes: int, promoted_share: float) -> float:
-        """Disk time per paused run: every one is written, and the `promoted_share` that resume read back."""
-        return nbytes * (self.write + promoted_share * self.read)
+    def per_promoted_run(self, nbytes: int, promoted_share: float) -> float:
+        """Disk time per promoted run, as this speed predicts it: its read, and the writes of every paused
+        run (1 / `promoted_share` of them per promoted one, the rest never read back)."""
+        return nbytes * (self.write / promoted_share + self.read)
 
 
 def measure_spill_speed(folder: Path | None = None, nbytes: int = SPILL_PROBE_BYTES) -> SpillSpeed:
@@ -218,13 +219,10 @@ def measure_spill_speed(folder: Path | None = None, nbytes: int = SPILL_PROBE_BY
 SPILL_TIME_MARGIN = 2.0
 
 
-def spill_pays(
-    checkpoint_nbytes: int, speed: SpillSpeed, saved_seconds: float, promoted_share: float
-) -> bool:
-    """Whether a paused run is worth putting on disk: rung 0's runs are all written and the promoted share of
-    them read back, and each run read back saves `saved_seconds` of retraining (rung 0's examples)."""
-    disk_seconds = SPILL_TIME_MARGIN * speed.seconds(checkpoint_nbytes, promoted_share)
-    return disk_seconds < promoted_share * saved_seconds
+def spill_seconds(checkpoint_nbytes: int, speed: SpillSpeed, promoted_share: float) -> float:
+    """Disk time a promoted run is charged (SPILL_TIME_MARGIN × the speed test's prediction): paused runs
+    are worth putting on disk when this is less than retraining the rung they paused at."""
+    return SPILL_TIME_MARGIN * speed.per_promoted_run(checkpoint_nbytes, promoted_share)
 
 
 @dataclass(frozen=True)
@@ -328,11 +326,10 @@ class CheckpointShelf:
         return pause_loss(held) if held is not None else self._spilled[key].loss
 
     def _keep(self, key: Hashable, checkpoint: RunCheckpoint) -> bool:
+        """Put a checkpoint that `_fits` in memory, else on disk."""
         if self.held_bytes + checkpoint.nbytes <= self.capacity_bytes:
             self._held[key] = checkpoint
             return True
-        if self.spilled_bytes + checkpoint.nbytes > self.spill_bytes:
-            return False
         if self._spill_folder is None:
             self._spill_folder = tempfile.TemporaryDirectory(
                 prefix="advisor-paused-runs-", dir=self.spill_parent

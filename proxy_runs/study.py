@@ -91,14 +91,13 @@ from proxy_runs.data import PreparedData, prepare_data
 from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
 from proxy_runs.models import load_model_and_tokenizer
 from proxy_runs.resume import (
-    SPILL_TIME_MARGIN,
     CheckpointShelf,
     ShelfCapacity,
     checkpoint_bytes,
     measure_spill_speed,
     shelf_memory_bytes,
     spill_disk_bytes,
-    spill_pays,
+    spill_seconds,
 )
 
 Progress = Callable[[int, int, str], None]  # (runs done, runs planned, what just happened)
@@ -645,7 +644,7 @@ def plan_with_paused_runs(
     machine offers (`shelf_memory_bytes`, `spill_disk_bytes` when not given).
 
     In memory first. When rung 0's runs do not all fit there, on disk as well, if that pays: every rung-0
-    run is written and the promoted third read back, each saving rung 0's training (`spill_pays`, timed on
+    run is written and the promoted third read back, each saving rung 0's training (`spill_seconds`, timed on
     this machine's temporary folder). Otherwise promoted configs restart, and the plan, which then costs
     more examples, says why."""
     room = room or ShelfCapacity(shelf_memory_bytes(), spill_disk_bytes())
@@ -663,10 +662,10 @@ def plan_with_paused_runs(
         return plan, memory
     promoted_share = spilling.rungs[1].configs / spilling.rungs[0].configs
     speed = measure_spill_speed(nbytes=paused_bytes)
-    disk_seconds = SPILL_TIME_MARGIN * speed.seconds(paused_bytes, promoted_share) / promoted_share
+    disk_seconds = spill_seconds(paused_bytes, speed, promoted_share)
     retrain_seconds = spilling.rungs[0].examples * seconds_per_example
     timing = f"~{disk_seconds:.1f} s of disk per promoted run (twice a speed test's), retraining rung 0 "
-    if not spill_pays(paused_bytes, speed, retrain_seconds, promoted_share):
+    if disk_seconds >= retrain_seconds:
         plan.notes.append(
             f"{held} this study may hold in memory, and disk is slower than retraining ({timing}"
             f"{retrain_seconds:.1f} s): promoted configs restart"
