@@ -26,7 +26,7 @@ from pydantic import (
 from advisor.errors import SpecError
 from advisor.method_catalog import METHODS
 
-DatasetFormat = Literal["text", "instruction", "seq2seq"]
+DatasetFormat = Literal["text", "instruction", "seq2seq", "chat"]
 Scaling = Literal["alpha_over_r", "alpha_over_sqrt_r"]
 LrPick = Literal["median", "cautious"]
 
@@ -82,12 +82,23 @@ class DatasetSpec(_Strict):
     )
     format: DatasetFormat = Field(
         "instruction",
-        description="text: plain LM loss; instruction: loss on the response only; seq2seq: source → target",
+        description="text: plain LM loss; instruction: loss on the response only; seq2seq: source → "
+        "target; chat: a list of turns (OpenAI `messages` or ShareGPT `conversations`), loss on the "
+        "assistant's turns",
     )
     text_field: str = "text"
     prompt_field: str = "instruction"
     input_field: str | None = Field("input", description="optional extra prompt context (Alpaca's `input`)")
     response_field: str = "output"
+    messages_field: str = Field(
+        "messages",
+        description="chat: the list of turns, each {role, content} (OpenAI) or {from, value} (ShareGPT)",
+    )
+    train_on_prompt: bool = Field(
+        False,
+        description="instruction and chat: take the loss on every token, prompts and user turns included "
+        "(TRL's default for plain messages; Axolotl's train_on_inputs; LLaMA-Factory's train_on_prompt)",
+    )
     eval_path: str | None = Field(
         None, description="held-out data; when absent a split of `path` is held out"
     )
@@ -106,20 +117,95 @@ class DatasetSpec(_Strict):
         return value
 
 
+class OptimizerSpec(_Strict):
+    """The real run's optimizer. Proxies train with AdamW (8-bit and paged AdamW are AdamW to the maths);
+    its β2 and ε set how fast the step size adapts, which moves the best LR."""
+
+    name: Literal["adamw"] = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0, le=1.0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_unit_interval(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= beta < 1.0 for beta in value):
+            raise ValueError("betas must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+        return value
+
+
 class TrainingSpec(_Strict):
-    """The training plan of the user's real run; proxies copy it (schedule shape, sequence length)."""
+    """The training plan of the user's real run; proxies copy it (schedule shape, sequence length,
+    packing, optimizer, clipping) and are scaled to its length."""
 
     epochs: float = Field(1.0, gt=0, le=100)
+    max_steps: int | None = Field(
+        None,
+        gt=0,
+        le=MAX_COUNT,
+        description="the real run's optimizer steps at training.batch_size; replaces epochs (as in Hugging "
+        "Face's Trainer), so the run sees max_steps × batch_size examples",
+    )
     max_seq_len: int = Field(512, ge=8, le=131072)
+    packing: bool = Field(
+        False,
+        description="pack examples into max_seq_len sequences (TRL packing, Axolotl sample_packing); off: "
+        "one example per sequence, truncated, as most real runs train",
+    )
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)  # seed 001 uses 3% warm-up
+    warmup_steps: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_COUNT,
+        description="warm-up in the real run's optimizer steps; replaces warmup_ratio (proxies warm up over "
+        "the same share of their own length)",
+    )
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast applies on CUDA only")
     max_grad_norm: float | None = Field(1.0, gt=0)
     micro_batch_size: int | None = Field(
-        None, gt=0, le=MAX_BATCH_SIZE, description="None: the largest that fits, found at run time"
+        None,
+        gt=0,
+        le=MAX_BATCH_SIZE,
+        description="the proxies' micro-batch (memory only, never the maths); None: the largest that fits",
     )
+    batch_size: int | None = Field(
+        None,
+        gt=0,
+        le=MAX_BATCH_SIZE,
+        description="the real run's effective batch (micro-batch × accumulation × devices); always among the "
+        "candidates, and the batch that max_steps counts at",
+    )
+    device_micro_batch_size: int | None = Field(
+        None, gt=0, le=MAX_BATCH_SIZE, description="the real run's micro-batch per device"
+    )
+    devices: int = Field(1, gt=0, le=MAX_BATCH_SIZE, description="the real run's data-parallel devices")
     seed: int = Field(0, ge=0, le=MAX_SEED)
+
+    @model_validator(mode="after")
+    def _steps_need_their_batch(self) -> TrainingSpec:
+        for name in ("max_steps", "warmup_steps"):
+            if getattr(self, name) is not None and self.batch_size is None:
+                raise ValueError(
+                    f"{name} needs training.batch_size, the real run's effective batch that its steps "
+                    "are counted at"
+                )
+        return self
+
+    def real_run_examples(self, n_train: int) -> int:
+        """Examples the real run trains on: max_steps × its batch, else epochs over the training split."""
+        if self.max_steps is not None and self.batch_size is not None:
+            return self.max_steps * self.batch_size
+        return max(1, int(self.epochs * n_train))
+
+    def warmup_fraction(self, n_train: int) -> float:
+        """The share of the real run spent warming up: warmup_ratio, or warmup_steps over the real run's steps
+        at its batch. A proxy warms up over the same share of its own length."""
+        if self.warmup_steps is None or self.batch_size is None:
+            return self.warmup_ratio
+        real_steps = max(1, math.ceil(self.real_run_examples(n_train) / self.batch_size))
+        return min(self.warmup_steps / real_steps, 0.99)
 
 
 class MethodOptions(_Strict):
@@ -243,6 +329,9 @@ class StudySpec(_Strict):
             object.__setattr__(
                 self, "scaling", "alpha_over_sqrt_r" if self.method == "rslora" else "alpha_over_r"
             )
+        planned = self.training.batch_size
+        if planned is not None and planned not in self.batch_sizes:  # the real run's batch is always compared
+            object.__setattr__(self, "batch_sizes", sorted([*self.batch_sizes, planned]))
         return self
 
     @property

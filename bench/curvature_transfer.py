@@ -116,7 +116,11 @@ def run_task(base: Path, folder: Path, cfg: BenchConfig, methods: tuple[str, ...
     spec = task_spec(base, folder, task, cfg)
     loaded = load_model_and_tokenizer(spec.model)
     data = prepare_data(
-        spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=spec.training.max_seq_len
+        spec.dataset,
+        loaded.tokenizer,
+        is_seq2seq=False,
+        max_seq_len=spec.training.max_seq_len,
+        packing=spec.training.packing,
     )
     lrs = sweep_lrs(*SWEEP)
     # Parsed again per method, so that each gets its own α convention (rsLoRA: α/√r), as a user's spec would.
@@ -168,7 +172,9 @@ def smollm2_case(methods: tuple[str, ...] = ("lora", "pissa")) -> dict[str, Any]
     }
     loaded = load_model_and_tokenizer(base["model"])  # type: ignore[arg-type]
     first = parse_spec(base | {"method": "lora"})
-    data = prepare_data(first.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=64)
+    data = prepare_data(
+        first.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=64, packing=first.training.packing
+    )
     epochs = SMOLLM2_EXAMPLES / len(data.train)  # a short run, so that a method's 8 fit in a CPU benchmark
     rows: dict[str, Any] = {}
     for method in methods:

@@ -66,7 +66,9 @@ def faq_spec(language: str = "en") -> tuple[StudySpec, PreparedData]:
         }
     )
     loaded = load_model_and_tokenizer(spec.model)
-    return spec, prepare_data(spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=64)
+    return spec, prepare_data(
+        spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=64, packing=spec.training.packing
+    )
 
 
 def complete_run(spec: StudySpec, data: PreparedData, examples: int, lr: float) -> float | None:

@@ -114,7 +114,7 @@ def hook_ms_per_step(spec: StudySpec, device: torch.device) -> float:
     one step), so that every hook does its full work; for LoRA and PEFT's methods the hooks are empty.
     """
     setup = setup_proxy(spec, device)
-    optimizer = setup.method.build_optimizer(setup.model, 1e-4, 0.0)
+    optimizer = setup.method.build_optimizer(setup.model, 1e-4, spec.training)
     for pair in lora_pairs(setup.model):
         pair.B.data.normal_(std=0.01)
         pair.A.grad, pair.B.grad = torch.randn_like(pair.A), torch.randn_like(pair.B)
@@ -163,12 +163,19 @@ def measure(
                 "dataset": {"path": str(data), "format": "text"},
                 "method": method,
                 "rank": 8,
-                "training": {"max_seq_len": seq_len, "epochs": 100, "micro_batch_size": batch_size},
+                "training": {
+                    "max_seq_len": seq_len,
+                    "epochs": 100,
+                    "micro_batch_size": batch_size,
+                    "packing": True,  # full blocks: every step times the same sequence length
+                },
                 "method_options": {"reflora_warmup_steps": 1},
             }
         )
         tokenizer = load_model_and_tokenizer(model).tokenizer
-        examples = prepare_data(spec.dataset, tokenizer, is_seq2seq=False, max_seq_len=seq_len).train
+        examples = prepare_data(
+            spec.dataset, tokenizer, is_seq2seq=False, max_seq_len=seq_len, packing=spec.training.packing
+        ).train
         full_blocks = [e for e in examples if len(e.input_ids) == seq_len]
         # Runs longer than the text come round to its start again, as the engine's epochs do.
         blocks = full_blocks * math.ceil(steps * batch_size / len(full_blocks))

@@ -165,7 +165,7 @@ def build_base(folder: Path, cfg: BenchConfig) -> Path:
             "model": str(init),
             "method": "full",
             "dataset": {"path": str(data_path), "format": "text"},
-            "training": {"max_seq_len": 64, "warmup_ratio": 0.05, "epochs": 100},
+            "training": {"max_seq_len": 64, "warmup_ratio": 0.05, "epochs": 100, "packing": True},
         }
     )
     setup = setup_proxy(spec)
@@ -310,7 +310,7 @@ class Trainer:
         return self.cache[key]
 
     def full_examples(self) -> int:
-        return int(self.spec.training.epochs * len(self.data.train))
+        return self.spec.training.real_run_examples(len(self.data.train))
 
     def score(self, batch: int, lr: float, seed: int = 0) -> float:
         loss = self.loss(batch, lr, seed)
@@ -564,7 +564,11 @@ def ground_truth(
     spec = task_spec(base, folder, task, cfg)
     loaded = load_model_and_tokenizer(spec.model)
     data = prepare_data(
-        spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=spec.training.max_seq_len
+        spec.dataset,
+        loaded.tokenizer,
+        is_seq2seq=False,
+        max_seq_len=spec.training.max_seq_len,
+        packing=spec.training.packing,
     )
     cache_file = run_cache_file(cache_folder, task, cfg) if cache_folder is not None else None
     trainer = Trainer(spec, data, cache_file=cache_file)

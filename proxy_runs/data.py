@@ -1,10 +1,16 @@
 """Datasets for proxy fine-tunes: read, render, tokenise, split, subsample and fingerprint.
 
-Three formats (`dataset.format`):
-- `text`: plain language modelling; documents are joined with EOS and cut into `max_seq_len` blocks.
+Four formats (`dataset.format`):
+- `text`: plain language modelling, each document ending in EOS.
 - `instruction`: prompt → response with the loss on the response tokens only.
 - `seq2seq`: source → target. On an encoder-decoder (T5) the source feeds the encoder; on a causal LM
   the pair is trained like an instruction.
+- `chat`: a list of turns (OpenAI or ShareGPT) with the loss on the assistant's replies.
+`dataset.train_on_prompt` takes the loss on every token of instruction and chat examples instead.
+
+Packing (`training.packing`) is the real run's: off, one record is one sequence, cut at `max_seq_len`;
+on, text documents are joined and cut into `max_seq_len` blocks, and whole instruction and chat examples
+are concatenated into sequences of at most `max_seq_len` tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -151,6 +158,22 @@ def _read_hub_dataset(name: str, split: str, revision: str | None, field_name: s
 
 # 2. Turning records into token sequences -----------------------------------------------------------
 
+# ShareGPT names its speakers; chat templates expect OpenAI's roles.
+CHAT_ROLES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+}
+# Without a chat template, a conversation is laid out like `render_chat_prompt`'s Alpaca-style fallback, so
+# that a one-exchange conversation trains on exactly the tokens of the same instruction record.
+PLAIN_HEADERS = {"system": "### System:\n", "user": "### Instruction:\n"}
+PLAIN_REPLY_HEADER = "### Response:\n"
+
+Turn = dict[str, str]  # {"role": system | user | assistant, "content": ...}, what chat templates take
+ChatPiece = tuple[list[int], bool]  # token ids, and whether the loss is taken on them (an assistant reply)
+
 
 def _require_field(records: list[dict[str, Any]], name: str, spec_field: str) -> None:
     if name not in records[0]:
@@ -182,22 +205,284 @@ def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def instruction_example(prompt_ids: list[int], response_ids: list[int], max_len: int) -> Example | None:
-    """Prompt + response with loss on the response. Long prompts lose their start, keeping room for
-    at least half the window of response; an example with no response token left is dropped."""
+def _has_targets(labels: list[int]) -> bool:
+    # A causal LM predicts token t + 1 from token t, so the first label never carries loss.
+    return any(label != IGNORE_INDEX for label in labels[1:])
+
+
+def instruction_example(
+    prompt_ids: list[int], response_ids: list[int], max_len: int, *, train_on_prompt: bool = False
+) -> Example | None:
+    """Prompt + response with loss on the response (on both with `train_on_prompt`). Long prompts lose their
+    start, keeping room for at least half the window of response; an example with no response token left is
+    dropped."""
     room_for_prompt = max(max_len - len(response_ids), max_len // 2)
     prompt_ids = prompt_ids[-room_for_prompt:] if len(prompt_ids) > room_for_prompt else prompt_ids
     response_ids = response_ids[: max_len - len(prompt_ids)]
     if not response_ids:
         return None
-    return Example(prompt_ids + response_ids, [IGNORE_INDEX] * len(prompt_ids) + response_ids)
+    input_ids = prompt_ids + response_ids
+    if train_on_prompt:
+        return Example(input_ids, list(input_ids))
+    return Example(input_ids, [IGNORE_INDEX] * len(prompt_ids) + response_ids)
 
 
 def text_examples(token_docs: list[list[int]], max_len: int) -> list[Example]:
+    """One example per document, cut at max_len (a cut document loses its EOS, as in a real run that
+    truncates); a document of one token has nothing to predict and is dropped."""
+    return [Example(doc[:max_len], doc[:max_len]) for doc in token_docs if len(doc) > 1]
+
+
+def text_blocks(token_docs: list[list[int]], max_len: int) -> list[Example]:
     """Join documents and cut into blocks of max_len (the usual LM packing); a short tail is kept."""
     stream = [token for doc in token_docs for token in doc]
     blocks = [stream[i : i + max_len] for i in range(0, len(stream), max_len)]
     return [Example(block, list(block)) for block in blocks if len(block) > 1]
+
+
+def pack_examples(examples: list[Example], max_len: int) -> list[Example]:
+    """Whole examples concatenated in their order into sequences of at most max_len tokens (TRL's and
+    Axolotl's packing); labels are kept, so prompts stay without loss. Each example already fits max_len."""
+    packed: list[Example] = []
+    for example in examples:
+        if packed and len(packed[-1].input_ids) + len(example.input_ids) <= max_len:
+            packed[-1].input_ids.extend(example.input_ids)
+            packed[-1].labels.extend(example.labels)
+        else:
+            packed.append(Example(list(example.input_ids), list(example.labels)))
+    return packed
+
+
+# 2a. Chat -----------------------------------------------------------------------------------------------
+
+
+def _turn_text(content: Any) -> str:
+    # OpenAI's content is a string or a list of parts such as {"type": "text", "text": ...}.
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return str(content)
+
+
+def chat_turns(record: dict[str, Any], spec: DatasetSpec, number: int) -> list[Turn]:
+    """The record's turns with OpenAI roles, from OpenAI ({role, content}) or ShareGPT ({from, value}) turns;
+    `number` counts records from 1, for the error message."""
+    name = spec.messages_field
+    if name not in record:
+        raise DataError(
+            "dataset.messages_field",
+            f"record {number} has no field {name!r}; it has {sorted(record)}",
+            value=name,
+            fix="set dataset.messages_field to the column that holds the turns (OpenAI: messages, "
+            "ShareGPT: conversations)",
+        )
+    turns = record[name]
+    if not isinstance(turns, list) or not turns:
+        raise DataError(
+            "dataset.messages_field",
+            f"record {number}: {name!r} is not a non-empty list of turns",
+            value=name,
+            fix='write turns as [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]',
+        )
+    return [_chat_turn(turn, number, index) for index, turn in enumerate(turns, start=1)]
+
+
+def _chat_turn(turn: Any, record_number: int, turn_number: int) -> Turn:
+    speaker = turn.get("role", turn.get("from")) if isinstance(turn, dict) else None
+    content = turn.get("content", turn.get("value")) if isinstance(turn, dict) else None
+    role = CHAT_ROLES.get(str(speaker).lower())
+    if role is None or content is None:
+        raise DataError(
+            "dataset.messages_field",
+            f"record {record_number}, turn {turn_number} is not a turn with a known role and its text",
+            value=turn,
+            fix=f"give each turn role/content (OpenAI) or from/value (ShareGPT), the role one of "
+            f"{', '.join(CHAT_ROLES)}",
+        )
+    return {"role": role, "content": _turn_text(content)}
+
+
+def _render(turns: list[Turn], tokenizer: PreTrainedTokenizerBase, *, generation_prompt: bool) -> str | None:
+    """The conversation through the model's chat template; None when the template refuses it."""
+    if not turns and not generation_prompt:
+        return ""
+    try:
+        return str(
+            tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+        )
+    except jinja2.TemplateError:  # templates raise on shapes they do not take (a system turn, no user turn)
+        return None
+
+
+def _pieces_by_difference(
+    turns: list[Turn], tokenizer: PreTrainedTokenizerBase
+) -> list[tuple[str, bool]] | None:
+    """Assistant turn i's reply is what rendering turns[:i + 1] adds to turns[:i] rendered with the generation
+    prompt (the assistant's header): its text and the template's end-of-turn tokens. None when the template
+    rewrites earlier turns as the conversation grows (Qwen3 drops the reasoning of all but the last reply)."""
+    pieces: list[tuple[str, bool]] = []
+    done = ""
+    for i, turn in enumerate(turns):
+        if turn["role"] == "assistant":
+            header = _render(turns[:i], tokenizer, generation_prompt=True)
+            if header is None or not header.startswith(done):
+                return None
+            pieces.append((header[len(done) :], False))
+            done = header
+        text = _render(turns[: i + 1], tokenizer, generation_prompt=False)
+        if text is None or not text.startswith(done):
+            return None
+        pieces.append((text[len(done) :], turn["role"] == "assistant"))
+        done = text
+    return pieces
+
+
+def _pieces_by_search(
+    turns: list[Turn], tokenizer: PreTrainedTokenizerBase, number: int
+) -> list[tuple[str, bool]]:
+    """For templates that rewrite earlier turns: the whole conversation rendered once, with the loss on each
+    reply's text, found in it in order. The end-of-turn tokens then take no loss, nor a reply the template
+    changed."""
+    text = _render(turns, tokenizer, generation_prompt=False)
+    if text is None:
+        raise DataError(
+            "dataset.messages_field",
+            f"record {number}: the model's chat template refuses this conversation",
+            fix="order the turns as the model's chat template expects (e.g. user and assistant alternating; "
+            "some templates take no system turn)",
+        )
+    pieces: list[tuple[str, bool]] = []
+    cursor = 0
+    for turn in turns:
+        reply = turn["content"].strip()
+        start = text.find(reply, cursor) if turn["role"] == "assistant" and reply else -1
+        if start >= 0:
+            pieces += [(text[cursor:start], False), (reply, True)]
+            cursor = start + len(reply)
+    return [*pieces, (text[cursor:], False)]
+
+
+def _plain_pieces(turns: list[Turn], tokenizer: PreTrainedTokenizerBase) -> list[ChatPiece]:
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    pieces: list[ChatPiece] = []
+    prompt = ""
+    for turn in turns:
+        if turn["role"] != "assistant":
+            prompt += f"{PLAIN_HEADERS[turn['role']]}{turn['content']}\n\n"
+            continue
+        pieces.append((_ids(tokenizer, prompt + PLAIN_REPLY_HEADER), False))
+        pieces.append((_ids(tokenizer, turn["content"]) + eos, True))
+        prompt = ""
+    return [*pieces, (_ids(tokenizer, prompt), False)] if prompt else pieces
+
+
+def chat_pieces(turns: list[Turn], tokenizer: PreTrainedTokenizerBase, number: int) -> list[ChatPiece]:
+    """The conversation as the model trains on it, in pieces that take the loss (assistant replies) or not:
+    through the model's chat template where it has one, else the plain layout of PLAIN_HEADERS."""
+    if not getattr(tokenizer, "chat_template", None):
+        return _plain_pieces(turns, tokenizer)
+    texts = _pieces_by_difference(turns, tokenizer)
+    if texts is None:
+        texts = _pieces_by_search(turns, tokenizer, number)
+    merged: list[tuple[str, bool]] = []
+    for text, loss in texts:  # neighbours without loss in one piece, so their tokens merge as in one text
+        if merged and merged[-1][1] == loss:
+            merged[-1] = (merged[-1][0] + text, loss)
+        elif text:
+            merged.append((text, loss))
+    return [(_ids(tokenizer, text), loss) for text, loss in merged]
+
+
+def chat_example(pieces: list[ChatPiece], max_len: int, *, train_on_prompt: bool) -> Example | None:
+    """The pieces joined and cut at max_len; None when no token left takes the loss."""
+    tokens = [(token, loss or train_on_prompt) for ids, loss in pieces for token in ids][:max_len]
+    labels = [token if takes_loss else IGNORE_INDEX for token, takes_loss in tokens]
+    return Example([token for token, _ in tokens], labels) if _has_targets(labels) else None
+
+
+# 2b. Every format ------------------------------------------------------------------------------------------
+
+
+def _refuse_encoder_decoder(spec: DatasetSpec, *, is_seq2seq: bool, packing: bool) -> None:
+    if is_seq2seq and spec.format in ("text", "chat"):
+        raise DataError(
+            "dataset.format",
+            f"format {spec.format!r} needs a causal LM",
+            value=spec.format,
+            fix="use format 'seq2seq' (source → target) with an encoder-decoder model",
+        )
+    if is_seq2seq and packing:
+        raise DataError(
+            "training.packing",
+            "an encoder-decoder model trains on source → target pairs, which do not pack",
+            value=True,
+            fix="set training.packing to false",
+        )
+
+
+def _text_documents(
+    records: list[dict[str, Any]], spec: DatasetSpec, tokenizer: PreTrainedTokenizerBase
+) -> list[list[int]]:
+    _require_field(records, spec.text_field, "text_field")
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return [_ids(tokenizer, str(r[spec.text_field])) + eos for r in records]
+
+
+def _supervised_examples(
+    records: list[dict[str, Any]],
+    spec: DatasetSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    is_seq2seq: bool,
+    max_len: int,
+) -> list[Example]:
+    """Instruction, seq2seq and chat records, one example each (none for a record with no loss token left)."""
+    if spec.format == "chat":
+        examples = [
+            chat_example(
+                chat_pieces(chat_turns(record, spec, number), tokenizer, number),
+                max_len,
+                train_on_prompt=spec.train_on_prompt,
+            )
+            for number, record in enumerate(records, start=1)
+        ]
+        return [example for example in examples if example is not None]
+    _require_field(records, spec.prompt_field, "prompt_field")
+    _require_field(records, spec.response_field, "response_field")
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    kept = []
+    for record in records:
+        prompt = prompt_text(record, spec)
+        response_ids = _ids(tokenizer, str(record[spec.response_field])) + eos
+        if is_seq2seq:  # the prompt feeds the encoder, so it takes no loss whatever train_on_prompt says
+            kept.append(Example(_ids(tokenizer, prompt)[:max_len] or eos, response_ids[:max_len]))
+            continue
+        prompt_ids = _ids(tokenizer, render_chat_prompt(prompt, tokenizer))
+        example = instruction_example(prompt_ids, response_ids, max_len, train_on_prompt=spec.train_on_prompt)
+        if example is not None:
+            kept.append(example)
+    return kept
+
+
+def training_sequences(
+    records: list[dict[str, Any]],
+    spec: DatasetSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    is_seq2seq: bool,
+    max_len: int,
+    packing: bool,
+) -> tuple[list[Example], int]:
+    """(the sequences a proxy trains on, how many records gave none): one per record, or packed."""
+    _refuse_encoder_decoder(spec, is_seq2seq=is_seq2seq, packing=packing)
+    if spec.format == "text":
+        documents = _text_documents(records, spec, tokenizer)
+        if packing:
+            return text_blocks(documents, max_len), 0
+        examples = text_examples(documents, max_len)
+        return examples, len(records) - len(examples)
+    examples = _supervised_examples(records, spec, tokenizer, is_seq2seq=is_seq2seq, max_len=max_len)
+    dropped = len(records) - len(examples)
+    return (pack_examples(examples, max_len) if packing else examples), dropped
 
 
 def tokenize_records(
@@ -207,33 +492,13 @@ def tokenize_records(
     *,
     is_seq2seq: bool,
     max_len: int,
+    packing: bool,
 ) -> list[Example]:
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    if spec.format == "text":
-        if is_seq2seq:
-            raise DataError(
-                "dataset.format",
-                "format 'text' needs a causal LM",
-                value="text",
-                fix="use format 'seq2seq' (source → target) with an encoder-decoder model",
-            )
-        _require_field(records, spec.text_field, "text_field")
-        return text_examples([_ids(tokenizer, str(r[spec.text_field])) + eos for r in records], max_len)
-    _require_field(records, spec.prompt_field, "prompt_field")
-    _require_field(records, spec.response_field, "response_field")
-    examples = []
-    for record in records:
-        prompt = prompt_text(record, spec)
-        response_ids = _ids(tokenizer, str(record[spec.response_field])) + eos
-        if is_seq2seq:
-            examples.append(Example(_ids(tokenizer, prompt)[:max_len] or eos, response_ids[:max_len]))
-            continue
-        example = instruction_example(
-            _ids(tokenizer, render_chat_prompt(prompt, tokenizer)), response_ids, max_len
-        )
-        if example is not None:
-            examples.append(example)
-    return examples
+    """The sequences a proxy trains on (see `training_sequences`)."""
+    sequences, _ = training_sequences(
+        records, spec, tokenizer, is_seq2seq=is_seq2seq, max_len=max_len, packing=packing
+    )
+    return sequences
 
 
 # 3. Split, subsample, fingerprint ------------------------------------------------------------------
@@ -284,9 +549,15 @@ def length_stats(examples: list[Example]) -> dict[str, float]:
 
 
 def prepare_data(
-    spec: DatasetSpec, tokenizer: PreTrainedTokenizerBase, *, is_seq2seq: bool, max_seq_len: int
+    spec: DatasetSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    is_seq2seq: bool,
+    max_seq_len: int,
+    packing: bool,
 ) -> PreparedData:
-    """What a proxy run needs from the dataset: token sequences for train and eval, and a fingerprint."""
+    """What a proxy run needs from the dataset: token sequences for train and eval, and a fingerprint.
+    `packing` is the real run's `training.packing`: it decides what one training sequence is."""
     records = read_records(spec.path, split=spec.split, revision=spec.revision)
     if spec.eval_path:
         train_records = records
@@ -295,10 +566,15 @@ def prepare_data(
     else:
         train_records, eval_records = split_records(records, spec.eval_fraction)
     train_records = subsample(train_records, spec.max_examples)
-    tokenize = functools.partial(
-        tokenize_records, spec=spec, tokenizer=tokenizer, is_seq2seq=is_seq2seq, max_len=max_seq_len
+    sequences = functools.partial(
+        training_sequences,
+        spec=spec,
+        tokenizer=tokenizer,
+        is_seq2seq=is_seq2seq,
+        max_len=max_seq_len,
+        packing=packing,
     )
-    train, held_out = tokenize(train_records), tokenize(eval_records)
+    (train, dropped), (held_out, _) = sequences(train_records), sequences(eval_records)
     if not train or not held_out:
         raise DataError(
             "dataset.path",
@@ -312,8 +588,9 @@ def prepare_data(
         "n_train": len(train),
         "n_eval": len(held_out),
         "format": spec.format,
+        "packing": packing,
         "train_tokens": length_stats(train),
-        "dropped": len(train_records) - len(train) if spec.format != "text" else 0,
+        "dropped": dropped,
     }
     return PreparedData(train, held_out, is_seq2seq, fingerprint)
 

@@ -96,6 +96,7 @@ def setup_proxy(
             loaded.tokenizer,
             is_seq2seq=loaded.is_seq2seq,
             max_seq_len=spec.training.max_seq_len,
+            packing=spec.training.packing,
         )
     method = build_method(spec)
     torch.manual_seed(spec.training.seed)  # adapter initialisation is random
@@ -107,8 +108,9 @@ def setup_proxy(
 
 
 def planned_steps(n_train: int, spec: StudySpec, batch_size: int, budget: RunBudget) -> int:
-    """Optimizer steps of the training plan (epochs over the data), cut by the budget."""
-    steps = math.ceil(spec.training.epochs * n_train / batch_size)
+    """Optimizer steps at `batch_size` over the real run's examples (epochs over the data, or its max_steps
+    at its own batch), cut by the budget."""
+    steps = math.ceil(spec.training.real_run_examples(n_train) / batch_size)
     if budget.max_steps is not None:
         steps = min(steps, budget.max_steps)
     if budget.max_examples is not None:
@@ -249,7 +251,7 @@ def train_proxy(
     setup = setup or setup_proxy(spec, device)
     training = spec.training
     total_steps = planned_steps(len(setup.data.train), spec, batch_size, budget)
-    warmup = round(training.warmup_ratio * total_steps)
+    warmup = round(training.warmup_fraction(len(setup.data.train)) * total_steps)
     default_micro = CPU_MICRO_BATCH if setup.device.type == "cpu" else batch_size
     micro = min(batch_size, training.micro_batch_size or default_micro)
     eval_every = eval_every or max(1, total_steps // EVALS_PER_RUN)
@@ -260,7 +262,7 @@ def train_proxy(
     torch.manual_seed(training.seed)
     model, method = setup.model, setup.method
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = method.build_optimizer(model, learning_rate, training.weight_decay)
+    optimizer = method.build_optimizer(model, learning_rate, training)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, total_steps, warmup, training.lr_scheduler)
     )

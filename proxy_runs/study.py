@@ -533,7 +533,11 @@ def prepared_data(spec: StudySpec) -> PreparedData:
     """The spec's dataset tokenized for the spec's model (its tokenizer decides the token counts)."""
     loaded = load_model_and_tokenizer(spec.model, spec.revision)
     return prepare_data(
-        spec.dataset, loaded.tokenizer, is_seq2seq=loaded.is_seq2seq, max_seq_len=spec.training.max_seq_len
+        spec.dataset,
+        loaded.tokenizer,
+        is_seq2seq=loaded.is_seq2seq,
+        max_seq_len=spec.training.max_seq_len,
+        packing=spec.training.packing,
     )
 
 

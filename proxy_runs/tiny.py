@@ -139,7 +139,7 @@ def pretrain_tiny_model(
             "model": str(folder),
             "dataset": {"path": str(text_path), "format": "text"},
             "method": "full",
-            "training": {"max_seq_len": seq_len, "epochs": 100},
+            "training": {"max_seq_len": seq_len, "epochs": 100, "packing": True},
         }
     )
     setup = setup_proxy(spec)

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
 import pytest
+from transformers import AutoTokenizer
 
 from advisor.errors import DataError
 from advisor.specs import DatasetSpec
 from proxy_runs import synthetic
-from proxy_runs.data import IGNORE_INDEX, collate, prepare_data, read_records, split_records, subsample
+from proxy_runs.data import (
+    IGNORE_INDEX,
+    Example,
+    collate,
+    prepare_data,
+    read_records,
+    split_records,
+    subsample,
+    tokenize_records,
+)
 from proxy_runs.models import load_model_and_tokenizer
 
 
@@ -22,7 +33,11 @@ def llama_tokenizer(tiny_llama: Path):
 
 def test_instruction_loss_is_on_the_response_only(llama_tokenizer, instruction_jsonl: Path) -> None:
     data = prepare_data(
-        DatasetSpec(path=str(instruction_jsonl)), llama_tokenizer, is_seq2seq=False, max_seq_len=64
+        DatasetSpec(path=str(instruction_jsonl)),
+        llama_tokenizer,
+        is_seq2seq=False,
+        max_seq_len=64,
+        packing=False,
     )
     example = data.train[0]
     masked = [label == IGNORE_INDEX for label in example.labels]
@@ -34,10 +49,72 @@ def test_instruction_loss_is_on_the_response_only(llama_tokenizer, instruction_j
 
 def test_text_format_packs_documents_into_full_blocks(llama_tokenizer, text_jsonl: Path) -> None:
     data = prepare_data(
-        DatasetSpec(path=str(text_jsonl), format="text"), llama_tokenizer, is_seq2seq=False, max_seq_len=32
+        DatasetSpec(path=str(text_jsonl), format="text"),
+        llama_tokenizer,
+        is_seq2seq=False,
+        max_seq_len=32,
+        packing=True,
     )
     assert all(len(e.input_ids) == 32 for e in data.train[:-1])
     assert all(e.labels == e.input_ids for e in data.train)
+
+
+def test_text_unpacked_is_one_example_per_record_cut_at_max_seq_len(llama_tokenizer) -> None:
+    records = synthetic.text_records(40, seed=3)
+    examples = tokenize_records(
+        records,
+        DatasetSpec(path="x", format="text"),
+        llama_tokenizer,
+        is_seq2seq=False,
+        max_len=20,
+        packing=False,
+    )
+    eos = llama_tokenizer.eos_token_id
+    documents = [llama_tokenizer(r["text"], add_special_tokens=False)["input_ids"] + [eos] for r in records]
+    assert [e.input_ids for e in examples] == [document[:20] for document in documents]
+    assert all(e.labels == e.input_ids for e in examples)
+    assert any(len(d) > 20 for d in documents) and any(len(d) <= 20 for d in documents), "both kinds occur"
+
+
+def test_the_fingerprint_records_packing(llama_tokenizer, text_jsonl: Path) -> None:
+    def prepared(packing: bool):
+        spec = DatasetSpec(path=str(text_jsonl), format="text")
+        return prepare_data(spec, llama_tokenizer, is_seq2seq=False, max_seq_len=32, packing=packing)
+
+    unpacked, packed = prepared(False), prepared(True)
+    assert unpacked.fingerprint["packing"] is False and packed.fingerprint["packing"] is True
+    assert unpacked.fingerprint["n_train"] + unpacked.fingerprint["n_eval"] == 120, "one example per record"
+
+
+def test_instruction_with_train_on_prompt_takes_the_loss_on_every_token(llama_tokenizer) -> None:
+    records = synthetic.instruction_records(20, seed=1)
+    spec = DatasetSpec(path="x", train_on_prompt=True)
+    examples = tokenize_records(records, spec, llama_tokenizer, is_seq2seq=False, max_len=64, packing=False)
+    assert len(examples) == 20 and all(e.labels == e.input_ids for e in examples)
+
+
+def test_packed_instructions_are_whole_examples_joined_up_to_max_seq_len(llama_tokenizer) -> None:
+    records = synthetic.instruction_records(60, seed=1)
+
+    def examples(packing: bool) -> list[Example]:
+        return tokenize_records(
+            records, DatasetSpec(path="x"), llama_tokenizer, is_seq2seq=False, max_len=160, packing=packing
+        )
+
+    unpacked, packed = examples(False), examples(True)
+    assert len(packed) < len(unpacked) / 2
+    assert all(len(e.input_ids) <= 160 for e in packed)
+    assert [t for e in packed for t in e.labels] == [t for e in unpacked for t in e.labels]
+    assert [t for e in packed for t in e.input_ids] == [t for e in unpacked for t in e.input_ids]
+
+
+def test_packing_is_refused_for_an_encoder_decoder(llama_tokenizer, seq2seq_jsonl: Path) -> None:
+    spec = DatasetSpec(
+        path=str(seq2seq_jsonl), format="seq2seq", prompt_field="source", response_field="target"
+    )
+    with pytest.raises(DataError, match="packing to false") as caught:
+        prepare_data(spec, llama_tokenizer, is_seq2seq=True, max_seq_len=64, packing=True)
+    assert caught.value.field == "training.packing"
 
 
 def test_seq2seq_keeps_source_and_target_apart(tiny_t5: Path, seq2seq_jsonl: Path) -> None:
@@ -45,7 +122,7 @@ def test_seq2seq_keeps_source_and_target_apart(tiny_t5: Path, seq2seq_jsonl: Pat
     spec = DatasetSpec(
         path=str(seq2seq_jsonl), format="seq2seq", prompt_field="source", response_field="target"
     )
-    example = prepare_data(spec, tokenizer, is_seq2seq=True, max_seq_len=64).train[0]
+    example = prepare_data(spec, tokenizer, is_seq2seq=True, max_seq_len=64, packing=False).train[0]
     assert IGNORE_INDEX not in example.labels
     assert example.labels[-1] == tokenizer.eos_token_id
     assert "Reverse" in tokenizer.decode(example.input_ids) or "capitals" in tokenizer.decode(
@@ -57,7 +134,9 @@ def test_long_prompts_lose_their_start_but_keep_the_response(llama_tokenizer, tm
     path = synthetic.write_jsonl(
         [{"instruction": "word " * 200, "input": "", "output": "done"}] * 4, tmp_path / "long.jsonl"
     )
-    data = prepare_data(DatasetSpec(path=str(path)), llama_tokenizer, is_seq2seq=False, max_seq_len=32)
+    data = prepare_data(
+        DatasetSpec(path=str(path)), llama_tokenizer, is_seq2seq=False, max_seq_len=32, packing=False
+    )
     example = data.train[0]
     assert len(example.input_ids) <= 32
     assert (
@@ -66,6 +145,130 @@ def test_long_prompts_lose_their_start_but_keep_the_response(llama_tokenizer, tm
         ).strip()
         == "done"
     )
+
+
+# Chat: OpenAI or ShareGPT turns, the loss on the assistant's replies.
+
+CONVERSATION = [
+    ("system", "Answer briefly."),
+    ("user", "Reverse the word.\n\nkalo"),
+    ("assistant", "olak"),
+    ("user", "Add the two numbers.\n\n3 + 4"),
+    ("assistant", "7"),
+]
+SHAREGPT_SPEAKERS = {"system": "system", "user": "human", "assistant": "gpt"}
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def openai_record(turns: list[tuple[str, str]]) -> dict[str, object]:
+    return {"messages": [{"role": role, "content": content} for role, content in turns]}
+
+
+def sharegpt_record(turns: list[tuple[str, str]]) -> dict[str, object]:
+    return {"conversations": [{"from": SHAREGPT_SPEAKERS[role], "value": text} for role, text in turns]}
+
+
+def chat(tokenizer, record: dict[str, object], **fields: object) -> Example:
+    spec = DatasetSpec(path="x", format="chat", **fields)  # type: ignore[arg-type]
+    (example,) = tokenize_records([record], spec, tokenizer, is_seq2seq=False, max_len=256, packing=False)
+    return example
+
+
+def loss_spans(tokenizer, example: Example) -> list[str]:
+    """The decoded runs of tokens that take the loss."""
+    runs = itertools.groupby(example.labels, key=lambda label: label != IGNORE_INDEX)
+    return [
+        tokenizer.decode(list(run), clean_up_tokenization_spaces=False)
+        for takes_loss, run in runs
+        if takes_loss
+    ]
+
+
+def with_template(tiny_llama: Path, template: str):
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_llama))
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+def test_chat_loss_is_on_the_assistant_replies_only(llama_tokenizer) -> None:
+    example = chat(llama_tokenizer, openai_record(CONVERSATION))
+    eos = llama_tokenizer.eos_token_id
+    replies = [llama_tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] for text in ("olak", "7")]
+    assert [label for label in example.labels if label != IGNORE_INDEX] == replies[0] + replies[1]
+    assert "Answer briefly." in llama_tokenizer.decode(example.input_ids), "the system turn is in the input"
+
+
+def test_sharegpt_turns_train_like_the_same_openai_turns(llama_tokenizer) -> None:
+    openai = chat(llama_tokenizer, openai_record(CONVERSATION))
+    assert chat(llama_tokenizer, sharegpt_record(CONVERSATION), messages_field="conversations") == openai
+
+
+def test_one_exchange_trains_on_the_tokens_of_the_same_instruction(llama_tokenizer) -> None:
+    """Without a chat template, a conversation is laid out as an instruction is."""
+    conversation = chat(llama_tokenizer, openai_record([("user", "Say hi."), ("assistant", "hi")]))
+    (instruction,) = tokenize_records(
+        [{"instruction": "Say hi.", "output": "hi"}],
+        DatasetSpec(path="x"),
+        llama_tokenizer,
+        is_seq2seq=False,
+        max_len=256,
+        packing=False,
+    )
+    assert conversation == instruction
+
+
+def test_chat_with_train_on_prompt_takes_the_loss_on_every_token(llama_tokenizer) -> None:
+    example = chat(llama_tokenizer, openai_record(CONVERSATION), train_on_prompt=True)
+    assert example.labels == example.input_ids
+
+
+def test_chat_through_the_models_template_takes_the_loss_on_reply_and_end_of_turn(tiny_llama: Path) -> None:
+    tokenizer = with_template(tiny_llama, CHATML)
+    example = chat(tokenizer, openai_record(CONVERSATION))
+    assert loss_spans(tokenizer, example) == ["olak<|im_end|>\n", "7<|im_end|>\n"]
+    assert tokenizer.decode(
+        example.input_ids, clean_up_tokenization_spaces=False
+    ) == tokenizer.apply_chat_template(openai_record(CONVERSATION)["messages"], tokenize=False)
+
+
+def test_a_template_that_rewrites_earlier_turns_still_puts_the_loss_on_the_replies(tiny_llama: Path) -> None:
+    """As Qwen3's drops the reasoning of all but the last reply: the text rendered for a turn changes when
+    a later turn comes, so the replies are found in the rendering of the whole conversation."""
+    marks_the_last_reply = CHATML.replace(
+        "{{ m['content'] }}",
+        "{% if loop.last and m['role'] == 'assistant' %}<think></think>{% endif %}{{ m['content'] }}",
+    )
+    tokenizer = with_template(tiny_llama, marks_the_last_reply)
+    assert loss_spans(tokenizer, chat(tokenizer, openai_record(CONVERSATION))) == ["olak", "7"]
+
+
+def test_a_conversation_the_template_refuses_names_the_messages_field(tiny_llama: Path) -> None:
+    no_system = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}" + CHATML
+    )
+    with pytest.raises(DataError, match="chat template refuses") as caught:
+        chat(with_template(tiny_llama, no_system), openai_record(CONVERSATION))
+    assert caught.value.field == "dataset.messages_field"
+
+
+@pytest.mark.parametrize(
+    ("record", "says"),
+    [
+        ({"conversations": []}, "no field 'messages'"),
+        ({"messages": "hello"}, "not a non-empty list of turns"),
+        ({"messages": [{"role": "narrator", "content": "Once"}]}, "turn 1 is not a turn with a known role"),
+        ({"messages": [{"role": "user"}]}, "turn 1 is not a turn with a known role"),
+    ],
+)
+def test_a_record_without_usable_turns_names_the_messages_field(
+    llama_tokenizer, record: dict[str, object], says: str
+) -> None:
+    with pytest.raises(DataError, match=says) as caught:
+        chat(llama_tokenizer, record)
+    assert caught.value.field == "dataset.messages_field"
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet", "saved"])
@@ -118,7 +321,7 @@ def test_fingerprint_is_stable_and_tracks_content(llama_tokenizer, tmp_path: Pat
 
     def fingerprint(path: Path) -> dict:
         return prepare_data(
-            DatasetSpec(path=str(path)), llama_tokenizer, is_seq2seq=False, max_seq_len=64
+            DatasetSpec(path=str(path)), llama_tokenizer, is_seq2seq=False, max_seq_len=64, packing=False
         ).fingerprint
 
     assert fingerprint(first) == fingerprint(first)
@@ -133,6 +336,7 @@ def test_max_examples_subsamples_the_training_split(llama_tokenizer, instruction
         llama_tokenizer,
         is_seq2seq=False,
         max_seq_len=64,
+        packing=False,
     )
     assert len(data.train) == 30
 
@@ -169,6 +373,7 @@ def test_a_field_missing_from_the_data_is_named(llama_tokenizer, instruction_jso
             llama_tokenizer,
             is_seq2seq=False,
             max_seq_len=64,
+            packing=False,
         )
     assert caught.value.field == "dataset.prompt_field"
     assert "instruction" in str(caught.value)  # the columns that do exist are listed

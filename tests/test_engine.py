@@ -188,3 +188,26 @@ def test_planned_steps_follow_epochs_and_are_cut_by_the_budget(
     spec = parse_spec(make_spec(tiny_llama, instruction_jsonl, training={"epochs": 2}))
     assert planned_steps(100, spec, 16, RunBudget()) == 13
     assert planned_steps(100, spec, 16, RunBudget(max_steps=5)) == 5
+
+
+def test_max_steps_at_the_real_batch_sets_the_planned_steps_and_a_budget_still_cuts_them(
+    tiny_llama: Path, instruction_jsonl: Path
+) -> None:
+    training = {"max_steps": 50, "batch_size": 16, "epochs": 2}  # 800 examples, whatever the data's size
+    spec = parse_spec(make_spec(tiny_llama, instruction_jsonl, training=training))
+    assert planned_steps(100, spec, 8, RunBudget()) == 100
+    assert planned_steps(100_000, spec, 32, RunBudget()) == 25
+    assert planned_steps(100, spec, 8, RunBudget(max_examples=80)) == 10
+
+
+def test_warmup_steps_set_the_share_of_the_proxy_spent_warming_up(
+    tiny_llama: Path, instruction_jsonl: Path
+) -> None:
+    """5 warm-up steps of a real run of 20 are a quarter of it: 2 of a proxy's 8 steps."""
+    training = {"max_steps": 20, "batch_size": 8, "warmup_steps": 5, "lr_scheduler": "constant"}
+    spec = parse_spec(make_spec(tiny_llama, instruction_jsonl, training=training))
+    record = train_proxy(
+        spec, batch_size=4, learning_rate=1e-3, budget=RunBudget(max_steps=8), eval_at_start=False
+    )
+    assert (record.config.planned_steps, record.config.warmup_steps) == (8, 2)
+    assert [step["lr"] for step in record.metrics["steps"][:3]] == pytest.approx([5e-4, 1e-3, 1e-3])

@@ -11,7 +11,7 @@ import pytest
 from advisor.method_catalog import METHODS
 from advisor.records import RunStatus
 from advisor.specs import StudySpec, parse_spec
-from proxy_runs.engine import RunBudget, train_proxy
+from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
 from proxy_runs.methods import METHOD_REGISTRY
 from tests.conftest import make_spec
 
@@ -62,6 +62,20 @@ def test_method_trains_a_tiny_t5(method: str, tiny_t5: Path, seq2seq_jsonl: Path
         )
     )
     _two_steps(spec)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_method_optimizer_has_the_real_runs_betas_eps_and_weight_decay(
+    method: str, tiny_llama: Path, instruction_jsonl: Path
+) -> None:
+    """β2 and ε set how fast Adam's step size adapts, which moves the best LR: proxies use the user's."""
+    training = {"optimizer": {"betas": [0.8, 0.95], "eps": 1e-6}, "weight_decay": 0.1}
+    spec = parse_spec(make_spec(tiny_llama, instruction_jsonl, method=method, training=training))
+    setup = setup_proxy(spec)
+    optimizer = setup.method.build_optimizer(setup.model, 1e-3, spec.training)
+    groups = optimizer.param_groups
+    assert all(tuple(group["betas"]) == (0.8, 0.95) and group["eps"] == 1e-6 for group in groups)
+    assert 0.1 in {group["weight_decay"] for group in groups}, "matrices take the weight decay"
 
 
 def test_adapters_train_only_a_small_fraction_of_the_model(tiny_llama: Path, instruction_jsonl: Path) -> None:

@@ -41,7 +41,7 @@ def tokenizer_and_examples():
     records = instruction_records(8, seed=0)
     tokenizer = train_tokenizer(corpus_of(instruction_records(200, seed=1)), vocab_size=300)
     examples = tokenize_records(
-        records, DatasetSpec(path="synthetic"), tokenizer, is_seq2seq=False, max_len=40
+        records, DatasetSpec(path="synthetic"), tokenizer, is_seq2seq=False, max_len=40, packing=False
     )
     return tokenizer, examples
 
@@ -179,7 +179,12 @@ def test_sdpa_attention_raises_a_probe_error_that_names_the_fix(tmp_path, tokeni
     save_tiny_model(tmp_path, "llama", corpus_of(records), vocab_size=300, hidden=16, layers=1)
     loaded = load_model_and_tokenizer(str(tmp_path), attn_implementation="sdpa")
     examples = tokenize_records(
-        records[:2], DatasetSpec(path="synthetic"), loaded.tokenizer, is_seq2seq=False, max_len=40
+        records[:2],
+        DatasetSpec(path="synthetic"),
+        loaded.tokenizer,
+        is_seq2seq=False,
+        max_len=40,
+        packing=False,
     )
     model = get_peft_model(loaded.model, LoraConfig(r=1, target_modules=["q_proj"]))
     operator = hessian_operator_for_model(

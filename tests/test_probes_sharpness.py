@@ -106,7 +106,7 @@ def tiny_llama_operator():
     records = instruction_records(8, seed=0)
     tokenizer = train_tokenizer(corpus_of(instruction_records(200, seed=1)), vocab_size=300)
     examples = tokenize_records(
-        records, DatasetSpec(path="synthetic"), tokenizer, is_seq2seq=False, max_len=40
+        records, DatasetSpec(path="synthetic"), tokenizer, is_seq2seq=False, max_len=40, packing=False
     )
     model = build_tiny_model("llama", len(tokenizer), seed=0, hidden=16, layers=2, heads=4)
     model.set_attn_implementation("eager")

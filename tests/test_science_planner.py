@@ -131,6 +131,12 @@ def test_a_short_budget_adds_horizon_runs_towards_the_real_runs_length() -> None
     assert f"up to {plan.horizon_runs} horizon runs × {plan.horizon_examples} examples" in plan.describe()
 
 
+def test_the_real_runs_length_is_max_steps_times_its_batch_when_max_steps_is_set() -> None:
+    by_steps = spec(training={"max_steps": 300, "batch_size": 16, "epochs": 3})
+    assert plan_study(by_steps, n_train=50_000).full_examples == 300 * 16  # max_steps replaces epochs
+    assert plan_study(spec(training={"epochs": 3}), n_train=50_000).full_examples == 150_000
+
+
 def small_task(examples: int) -> StudySpec:
     """The benchmark's shape: 900 training examples, 4 batch sizes, 2 decades of LR, a budget in examples."""
     return spec(

@@ -48,7 +48,7 @@ def test_spec_loads_from_yaml_and_json_files(tmp_path: Path) -> None:
         ({"alpha": -1.0}, "alpha", "positive number"),
         ({"lerning_rate": 1e-4}, "lerning_rate", "unknown field"),
         ({"dataset": {"path": " "}}, "dataset.path", "empty"),
-        ({"dataset": {"path": "d.jsonl", "format": "chat"}}, "dataset.format", "text"),
+        ({"dataset": {"path": "d.jsonl", "format": "dialogue"}}, "dataset.format", "chat"),
         ({"batch_sizes": [16, 0]}, "batch_sizes", "positive integers"),
         ({"lr_range": [1e-2, 1e-4]}, "lr_range", "low < high"),
         ({"lr_pick": "bold"}, "lr_pick", "median"),

@@ -550,7 +550,7 @@ def test_pissa_is_centred_by_its_curvature_ratio_to_lora_and_lora_is_not(tiny_sp
     from proxy_runs.models import load_model_and_tokenizer
 
     loaded = load_model_and_tokenizer(tiny_spec.model)
-    data = prepare_data(tiny_spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=32)
+    data = prepare_data(tiny_spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=32, packing=False)
     wide = tiny_spec.model_copy(update={"method": "pissa", "lr_range": (1e-6, 1e-2)})
     prior, evidence = curvature_prior(wide, data, seconds_per_example=1e-3, budget=None, beta=1.0)
     assert prior is not None and prior.reference_lr == 2e-4

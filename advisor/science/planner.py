@@ -115,9 +115,8 @@ class StudyPlan:
     # Run lengths at which LR* is measured at B*: [top rung], [trend size, top rung] or [top rung, horizon].
     dataset_sizes: list[int]
     seeds: list[int]
-    full_examples: int = (
-        0  # examples the real run sees (epochs × training split): where trends extrapolate to
-    )
+    # Examples the real run sees (epochs × training split, or max_steps × its batch), where trends aim.
+    full_examples: int = 0
     confirm_lrs: int = 0  # short runs of this many LRs on the target, when the budget allows
     confirm_examples: int = 0  # ... each to this rung's length, on the rungs' schedule
     # Seconds per training example on the target over the proxy's: what a target example costs in proxy
@@ -389,7 +388,7 @@ def plan_study(
     batches = [b for b in spec.batch_sizes if b <= n_train] or [min(spec.batch_sizes)]
     costs = (seconds_per_example, run_overhead_seconds)
     budget_examples = _budget_examples(spec, budget_seconds, costs, len(batches) * len(lrs), spent_examples)
-    full = max(1, int(spec.training.epochs * n_train))
+    full = spec.training.real_run_examples(n_train)
     resumes = pausable_runs >= paused_runs_needed(len(batches) * len(lrs))
     # A sibling proxy leaves CONFIRM_SHARE of the budget to the target's runs.
     proxy_budget = budget_examples * (1 - CONFIRM_SHARE) if spec.proxy_model else budget_examples

@@ -12,14 +12,14 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from advisor.specs import StudySpec
+from advisor.specs import StudySpec, TrainingSpec
 
 # PEFT still calls a transformers property deprecated in v5; the warning is theirs, repeated on every wrap.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -94,14 +94,21 @@ def copy_stacked_(targets: list[torch.Tensor], stacked: torch.Tensor) -> None:
     torch._foreach_copy_(targets, list(stacked.to(targets[0].dtype).unbind(0)))
 
 
-def adamw_with_decay_groups(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters; biases, norms and other 1-D tensors get no weight decay."""
+def adamw_settings(training: TrainingSpec) -> dict[str, Any]:
+    """The real run's AdamW β1, β2 and ε, as keywords of torch.optim.AdamW: β2 and ε set how fast the
+    step size adapts, which moves the best LR, so proxies must train with the user's values."""
+    return {"betas": training.optimizer.betas, "eps": training.optimizer.eps}
+
+
+def adamw_with_decay_groups(model: nn.Module, lr: float, training: TrainingSpec) -> torch.optim.Optimizer:
+    """The real run's AdamW over trainable parameters, with its weight decay on matrices only: biases,
+    norms and other 1-D tensors get none."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [
-        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": training.weight_decay},
         {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, **adamw_settings(training))
 
 
 class Method:
@@ -135,8 +142,9 @@ class Method:
         """Called once before training with the number of optimizer steps the run plans."""
         self.planned_steps = planned_steps
 
-    def build_optimizer(self, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-        return adamw_with_decay_groups(model, lr, weight_decay)
+    def build_optimizer(self, model: nn.Module, lr: float, training: TrainingSpec) -> torch.optim.Optimizer:
+        """The optimizer at peak LR `lr`, with the weight decay, betas and ε of the real run's `training`."""
+        return adamw_with_decay_groups(model, lr, training)
 
     def before_optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
         """Gradients are final here (accumulated, not yet clipped). `step` counts from 0."""

@@ -10,7 +10,8 @@ from peft import PeftModel, PromptTuningConfig, PromptTuningInit, TaskType, get_
 from peft.optimizers import create_loraplus_optimizer
 from torch import nn
 
-from proxy_runs.methods.base import Method, adamw_with_decay_groups
+from advisor.specs import TrainingSpec
+from proxy_runs.methods.base import Method, adamw_settings, adamw_with_decay_groups
 from proxy_runs.methods.registry import register
 
 
@@ -53,14 +54,15 @@ class LoraPlus(Method):
 
     name = "lora_plus"
 
-    def build_optimizer(self, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    def build_optimizer(self, model: nn.Module, lr: float, training: TrainingSpec) -> torch.optim.Optimizer:
         assert isinstance(model, PeftModel)
         return create_loraplus_optimizer(
             model,
             torch.optim.AdamW,
             lr=lr,
             loraplus_lr_ratio=self.spec.method_options.lora_plus_ratio,
-            loraplus_weight_decay=weight_decay,
+            loraplus_weight_decay=training.weight_decay,
+            **adamw_settings(training),
         )
 
 
@@ -91,5 +93,5 @@ class FullFineTuning(Method):
             parameter.requires_grad_(True)
         return model
 
-    def build_optimizer(self, model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-        return adamw_with_decay_groups(model, lr, weight_decay)
+    def build_optimizer(self, model: nn.Module, lr: float, training: TrainingSpec) -> torch.optim.Optimizer:
+        return adamw_with_decay_groups(model, lr, training)
