@@ -1,7 +1,7 @@
 """`advisor check CONFIG`: the CI hook. Is the planned (effective batch, LR) inside the recommended band?
 
 Reads an Axolotl, LLaMA-Factory, Hugging Face / TRL, torchtune or study-spec config
-(`advisor.check_configs`), asks the service (POST /v1/check) or, with --offline, the local database, and
+(`advisor.training_configs`), asks the service (POST /v1/check) or, with --offline, the local database, and
 judges the plan with `advisor.check.decide`. See docs/ci.md for the GitHub Actions and pre-commit set-up.
 
 Exit codes: 0 inside the band; 1 outside it (the message gives the recommended values and how far off);
@@ -16,12 +16,11 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict
 from typing import Any
 
 from advisor.check import Decision, Finding, decide
-from advisor.check_configs import ConfigError, Plan, load_plan
 from advisor.specs import MAX_BATCH_SIZE, MAX_RANK
+from advisor.training_configs import ConfigError, MappedConfig, load_config
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INDETERMINATE = 0, 1, 2, 3
 TOKEN_ENV, SERVER_ENV = "LORA_ADVISOR_TOKEN", "LORA_ADVISOR_URL"
@@ -62,7 +61,7 @@ def add_check(commands: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     try:
-        plan = _with_overrides(load_plan(args.config), args)
+        plan = _with_overrides(load_config(args.config), args)
         answer = _ask(plan, args)
     except ConfigError as exc:
         _print_usage_error(args, exc)
@@ -97,7 +96,7 @@ OVERRIDES = {  # flag → (plan field, what the flag stands for in messages)
 }
 
 
-def _with_overrides(plan: Plan, args: argparse.Namespace) -> Plan:
+def _with_overrides(plan: MappedConfig, args: argparse.Namespace) -> MappedConfig:
     for flag, name in OVERRIDES.items():
         value = getattr(args, flag)
         if value is None:
@@ -124,14 +123,14 @@ def _with_overrides(plan: Plan, args: argparse.Namespace) -> Plan:
     return plan
 
 
-def _context(plan: Plan) -> dict[str, Any]:
+def _context(plan: MappedConfig) -> dict[str, Any]:
     return {"model": plan.model, "method": plan.method, "rank": plan.rank, "alpha": plan.alpha}
 
 
 # asking ------------------------------------------------------------------------------------------------
 
 
-def _ask(plan: Plan, args: argparse.Namespace) -> dict[str, Any] | Decision:
+def _ask(plan: MappedConfig, args: argparse.Namespace) -> dict[str, Any] | Decision:
     if args.offline:
         return _ask_local(plan)
     server = args.server or os.environ.get(SERVER_ENV)
@@ -140,7 +139,7 @@ def _ask(plan: Plan, args: argparse.Namespace) -> dict[str, Any] | Decision:
     return _ask_server(plan, server, args.token or os.environ.get(TOKEN_ENV))
 
 
-def _ask_local(plan: Plan) -> dict[str, Any]:
+def _ask_local(plan: MappedConfig) -> dict[str, Any]:
     """The same lookup the service makes, on the SQLite database under LORA_ADVISOR_DATA_DIR."""
     from advisor.cli_recommend import data_dir, open_database
     from advisor.storage import knowledge
@@ -162,7 +161,7 @@ def _ask_local(plan: Plan) -> dict[str, Any]:
         db.dispose()
 
 
-def _ask_server(plan: Plan, server: str, token: str | None) -> Decision:
+def _ask_server(plan: MappedConfig, server: str, token: str | None) -> Decision:
     import httpx
 
     body = {**_context(plan), "batch_size": plan.effective_batch_size, "learning_rate": plan.learning_rate}
@@ -193,15 +192,37 @@ def _problem_detail(response: Any) -> str:
 
 
 def _print_usage_error(args: argparse.Namespace, exc: ConfigError) -> None:
+    """The error on stderr, and on stdout in the format asked for: a SARIF upload or a JSON reader in a
+    pipeline gets a document that says what to fix, not an empty file."""
     print(f"error: {exc}", file=sys.stderr)
     if args.format == "github":
         print(_command("error", exc.path, exc.line, f"advisor check: {exc.key}: {exc.message}"))
+    elif args.format == "json":
+        error = {"path": exc.path, "key": exc.key, "line": exc.line, "message": exc.message}
+        print(json.dumps({"outcome": "error", "exit_code": EXIT_USAGE, "error": error}, indent=2))
+    elif args.format == "sarif":
+        print(_sarif_document([_config_error_result(exc)], [CONFIG_ERROR_RULE], "error", EXIT_USAGE))
+
+
+CONFIG_ERROR_RULE = ("config-error", "The training config cannot be read or honoured")
+
+
+def _config_error_result(exc: ConfigError) -> dict[str, Any]:
+    location: dict[str, Any] = {"artifactLocation": {"uri": _uri(exc.path)}}
+    if exc.line:
+        location["region"] = {"startLine": exc.line}
+    return {
+        "ruleId": CONFIG_ERROR_RULE[0],
+        "level": "error",
+        "message": {"text": f"{exc.key}: {exc.message}"},
+        "locations": [{"physicalLocation": location}],
+    }
 
 
 # output ------------------------------------------------------------------------------------------------
 
 
-def _findings(plan: Plan, decision: Decision) -> list[Finding]:
+def _findings(plan: MappedConfig, decision: Decision) -> list[Finding]:
     """The decision's findings plus what the check assumed (a device count it could not read)."""
     found = list(decision.findings)
     if plan.devices_source == "default":
@@ -216,7 +237,7 @@ def _findings(plan: Plan, decision: Decision) -> list[Finding]:
     return found
 
 
-def _batch_text(plan: Plan) -> str:
+def _batch_text(plan: MappedConfig) -> str:
     devices = f"{plan.devices} device{'s' if plan.devices != 1 else ''}"
     if plan.devices_source != "flag" and plan.devices_source != "default":
         devices += f" ({plan.devices_source})"
@@ -228,7 +249,7 @@ def _batch_text(plan: Plan) -> str:
     )
 
 
-def render_text(plan: Plan, decision: Decision, code: int) -> str:
+def render_text(plan: MappedConfig, decision: Decision, code: int) -> str:
     d = decision
     lines = [
         f"advisor check: {d.outcome.upper()}  {plan.path} ({plan.format})",
@@ -247,8 +268,23 @@ def render_text(plan: Plan, decision: Decision, code: int) -> str:
     return "\n".join(lines)
 
 
-def render_json(plan: Plan, decision: Decision, code: int) -> str:
-    plan_fields = {k: v for k, v in asdict(plan).items() if k not in ("lines", "keys")}
+PLAN_FIELDS = (
+    "path",
+    "format",
+    "model",
+    "method",
+    "rank",
+    "alpha",
+    "micro_batch_size",
+    "accumulation_steps",
+    "devices",
+    "learning_rate",
+    "devices_source",
+)
+
+
+def render_json(plan: MappedConfig, decision: Decision, code: int) -> str:
+    plan_fields = {name: getattr(plan, name) for name in PLAN_FIELDS}
     return json.dumps(
         {
             "outcome": decision.outcome,
@@ -261,7 +297,7 @@ def render_json(plan: Plan, decision: Decision, code: int) -> str:
     )
 
 
-def render_github(plan: Plan, decision: Decision, code: int) -> str:
+def render_github(plan: MappedConfig, decision: Decision, code: int) -> str:
     """GitHub Actions workflow commands: each finding an annotation on the config line it is about."""
     lines = []
     for finding in _findings(plan, decision):
@@ -285,7 +321,7 @@ def _command(level: str, path: str, line: int | None, message: str) -> str:
     return f"::{level} {where}::{escape(message)}"
 
 
-def _line(plan: Plan, finding: Finding) -> int | None:
+def _line(plan: MappedConfig, finding: Finding) -> int | None:
     if finding.key == "batch_size":
         return plan.lines.get("micro_batch_size")
     if finding.key == "learning_rate":
@@ -293,22 +329,28 @@ def _line(plan: Plan, finding: Finding) -> int | None:
     return plan.lines.get("model")
 
 
-def render_sarif(plan: Plan, decision: Decision, code: int) -> str:
+def render_sarif(plan: MappedConfig, decision: Decision, code: int) -> str:
     """SARIF 2.1.0, for GitHub code scanning (upload-sarif) and other SARIF viewers."""
     findings = _findings(plan, decision)
     used = sorted({RULES[(f.key, f.level)] for f in findings})
     results = [_sarif_result(plan, f) for f in findings]
+    return _sarif_document(results, used, decision.outcome, code)
+
+
+def _sarif_document(
+    results: list[dict[str, Any]], rules: list[tuple[str, str]], outcome: str, code: int
+) -> str:
     run = {
         "tool": {
             "driver": {
                 "name": "lora-advisor",
                 "informationUri": "https://github.com/lora-advisor/lora-advisor/blob/main/docs/ci.md",
                 "version": _version(),
-                "rules": [{"id": rule, "shortDescription": {"text": text}} for rule, text in used],
+                "rules": [{"id": rule, "shortDescription": {"text": text}} for rule, text in rules],
             }
         },
         "results": results,
-        "properties": {"outcome": decision.outcome, "exitCode": code},
+        "properties": {"outcome": outcome, "exitCode": code},
     }
     return json.dumps(
         {
@@ -320,7 +362,7 @@ def render_sarif(plan: Plan, decision: Decision, code: int) -> str:
     )
 
 
-def _sarif_result(plan: Plan, finding: Finding) -> dict[str, Any]:
+def _sarif_result(plan: MappedConfig, finding: Finding) -> dict[str, Any]:
     region = {"startLine": line} if (line := _line(plan, finding)) else {}
     location: dict[str, Any] = {"artifactLocation": {"uri": _uri(plan.path)}}
     if region:

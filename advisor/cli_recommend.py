@@ -1,4 +1,9 @@
-"""`advisor recommend SPEC [--budget SECONDS] [--json]`: a whole study, embedded, with a progress bar.
+"""`advisor recommend CONFIG [--budget SECONDS | --budget-examples N] [--batch-sizes ...] [--json]`: a whole
+study, embedded, with a progress bar.
+
+CONFIG is a study spec or the real run's own training config (Axolotl, LLaMA-Factory, Hugging Face / TRL,
+torchtune: `advisor.training_configs`); from a training config the study copies its recipe, and the answer
+says what was carried over (`mapped_from`) and the values to write back into the config (`write_back`).
 
 The progress bar goes to stderr so that stdout holds only the answer (plain text, or JSON whose top level
 has `batch_size` and `learning_rate`); where stderr is not a terminal (a CI log, a file) it is a line per
@@ -24,6 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from advisor.training_configs import FORMATS
+
 if TYPE_CHECKING:  # the science imports scipy and the study torch: load them when a study runs
     from advisor.jobs.control import JobControl
     from advisor.jobs.queue import Lease
@@ -31,6 +38,7 @@ if TYPE_CHECKING:  # the science imports scipy and the study torch: load them wh
     from advisor.science.recommendation import NoRecommendation, Recommendation
     from advisor.specs import StudySpec
     from advisor.storage.db import Database
+    from advisor.training_configs import MappedConfig
     from proxy_runs.study import StudyResult
 
 EXIT_OK, EXIT_NO_RECOMMENDATION = 0, 1
@@ -44,12 +52,49 @@ def add_recommend(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "recommend", help="run a proxy study and recommend batch size and learning rate"
     )
-    parser.add_argument("spec", help="study spec (YAML or JSON)")
     parser.add_argument(
+        "spec",
+        metavar="config",
+        help="study spec, or the real run's Axolotl, LLaMA-Factory, HF/TRL or torchtune config",
+    )
+    parser.add_argument(
+        "--format",
+        dest="config_format",
+        choices=["auto", *FORMATS],
+        default="auto",
+        help="the config's format (default: told from its keys)",
+    )
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
         "--budget", type=_seconds, help="proxy compute budget in seconds (default: the spec's)"
+    )
+    budget.add_argument(
+        "--budget-examples",
+        type=_positive_int,
+        help="proxy compute budget in training examples, summed over all proxy runs",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=_positive_int,
+        nargs="+",
+        metavar="B",
+        help="candidate effective batches (the config's own batch is always added)",
+    )
+    parser.add_argument(
+        "--devices", type=_positive_int, help="the real run's data-parallel devices (default: the config's)"
     )
     parser.add_argument("--json", action="store_true", help="print the recommendation as JSON")
     parser.set_defaults(handler=run_recommend)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -106,24 +151,43 @@ def knowledge_store(db: Database) -> KnowledgeStore:
 
 def run_recommend(args: argparse.Namespace) -> int:
     from advisor.science.recommendation import NoRecommendation
-    from advisor.specs import load_spec
 
-    spec = load_spec(args.spec)
+    spec, mapped = study_from_file(args)
     folder = data_dir()
     db = open_database(folder)
     try:
-        lease = start_study(db, spec)
+        lease = start_study(db, spec, mapped_from=mapped.report() if mapped is not None else None)
         print(f"study {lease.study_id} stored in {folder / 'advisor.db'}", file=sys.stderr)
         result = run_leased(db, lease, spec, budget=args.budget)
     finally:
         db.dispose()
     if sys.stderr.isatty():
         print(file=sys.stderr)  # end the bar's line
-    print(render(result.recommendation, as_json=args.json, provisional=result.provisional))
+    print(render(result.recommendation, as_json=args.json, provisional=result.provisional, mapped=mapped))
     return EXIT_NO_RECOMMENDATION if isinstance(result.recommendation, NoRecommendation) else EXIT_OK
 
 
-def start_study(db: Database, spec: StudySpec) -> Lease:
+def study_from_file(args: argparse.Namespace) -> tuple[StudySpec, MappedConfig | None]:
+    """The study a file asks for: a study spec as written, or the study that copies a training config's run
+    (with the mapping, for the answer's `mapped_from` and `write_back`); the flags' overrides applied."""
+    from advisor.specs import load_spec, parse_spec
+    from advisor.training_configs import load_config
+
+    mapped = load_config(args.spec, format=args.config_format)
+    if args.devices is not None:
+        mapped.devices, mapped.devices_source = args.devices, "flag"
+    overrides: dict[str, object] = {}
+    if args.batch_sizes:
+        overrides["batch_sizes"] = args.batch_sizes
+    if args.budget_examples:
+        overrides["budget"] = {"proxy_seconds": None, "proxy_examples": args.budget_examples}
+    if mapped.format != "study-spec":
+        return mapped.study_spec(**overrides), mapped
+    spec = load_spec(args.spec)  # the spec as written, with its own error messages
+    return (parse_spec({**spec.model_dump(mode="json"), **overrides}) if overrides else spec), None
+
+
+def start_study(db: Database, spec: StudySpec, *, mapped_from: dict[str, object] | None = None) -> Lease:
     """Store the study as the service would (study + job) and lease its job to this process at once, in one
     transaction: a service worker on the same database can neither take it first nor run it twice."""
     from advisor.jobs import queue
@@ -140,6 +204,7 @@ def start_study(db: Database, spec: StudySpec) -> Lease:
             dataset_fingerprint=None,
             idempotency=None,
             options={"embedded": "advisor recommend"},
+            mapped_from=mapped_from,
         )
         job = repo.get_job_for_study(session, study_id=study.id)
         # The worker's own lease step, so the lease reads exactly as a worker's.
@@ -248,15 +313,24 @@ def render(
     *,
     as_json: bool,
     provisional: Recommendation | None = None,
+    mapped: MappedConfig | None = None,
 ) -> str:
     from advisor.science.recommendation import NoRecommendation, Recommendation
 
+    write_back = (
+        mapped.write_back(answer.batch_size, answer.learning_rate)
+        if mapped is not None and isinstance(answer, Recommendation)
+        else None
+    )
     if as_json:
         data = answer.model_dump(mode="json")
         if isinstance(answer, Recommendation):
             data["search_space"] = answer.search_space()
         else:
             data = {"batch_size": None, "learning_rate": None, "no_recommendation": data}
+        if mapped is not None:
+            data["mapped_from"] = mapped.report()
+            data["write_back"] = write_back
         if provisional is not None:  # what the warm start said before any compute, to compare with
             data["warm_start"] = {
                 "batch_size": provisional.batch_size,
@@ -266,4 +340,19 @@ def render(
         return json.dumps(data, indent=2)
     if isinstance(answer, NoRecommendation):
         return f"no recommendation: {answer.reason}" + (f"\nfix: {answer.fix}" if answer.fix else "")
-    return answer.summary()
+    if write_back is None or mapped is None:
+        return answer.summary()
+    return answer.summary() + "\n" + render_write_back(mapped, write_back)
+
+
+def render_write_back(mapped: MappedConfig, write_back: dict[str, object]) -> str:
+    """The lines to change in the user's config, and what the mapping assumed on the way."""
+    values = write_back["values"]
+    assert isinstance(values, dict)
+    lines = [f"write back to {mapped.path} ({mapped.format}):"]
+    lines += [f"  {key}: {value}" for key, value in values.items()]
+    notes = [*mapped.notes, *write_back["notes"]]  # type: ignore[misc]  # a list of str, as write_back builds it
+    if mapped.devices_source == "default":
+        notes.append("devices: 1 assumed (none in the config); pass --devices N for a multi-device run")
+    lines += [f"  note: {note}" for note in notes]
+    return "\n".join(lines)

@@ -1,19 +1,38 @@
-"""Response and small request bodies. The study request body is advisor.specs.StudySpec itself."""
+"""Response and small request bodies. A study request body is advisor.specs.StudySpec itself, or a training
+config to map (`ConfigStudyRequest`)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from advisor.check import Decision
-from advisor.specs import MAX_BATCH_SIZE, MAX_COUNT, MAX_NAME_CHARS, MAX_RANK, StrictInput
+from advisor.specs import MAX_BATCH_SIZE, MAX_COUNT, MAX_NAME_CHARS, MAX_RANK, BudgetSpec, LrPick, StrictInput
 from advisor.storage.models import MAX_ROW_ID
 
 
 class _In(StrictInput):
     """A small request body: unknown fields, NaN, Infinity and NUL characters are refused."""
+
+
+class ConfigStudyRequest(_In):
+    """A study of the real run a training config describes (advisor.training_configs): the config as an
+    object, and what a study spec says that a training config does not."""
+
+    config: dict[str, Any] = Field(description="an Axolotl, LLaMA-Factory, HF/TRL or torchtune config")
+    format: Literal["auto", "axolotl", "llama-factory", "hf-trainer", "torchtune", "study-spec"] = "auto"
+    devices: int | None = Field(None, gt=0, le=MAX_BATCH_SIZE, description="the real run's devices")
+    batch_sizes: list[int] | None = Field(None, description="candidate effective batches")
+    lr_range: tuple[float, float] | None = None
+    lr_pick: LrPick | None = None
+    budget: BudgetSpec | None = None
+
+    def spec_overrides(self) -> dict[str, Any]:
+        """The study spec's own fields this request sets."""
+        fields = {"batch_sizes", "lr_range", "lr_pick", "budget"}
+        return self.model_dump(mode="json", include=fields, exclude_none=True)
 
 
 class StudyOut(BaseModel):
@@ -30,6 +49,7 @@ class StudyOut(BaseModel):
     created_at: dt.datetime
     finished_at: dt.datetime | None
     spec: dict[str, Any]
+    mapped_from: dict[str, Any] | None = None  # the training config the spec was mapped from
     recommendation: dict[str, Any] | None = None
     links: dict[str, str]
 

@@ -73,6 +73,75 @@ def assert_problem(response: httpx.Response, status: int, field: str | None = No
     return body
 
 
+AXOLOTL_CONFIG = {  # the real run's own config, as an Axolotl user has it (paths inside the service's roots)
+    "base_model": "tiny-llama",
+    "adapter": "lora",
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "lora_target_linear": True,
+    "datasets": [{"path": "train.jsonl", "type": "alpaca"}],
+    "sequence_len": 64,
+    "micro_batch_size": 4,
+    "gradient_accumulation_steps": 2,
+    "num_epochs": 1,
+    "optimizer": "adamw_bnb_8bit",
+    "learning_rate": 2e-4,
+    "output_dir": "./out",
+}
+
+
+def test_a_training_config_starts_a_study_of_its_recipe_and_the_answer_says_what_to_write_back(
+    env: Env,
+) -> None:
+    body = {"config": AXOLOTL_CONFIG, "format": "auto", "batch_sizes": [16], "budget": {"proxy_seconds": 60}}
+    response = env.client.post("/v1/studies", json=body, headers=env.headers)
+    assert response.status_code == 202, response.text
+    with testing.worker_thread(env.db):
+        assert wait_for(
+            lambda: (
+                env.client.get(response.json()["url"], headers=env.headers).json()["state"] == "succeeded"
+            ),
+            timeout=20,
+            interval=0.1,
+        )
+    study = env.client.get(response.json()["url"], headers=env.headers).json()
+    spec, mapped_from = study["spec"], study["mapped_from"]
+    assert (spec["rank"], spec["alpha"], spec["target_modules"]) == (8, 16.0, "all-linear")
+    assert spec["batch_sizes"] == [8, 16] and spec["training"]["batch_size"] == 8  # the config's own batch
+    assert (spec["training"]["max_grad_norm"], spec["training"]["packing"]) == (1.0, False)  # Axolotl's
+    assert mapped_from["format"] == "axolotl" and mapped_from["devices"] == {"count": 1, "source": "default"}
+    assert {"key": "output_dir", "reason": "bookkeeping: does not move the best LR or batch"} in (
+        mapped_from["dropped"]
+    )
+    recommendation = study["recommendation"]
+    values = recommendation["write_back"]["values"]
+    assert values["learning_rate"] == pytest.approx(recommendation["learning_rate"], rel=0.01)
+    assert values["micro_batch_size"] * values["gradient_accumulation_steps"] == recommendation["batch_size"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"config": {**AXOLOTL_CONFIG, "rl": "dpo"}}, "config.rl"),
+        ({"config": {**AXOLOTL_CONFIG, "optimizer": "sgd"}}, "config.optimizer"),
+        ({"config": {"epochs": 3}}, "config.format"),
+        ({"config": AXOLOTL_CONFIG, "format": "megatron"}, "format"),
+        ({"config": {k: v for k, v in AXOLOTL_CONFIG.items() if k != "datasets"}}, "config.dataset"),
+    ],
+)
+def test_a_config_that_cannot_be_copied_is_a_problem_naming_its_key(
+    env: Env, body: dict[str, Any], field: str
+) -> None:
+    assert_problem(env.client.post("/v1/studies", json=body, headers=env.headers), 422, field)
+    assert env.count(Study) == 0
+
+
+def test_the_openapi_schema_shows_both_study_requests(env: Env) -> None:
+    operation = env.client.get("/openapi.json").json()["paths"]["/v1/studies"]["post"]
+    shapes = operation["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert [set(shape["required"]) for shape in shapes] == [{"model", "dataset"}, {"config"}]
+
+
 def test_a_posted_study_is_answered_end_to_end(env: Env) -> None:
     response = env.client.post("/v1/studies", json=env.spec(), headers=env.headers)
     assert response.status_code == 202, response.text

@@ -1,4 +1,4 @@
-"""`advisor.check.decide` (the band verdict) and `advisor.check_configs` (every supported config format).
+"""`advisor.check.decide` (the band verdict) and `advisor.training_configs` (every supported config format).
 
 The stored recommendation used throughout: B* = 16, LR* = 4e-4, band 2e-4…8e-4 at batch 16 over batch
 sizes 8…32, LR rule κ = 0.5. At batch 32 the band moves by (32/16)^0.5 = √2 to 2.83e-4…1.13e-3.
@@ -13,8 +13,9 @@ import pytest
 
 from advisor import check
 from advisor.check import BATCH_TOLERANCE, LR_TOLERANCE, decide
-from advisor.check_configs import ConfigError, load_plan
 from advisor.science import fits
+from advisor.training_configs import ConfigError
+from advisor.training_configs import load_config as load_plan
 
 RECOMMENDATION = {
     "batch_size": 16,
@@ -322,7 +323,7 @@ def test_plan_values_know_their_line_for_annotations(tmp_path: Path) -> None:
         (AXOLOTL.replace("learning_rate: 2e-4", "learning_rate: fast"), "learning_rate", "must be a number"),
         (AXOLOTL.replace("micro_batch_size: 2", "micro_batch_size: -2"), "micro_batch_size", "positive"),
         (AXOLOTL.replace("adapter: qlora", "adapter: ia3"), "adapter", "lora or qlora"),
-        (TORCHTUNE.replace("lora_llama3_2_1b", "llama3_2_1b"), "model._component_", "LoRA model builder"),
+        (TORCHTUNE + "loss:\n  _component_: torchtune.rlhf.loss.DPOLoss\n", "loss._component_", "supervised"),
         ("epochs: 3\n", "format", "cannot tell the format"),
         ("a: [1, 2\n", "syntax", "cannot parse"),
         (STUDY_SPEC.replace("rank: 8", "rank: -1"), "rank", "positive"),

@@ -254,6 +254,30 @@ def test_sarif_output_is_valid_sarif_2_1_0(capsys, offline: Path) -> None:
     assert first["region"]["startLine"] == 10 and first["artifactLocation"]["uri"].startswith("file://")
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (AXOLOTL.replace("4e-4", "fast"), "learning_rate"),  # a bad value
+        ("rl: dpo\n" + AXOLOTL, "rl"),  # not supervised fine-tuning
+        ("learning_rate: [1e-4\n", "syntax"),  # not YAML
+        ("epochs: 3\n", "format"),  # no tool's keys
+    ],
+)
+def test_a_bad_config_is_reported_in_the_format_asked_for(capsys, offline: Path, text: str, key: str) -> None:
+    """A pipeline that uploads SARIF or reads JSON gets a document naming the key, not an empty stdout."""
+    (offline / "train.yaml").write_text(text)
+    assert advisor_main(["check", str(offline / "train.yaml"), "--offline", "--format", "json"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    assert report["outcome"] == "error" and report["exit_code"] == 2 and report["error"]["key"] == key
+
+    assert advisor_main(["check", str(offline / "train.yaml"), "--offline", "--format", "sarif"]) == 2
+    log = json.loads(capsys.readouterr().out)
+    jsonschema.validate(log, json.loads(SARIF_SCHEMA.read_text()))
+    (result,) = log["runs"][0]["results"]
+    assert result["ruleId"] == "config-error" and result["message"]["text"].startswith(f"{key}: ")
+    assert log["runs"][0]["properties"] == {"outcome": "error", "exitCode": 2}
+
+
 # --server -------------------------------------------------------------------------------------------
 
 

@@ -3,14 +3,19 @@ migrations, and a refusal to run against an out-of-date schema."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.dialects import postgresql
 
+from advisor.specs import parse_spec
 from advisor.storage import migrate
 from advisor.storage.db import Database
 from advisor.storage.errors import SchemaOutOfDate
@@ -55,4 +60,121 @@ def test_models_and_migrations_do_not_drift(url: str) -> None:
 def test_migrations_ship_beside_the_package() -> None:
     folder = migrate.migrations_dir()
     assert (folder / "env.py").is_file() and list((folder / "versions").glob("*.py"))
-    assert migrate.head_revision() == "0001"
+    assert migrate.head_revision() == "0003"
+
+
+# Data migrations: what a stored spec meant when it was stored is what it means after the upgrade.
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def spec_as_0001_stored_it(data_format: str) -> dict[str, Any]:
+    """A spec dumped by the code of revision 0001: no field added since (packing among them)."""
+    spec = parse_spec({"model": "org/base", "dataset": {"path": "data.jsonl", "format": data_format}})
+    stored = spec.model_dump(mode="json")
+    for name in ("max_steps", "packing", "warmup_steps", "optimizer"):
+        del stored["training"][name]
+    for name in ("messages_field", "train_on_prompt"):
+        del stored["dataset"][name]
+    return stored
+
+
+def insert(connection: sa.Connection, table_name: str, **values: Any) -> None:
+    """A row of `values` written by SQL, as revision 0001's schema holds it (today's models may have more
+    columns than it); dicts are JSON documents."""
+
+    def column(name: str, value: Any) -> sa.ColumnClause[Any]:
+        if isinstance(value, dict):
+            return sa.column(name, JSON)
+        return (
+            sa.column(name, sa.DateTime(timezone=True)) if isinstance(value, dt.datetime) else sa.column(name)
+        )
+
+    table = sa.table(table_name, *(column(name, value) for name, value in values.items()))
+    connection.execute(sa.insert(table).values(**values))
+
+
+def insert_study_job_and_run(connection: sa.Connection, study_id: int, spec: dict[str, Any]) -> None:
+    times = {"created_at": NOW, "updated_at": NOW}
+    insert(
+        connection,
+        "studies",
+        id=study_id,
+        state="succeeded",
+        spec=spec,
+        model_id=1,
+        method="lora",
+        rank=8,
+        progress=1.0,
+        **times,
+    )
+    insert(
+        connection,
+        "jobs",
+        id=study_id,
+        study_id=study_id,
+        function="study",
+        payload={"spec": spec},
+        state="succeeded",
+        attempt=1,
+        max_attempts=3,
+        available_at=NOW,
+        cancel_requested=False,
+        **times,
+    )
+    insert(
+        connection,
+        "proxy_runs",
+        id=study_id,
+        study_id=study_id,
+        run_index=0,
+        attempt=1,
+        status="success",
+        batch_size=8,
+        learning_rate=1e-3,
+        config={},
+        steps=1,
+        examples_seen=8,
+        tokens_seen=64,
+        seconds=0.5,
+        metrics={},
+        dataset_fingerprint={},
+        meta={"spec": spec},
+        created_at=NOW,
+    )
+
+
+def stored_specs(db: Database, study_id: int) -> list[dict[str, Any]]:
+    """The spec as the study, its job and its run hold it."""
+    places = [("studies", "spec", "id", None), ("jobs", "payload", "study_id", "spec")]
+    places.append(("proxy_runs", "meta", "study_id", "spec"))
+    specs = []
+    with db.engine.connect() as connection:
+        for table_name, column, owner, key in places:
+            table = sa.table(table_name, sa.column(owner), sa.column(column, JSON))
+            document = connection.execute(
+                sa.select(table.c[column]).where(table.c[owner] == study_id)
+            ).scalar_one()
+            specs.append(document[key] if key else document)
+    return specs
+
+
+def test_text_specs_stored_before_packing_existed_stay_packed(url: str) -> None:
+    """Format text was always packed before training.packing existed; now the default is unpacked."""
+    text, instruction = spec_as_0001_stored_it("text"), spec_as_0001_stored_it("instruction")
+    migrate.upgrade(url, "0001")
+    db = Database(url)
+    with db.engine.begin() as connection:
+        insert(connection, "models", id=1, name="org/base", revision="", created_at=NOW)
+        insert_study_job_and_run(connection, 1, text)
+        insert_study_job_and_run(connection, 2, instruction)
+
+    migrate.upgrade(url, "0002")
+    assert all(spec["training"]["packing"] is True for spec in stored_specs(db, 1))
+    assert all(parse_spec(spec).training.packing for spec in stored_specs(db, 1))
+    assert stored_specs(db, 2) == [instruction] * 3, "other formats were never packed: untouched"
+
+    migrate.downgrade(url, "0001")
+    assert stored_specs(db, 1) == [text] * 3 and stored_specs(db, 2) == [instruction] * 3
+    db.dispose()

@@ -147,11 +147,62 @@ def test_data_the_study_cannot_use_fails_on_the_first_attempt_with_the_fix(
     db.dispose()
 
 
-def advisor_recommend(spec_file: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def advisor_recommend(spec_file: Path, data_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LORA_ADVISOR_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
     env.pop("LORA_ADVISOR_DATABASE_URL", None)
-    command = [sys.executable, "-m", "advisor.cli", "recommend", str(spec_file), "--json"]
+    command = [sys.executable, "-m", "advisor.cli", "recommend", str(spec_file), "--json", *flags]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=180, check=False)
+
+
+def test_advisor_recommend_copies_an_axolotl_config_and_says_what_to_write_back(
+    roots: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The user's own training config starts the study: its recipe (targets, clipping, schedule, batch
+    layout) is what the proxies train, and the answer gives the config's own keys to change."""
+    model, data = roots
+    config = tmp_path / "axolotl.yaml"
+    config.write_text(
+        f"""\
+base_model: {model}
+adapter: lora
+lora_r: 4
+lora_alpha: 8
+lora_target_modules: [q_proj, v_proj]
+datasets:
+  - path: {data}
+    type: alpaca
+sequence_len: 32
+micro_batch_size: 2
+gradient_accumulation_steps: 2
+num_epochs: 1
+optimizer: paged_adamw_8bit
+adam_beta2: 0.95
+max_grad_norm: 0.0
+lr_scheduler: cosine
+warmup_ratio: 0.1
+learning_rate: 2e-4
+wandb_project: my-run
+"""
+    )
+    done = advisor_recommend(config, tmp_path / "data", "--budget-examples", "600", "--batch-sizes", "8")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["mapped_from"]["format"] == "axolotl"
+    assert "optimizer: paged 8-bit AdamW trained as AdamW" in answer["mapped_from"]["notes"]
+    values = answer["write_back"]["values"]
+    assert answer["batch_size"] in (4, 8)  # the config's own 2 × 2 and the flag's 8
+    assert values["micro_batch_size"] * values["gradient_accumulation_steps"] == answer["batch_size"]
+    assert values["micro_batch_size"] == 2  # the config's micro-batch, kept where it divides
+
+    db = testing.migrated(default_sqlite_url(tmp_path / "data"))
+    with db.transaction(write=False) as session:
+        (study,), _ = repo.list_studies(session, state=None, model=None, method=None, limit=10, offset=0)
+        training = study.spec["training"]
+        assert study.spec["target_modules"] == ["q_proj", "v_proj"] and study.spec["batch_sizes"] == [4, 8]
+        assert (training["max_grad_norm"], training["optimizer"]["betas"]) == (None, [0.9, 0.95])
+        assert (training["warmup_ratio"], training["batch_size"], training["packing"]) == (0.1, 4, False)
+        assert study.mapped_from is not None and study.mapped_from["format"] == "axolotl"
+    db.dispose()
 
 
 def test_advisor_recommend_stores_its_study_and_warm_starts_the_next(

@@ -70,6 +70,7 @@ def submit_study(
     dataset_fingerprint: str | None,
     idempotency: repo.IdempotencyClaim | None,
     options: dict[str, Any] | None = None,
+    mapped_from: dict[str, Any] | None = None,
 ) -> tuple[int, bool]:
     """(study id, created?). With an idempotency key, concurrent duplicates return the first study."""
     for attempt in range(SUBMIT_RETRIES):
@@ -88,6 +89,7 @@ def submit_study(
                     dataset_fingerprint=dataset_fingerprint,
                     idempotency=idempotency,
                     options=options,
+                    mapped_from=mapped_from,
                 )
                 return study.id, True
         except Conflict as exc:

@@ -128,6 +128,9 @@ class Study(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     state: Mapped[str] = mapped_column(String(16), default=StudyState.QUEUED)
     spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # The training config the spec was mapped from (advisor.training_configs.MappedConfig.report), or None
+    # for a spec written as one: what was carried over, and the batch layout the answer's write-back needs.
+    mapped_from: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     method: Mapped[str] = mapped_column(String(32))
     rank: Mapped[int] = mapped_column(Integer)

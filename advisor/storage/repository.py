@@ -98,12 +98,14 @@ def create_study(
     dataset_fingerprint: str | None,
     idempotency: IdempotencyClaim | None,
     options: dict[str, Any] | None = None,
+    mapped_from: dict[str, Any] | None = None,
 ) -> Study:
     """The study, its queued job and its idempotency key, all in the caller's transaction."""
     model = get_or_create_model(session, name=spec.model, revision=spec.revision)
     spec_json = json_safe(spec.model_dump(mode="json"))
     study = Study(
         spec=spec_json,
+        mapped_from=json_safe(mapped_from) if mapped_from is not None else None,
         model_id=model.id,
         method=spec.method,
         rank=spec.rank,

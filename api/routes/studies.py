@@ -8,28 +8,66 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
+from pydantic import ValidationError
 
+from advisor.errors import SpecError
 from advisor.jobs import queue
-from advisor.specs import MAX_COUNT, parse_spec
+from advisor.specs import MAX_COUNT, StudySpec, parse_spec, spec_errors
 from advisor.storage import repository as repo
 from advisor.storage.models import RecommendationRow, Study, StudyState
+from advisor.training_configs import ConfigError, map_config, write_back
 from api.deps import Reader, RowId, Service, ServiceDep, Submitter
 from api.paths import confine_spec
 from api.routes.runs import run_out
-from api.schemas import RunOut, StudyAccepted, StudyOut, StudyPage
+from api.schemas import ConfigStudyRequest, RunOut, StudyAccepted, StudyOut, StudyPage
 
 router = APIRouter(prefix="/v1", tags=["studies"])
 StateFilter = Literal["queued", "running", "succeeded", "failed", "canceled"]
+
+
+def _inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its $defs substituted in place, for an OpenAPI requestBody."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
 
 
 @router.post(
     "/studies",
     status_code=202,
     response_model=StudyAccepted,
-    summary="Submit a study spec (advisor.specs.StudySpec); replays with the same Idempotency-Key",
+    summary="Submit a study spec, or a training config to copy; replays with the same Idempotency-Key",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            _inline_schema(StudySpec.model_json_schema()),
+                            _inline_schema(ConfigStudyRequest.model_json_schema()),
+                        ]
+                    }
+                }
+            },
+        }
+    },
 )
 def submit_study(
-    body: Annotated[dict[str, Any], Body(description="a study spec, as in the README")],
+    body: Annotated[
+        dict[str, Any],
+        Body(description="a study spec (advisor.specs.StudySpec), or {config, format} (ConfigStudyRequest)"),
+    ],
     principal: Submitter,
     service: ServiceDep,
     request: Request,
@@ -37,8 +75,9 @@ def submit_study(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> StudyAccepted:
     settings = service.settings
+    spec, mapped_from = _study_request(body)
     spec = confine_spec(
-        parse_spec(body),
+        spec,
         model_roots=settings.all_model_roots,
         dataset_roots=settings.all_dataset_roots,
         allow_hub=settings.allow_hub_ids,
@@ -61,12 +100,32 @@ def submit_study(
         dataset_fingerprint=_uploaded_fingerprint(spec.dataset.path, service),
         idempotency=claim,
         options=settings.job_options,
+        mapped_from=mapped_from,
     )
     url = str(request.url_for("get_study", study_id=study_id))
     response.headers["Location"] = url
     if not created:
         response.status_code = 200  # a replay: the original answer, not a second acceptance
     return StudyAccepted(id=study_id, url=url, state="queued" if created else "existing", created=created)
+
+
+def _study_request(body: dict[str, Any]) -> tuple[StudySpec, dict[str, Any] | None]:
+    """The spec a request asks for, and, for a training config, its mapping report (`mapped_from`)."""
+    if "config" not in body:
+        return parse_spec(body), None
+    try:
+        request = ConfigStudyRequest.model_validate(body)
+    except ValidationError as exc:
+        first, *others = spec_errors(exc)
+        first.others = others
+        raise first from None
+    try:
+        mapped = map_config(request.config, path="config", format=request.format)
+        if request.devices is not None:
+            mapped.devices, mapped.devices_source = request.devices, "request"
+        return mapped.study_spec(**request.spec_overrides()), mapped.report()
+    except ConfigError as exc:
+        raise SpecError(f"config.{exc.key}", exc.message) from None
 
 
 def _uploaded_fingerprint(path: str, service: Service) -> str | None:
@@ -124,6 +183,9 @@ def study_out(study: Study, request: Request, recommendation: RecommendationRow 
             "learning_rate": recommendation.learning_rate,
             "details": recommendation.payload,
         }
+        batch, lr = recommendation.batch_size, recommendation.learning_rate
+        if study.mapped_from and batch is not None and lr is not None:  # what to put into the user's config
+            answer["write_back"] = write_back(study.mapped_from, batch, lr)
     links = {"self": url, "runs": f"{url}/runs"}
     if study.state in (StudyState.QUEUED, StudyState.RUNNING):
         links["cancel"] = f"{url}/cancel"
@@ -141,6 +203,7 @@ def study_out(study: Study, request: Request, recommendation: RecommendationRow 
         created_at=study.created_at,
         finished_at=study.finished_at,
         spec=study.spec,
+        mapped_from=study.mapped_from,
         recommendation=answer,
         links=links,
     )
