@@ -13,7 +13,10 @@ The rule, in order:
    never as far as a batch size the study compared and left out of the band (measured worse than ε).
    With candidates 4, 8, 16, 32 and a band of 4 alone, that is 2…7.
 4. A stored answer without a band (synthetic or older studies) gets `LR_TOLERANCE` around LR*.
-5. "pass" when both hold, else "fail". Separately, a plan whose LR is the one recommended for B* at
+5. The study that answered trained another recipe (`advisor.recipes`: the lookup lists the fields that
+   differ beyond tolerance, e.g. packing or target modules): each is an error, so the verdict fails closed,
+   or with `on_mismatch="warn"` a warning. Its band was measured for another run.
+6. "pass" when all hold, else "fail". Separately, a plan whose LR is the one recommended for B* at
    another batch is flagged: the batch was changed and the LR was not rescaled (science.md §6).
 """
 
@@ -27,6 +30,7 @@ from pydantic import BaseModel, Field
 
 Outcome = Literal["pass", "fail", "indeterminate"]
 Level = Literal["error", "warning", "note"]
+OnMismatch = Literal["fail", "warn"]
 
 LR_TOLERANCE = (
     2.0  # no stored band: within 2× of LR* passes; the loss basin is about that wide on a log scale
@@ -44,7 +48,7 @@ class Finding(BaseModel):
     """One thing wrong (or worth knowing) about the plan; `key` is the plan value it is about."""
 
     level: Level
-    key: Literal["learning_rate", "batch_size", "context"]
+    key: Literal["learning_rate", "batch_size", "context", "recipe"]
     message: str
 
 
@@ -64,13 +68,17 @@ class Decision(BaseModel):
     batch_high: int | None = None
     kappa: float | None = None
     lr_not_rescaled: bool = False
+    study: dict[str, Any] | None = None  # the study that answered: id, confidence, budget, recipe
+    mismatches: list[dict[str, Any]] = Field(default_factory=list)  # where its recipe differs from the plan
 
     @property
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.level == "error"]
 
 
-def decide(answer: Mapping[str, Any], *, batch_size: int, learning_rate: float) -> Decision:
+def decide(
+    answer: Mapping[str, Any], *, batch_size: int, learning_rate: float, on_mismatch: OnMismatch = "fail"
+) -> Decision:
     """The verdict for a plan of effective batch `batch_size` at `learning_rate`, given a lookup answer."""
     best_batch, best_lr = answer.get("batch_size"), answer.get("learning_rate")
     if answer.get("status") != "ready" or not best_batch or not best_lr:
@@ -86,6 +94,7 @@ def decide(answer: Mapping[str, Any], *, batch_size: int, learning_rate: float) 
     not_rescaled = batch_size != best_batch and math.isclose(learning_rate, best_lr, rel_tol=COPIED_LR_RTOL)
     if not_rescaled:
         findings.append(_not_rescaled(band, batch_size, learning_rate))
+    findings += _recipe_findings(answer, "error" if on_mismatch == "fail" else "warning")
     failed = any(f.level == "error" for f in findings)
     return Decision(
         outcome="fail" if failed else "pass",
@@ -93,6 +102,8 @@ def decide(answer: Mapping[str, Any], *, batch_size: int, learning_rate: float) 
         effective_batch_size=batch_size,
         learning_rate=learning_rate,
         lr_not_rescaled=not_rescaled,
+        study=answer.get("study"),
+        mismatches=list(answer.get("mismatches") or []),
         **band,
     )
 
@@ -168,6 +179,25 @@ def _lr_findings(band: Mapping[str, Any], batch_size: int, learning_rate: float)
         f"(recommended {band['rescaled_learning_rate']:.2g}, band {low:.2g}…{high:.2g})"
     )
     return [Finding(level="error", key="learning_rate", message=message)]
+
+
+def _recipe_findings(answer: Mapping[str, Any], level: Level) -> list[Finding]:
+    study = (answer.get("study") or {}).get("id")
+    source = f"study {study}" if study is not None else "the stored answer"
+    advice = (
+        "submit a study of this config, or pass --on-mismatch warn to accept it"
+        if level == "error"
+        else "accepted with --on-mismatch warn"
+    )
+    return [
+        Finding(
+            level=level,
+            key="recipe",
+            message=f"recipe mismatch with {source}: {m['message']} (its LR band was measured for another "
+            f"run; {advice})",
+        )
+        for m in answer.get("mismatches") or []
+    ]
 
 
 def _not_rescaled(band: Mapping[str, Any], batch_size: int, learning_rate: float) -> Finding:

@@ -4,27 +4,45 @@ Reads an Axolotl, LLaMA-Factory, Hugging Face / TRL, torchtune or study-spec con
 (`advisor.training_configs`), asks the service (POST /v1/check) or, with --offline, the local database, and
 judges the plan with `advisor.check.decide`. See docs/ci.md for the GitHub Actions and pre-commit set-up.
 
-Exit codes: 0 inside the band; 1 outside it (the message gives the recommended values and how far off);
-2 usage, parse or service-access error; 3 nothing known for the context (`--on-indeterminate pass`
-makes it 0). An unreachable server is indeterminate too: the hook fails closed unless told otherwise.
+The verdict names the study that answered (id, confidence, budget, recipe). When that study trained another
+recipe than the config plans (target modules, packing, clipping, schedule, warm-up, sequence length, run
+length, dataset size: `advisor.recipes`), the check fails and names the field, unless `--on-mismatch warn`.
+`--study ID` judges by one study's answer.
+
+With `--submit`, a config that no study answers (or only one of another recipe) gets a study of exactly its
+recipe: its local dataset is uploaded, the config submitted, and the check exits 3 with the study's URL, or
+waits for the verdict with `--wait SECONDS`. Submissions are idempotent on the recipe's hash, so a pipeline
+that reruns never starts a second study.
+
+Exit codes: 0 inside the band; 1 outside it or a recipe mismatch (the message gives the recommended values
+and how far off); 2 usage, parse or service-access error; 3 nothing known for the context, or a submitted
+study still running (`--on-indeterminate pass` makes it 0). An unreachable server is indeterminate too: the
+hook fails closed unless told otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
+import io
 import json
 import math
 import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from advisor.check import Decision, Finding, decide
-from advisor.specs import MAX_BATCH_SIZE, MAX_RANK
+from advisor.method_catalog import METHODS
+from advisor.recipes import Recipe, recipe_key
+from advisor.service_client import ServiceClient, ServiceError, Unreachable
+from advisor.specs import MAX_BATCH_SIZE, MAX_RANK, StudySpec
 from advisor.training_configs import ConfigError, MappedConfig, load_config
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INDETERMINATE = 0, 1, 2, 3
 TOKEN_ENV, SERVER_ENV = "LORA_ADVISOR_TOKEN", "LORA_ADVISOR_URL"
-TIMEOUT_SECONDS = 30.0
 RULES = {  # SARIF rule id per (finding key, level)
     ("learning_rate", "error"): ("lr-outside-band", "The planned LR is outside the recommended band"),
     ("learning_rate", "warning"): ("lr-not-rescaled", "The effective batch changed but the LR did not"),
@@ -32,6 +50,8 @@ RULES = {  # SARIF rule id per (finding key, level)
     ("context", "error"): ("no-recommendation", "Nothing is known for this model, method and rank"),
     ("context", "warning"): ("no-recommendation", "Nothing is known for this model, method and rank"),
     ("context", "note"): ("assumption", "A value the check had to assume"),
+    ("recipe", "error"): ("recipe-mismatch", "The answering study trained another recipe than the config"),
+    ("recipe", "warning"): ("recipe-mismatch", "The answering study trained another recipe than the config"),
 }
 
 
@@ -56,21 +76,41 @@ def add_check(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, help="override the micro-batch size (per device)")
     parser.add_argument("--accumulation", type=int, help="override gradient accumulation steps")
     parser.add_argument("--devices", type=int, help="data-parallel devices (default: the config's, else 1)")
+    parser.add_argument("--study", type=int, metavar="ID", help="judge by this study's answer")
+    parser.add_argument(
+        "--on-mismatch",
+        choices=["fail", "warn"],
+        default="fail",
+        help="when the answering study trained another recipe: fail (default) or only warn",
+    )
+    parser.add_argument(
+        "--submit",
+        action="store_true",
+        help="when no study answers this recipe, submit one (idempotent on the recipe's hash)",
+    )
+    parser.add_argument(
+        "--wait", type=float, metavar="SECONDS", help="with --submit: wait this long for the study's verdict"
+    )
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", metavar="B", help="with --submit: candidate effective batches"
+    )
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--budget", type=float, metavar="SECONDS", help="with --submit: proxy seconds")
+    budget.add_argument("--budget-examples", type=int, metavar="N", help="with --submit: proxy examples")
     parser.set_defaults(handler=run_check)
 
 
 def run_check(args: argparse.Namespace) -> int:
     try:
         plan = _with_overrides(load_config(args.config), args)
-        answer = _ask(plan, args)
+        _check_submit_flags(plan, args)
+        dataset = local_dataset(plan)
+        decision = _ask(plan, dataset, args, study_id=args.study)
+        if args.submit and _needs_study(decision):
+            decision = _submit_and_judge(plan, dataset, decision, args)
     except ConfigError as exc:
         _print_usage_error(args, exc)
         return EXIT_USAGE
-    decision = (
-        answer
-        if isinstance(answer, Decision)
-        else decide(answer, batch_size=plan.effective_batch_size, learning_rate=plan.learning_rate or 0.0)
-    )
     code = _exit_code(decision, args.on_indeterminate)
     print(RENDERERS[args.format](plan, decision, code))
     return code
@@ -111,12 +151,15 @@ def _with_overrides(plan: MappedConfig, args: argparse.Namespace) -> MappedConfi
         plan.keys[name] = f"--{flag.replace('_', '-')}"
     if args.devices is not None:
         plan.devices_source = "flag"
+    method = METHODS.get(plan.method)
     for name, flag in (
         ("model", "--model"),
         ("rank", "--rank"),
         ("micro_batch_size", "--batch-size"),
         ("learning_rate", "--lr"),
     ):
+        if name == "rank" and method is not None and not method.uses_rank:
+            continue  # full fine-tuning and prompt tuning: studies of them store the spec's default rank
         if getattr(plan, name) is None:
             key = plan.keys.get(name, name)
             raise ConfigError(plan.path, key, f"missing; set it in the config or pass {flag}")
@@ -124,22 +167,130 @@ def _with_overrides(plan: MappedConfig, args: argparse.Namespace) -> MappedConfi
 
 
 def _context(plan: MappedConfig) -> dict[str, Any]:
-    return {"model": plan.model, "method": plan.method, "rank": plan.rank, "alpha": plan.alpha}
+    rank = plan.rank if plan.rank is not None else StudySpec.model_fields["rank"].default
+    return {"model": plan.model, "method": plan.method, "rank": rank, "alpha": plan.alpha}
+
+
+def _check_submit_flags(plan: MappedConfig, args: argparse.Namespace) -> None:
+    if not args.submit:
+        for flag in ("wait", "budget", "budget_examples", "batch_sizes"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(
+                    plan.path, f"--{flag.replace('_', '-')}", "only means something with --submit"
+                )
+        return
+    if args.offline:
+        raise ConfigError(plan.path, "--submit", "submits to a service; pass --server URL, not --offline")
+    for flag in ("model", "method", "rank", "alpha", "batch_size", "accumulation"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(
+                plan.path,
+                f"--{flag.replace('_', '-')}",
+                "--submit studies the config as written; put this value into the config instead",
+            )
+    for flag, value in (("--wait", args.wait), ("--budget", args.budget)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ConfigError(plan.path, flag, f"must be a positive number of seconds (got {value})")
+    if args.budget_examples is not None and args.budget_examples <= 0:
+        raise ConfigError(plan.path, "--budget-examples", f"must be positive (got {args.budget_examples})")
+    if args.batch_sizes and not all(0 < b <= MAX_BATCH_SIZE for b in args.batch_sizes):
+        raise ConfigError(plan.path, "--batch-sizes", f"must be positive, at most {MAX_BATCH_SIZE}")
+
+
+# the plan's data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class LocalDataset:
+    """The config's training data when it is a local file: what identifies it to the service (the SHA-256
+    of the bytes uploaded, as POST /v1/datasets names it) and how many rows it has."""
+
+    path: Path
+    data: bytes  # JSONL or CSV, as uploaded
+    upload_format: str
+    fingerprint: str
+    rows: int
+
+
+def local_dataset(plan: MappedConfig) -> LocalDataset | None:
+    """The config's dataset file, read for upload; None for a hub id, a folder or a file type the service
+    does not take (the study then reads the config's path on the service's side)."""
+    path = Path(str((plan.spec.get("dataset") or {}).get("path", "")))
+    if not path.is_file():
+        return None
+    return _readable_dataset(plan, path)
+
+
+def _readable_dataset(plan: MappedConfig, path: Path) -> LocalDataset | None:
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".jsonl":
+            data, fmt, rows = raw, "jsonl", sum(1 for line in raw.splitlines() if line.strip())
+        elif path.suffix == ".csv":
+            data, fmt, rows = raw, "csv", len(list(csv.DictReader(io.StringIO(raw.decode("utf-8")))))
+        elif path.suffix == ".json":
+            records = json.loads(raw)
+            if not isinstance(records, list):
+                return None
+            data = "\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode() + b"\n"
+            fmt, rows = "jsonl", len(records)
+        else:
+            return None
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+        key = plan.keys.get("dataset", "dataset")
+        raise ConfigError(plan.path, key, f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    return LocalDataset(path, data, fmt, hashlib.sha256(data).hexdigest(), rows)
 
 
 # asking ------------------------------------------------------------------------------------------------
 
 
-def _ask(plan: MappedConfig, args: argparse.Namespace) -> dict[str, Any] | Decision:
+def _ask(
+    plan: MappedConfig, dataset: LocalDataset | None, args: argparse.Namespace, *, study_id: int | None
+) -> Decision:
+    recipe = plan.recipe()
     if args.offline:
-        return _ask_local(plan)
+        answer = _ask_local(plan, recipe, dataset, study_id)
+        return decide(
+            answer,
+            batch_size=plan.effective_batch_size,
+            learning_rate=plan.learning_rate or 0.0,
+            on_mismatch=args.on_mismatch,
+        )
+    body = {
+        **_context(plan),
+        "batch_size": plan.effective_batch_size,
+        "learning_rate": plan.learning_rate,
+        "recipe": recipe.model_dump(mode="json"),
+        "on_mismatch": args.on_mismatch,
+    }
+    if dataset is not None:
+        body.update(dataset_fingerprint=dataset.fingerprint, dataset_size=dataset.rows)
+    if study_id is not None:
+        body["study_id"] = study_id
+    client = _client(plan, args)
+    try:
+        return Decision.model_validate(client.check(body)["decision"])
+    except Unreachable as exc:  # an unreachable service knows nothing: indeterminate, fails closed
+        return decide(
+            {"status": "none", "detail": str(exc)},
+            batch_size=plan.effective_batch_size,
+            learning_rate=plan.learning_rate or 0.0,
+        )
+    except ServiceError as exc:
+        raise ConfigError(plan.path, "--server", str(exc)) from None
+
+
+def _client(plan: MappedConfig, args: argparse.Namespace) -> ServiceClient:
     server = args.server or os.environ.get(SERVER_ENV)
     if not server:
         raise ConfigError(plan.path, "--server", f"pass --server URL (or set ${SERVER_ENV}) or --offline")
-    return _ask_server(plan, server, args.token or os.environ.get(TOKEN_ENV))
+    return ServiceClient(server, args.token or os.environ.get(TOKEN_ENV))
 
 
-def _ask_local(plan: MappedConfig) -> dict[str, Any]:
+def _ask_local(
+    plan: MappedConfig, recipe: Recipe, dataset: LocalDataset | None, study_id: int | None
+) -> dict[str, Any]:
     """The same lookup the service makes, on the SQLite database under LORA_ADVISOR_DATA_DIR."""
     from advisor.cli_recommend import data_dir, open_database
     from advisor.storage import knowledge
@@ -155,40 +306,103 @@ def _ask_local(plan: MappedConfig) -> dict[str, Any]:
     try:
         with db.transaction(write=False) as session:
             return knowledge.lookup(
-                session, **_context(plan), dataset_fingerprint=None, dataset_examples=None
+                session,
+                **_context(plan),
+                dataset_fingerprint=dataset.fingerprint if dataset else None,
+                dataset_examples=dataset.rows if dataset else None,
+                recipe=recipe,
+                study_id=study_id,
             )
     finally:
         db.dispose()
 
 
-def _ask_server(plan: MappedConfig, server: str, token: str | None) -> Decision:
-    import httpx
+# submitting a study of the config ------------------------------------------------------------------------
 
-    body = {**_context(plan), "batch_size": plan.effective_batch_size, "learning_rate": plan.learning_rate}
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = server.rstrip("/") + "/v1/check"
+
+def _needs_study(decision: Decision) -> bool:
+    """Nothing answers the config, or only a study of another recipe (which fails the check)."""
+    mismatch = any(f.key == "recipe" and f.level == "error" for f in decision.findings)
+    return decision.outcome == "indeterminate" or mismatch
+
+
+def _submit_and_judge(
+    plan: MappedConfig, dataset: LocalDataset | None, decision: Decision, args: argparse.Namespace
+) -> Decision:
+    """Submit the study of this config (or find the one submitted before), wait for it if asked, and judge
+    the plan by its answer; while it runs the verdict is indeterminate and gives its URL."""
+    client = _client(plan, args)
     try:
-        response = httpx.post(url, json=body, headers=headers, timeout=TIMEOUT_SECONDS)
-    except httpx.HTTPError as exc:  # an unreachable service knows nothing: indeterminate, fails closed
-        return decide(
-            {"status": "none", "detail": f"cannot reach {url}: {exc}"},
-            batch_size=plan.effective_batch_size,
-            learning_rate=plan.learning_rate or 0.0,
+        submitted = _submit(client, plan, dataset, args)
+        study = submitted
+        if args.wait:
+            study = client.wait_for_study(submitted["id"], args.wait, on_progress=_progress_line)
+    except ServiceError as exc:
+        raise ConfigError(plan.path, "--server", str(exc)) from None
+    if study.get("state") == "succeeded":
+        return _ask(plan, dataset, args, study_id=submitted["id"])
+    return _pending(decision, submitted, study)
+
+
+def _submit(
+    client: ServiceClient, plan: MappedConfig, dataset: LocalDataset | None, args: argparse.Namespace
+) -> dict[str, Any]:
+    if dataset is not None:  # the service cannot read the CI machine's files: it studies an uploaded copy
+        stored = client.upload_dataset(dataset.data, dataset.upload_format)
+        plan.use_dataset({**plan.spec["dataset"], "path": stored["path"]}, source="upload")
+    overrides: dict[str, Any] = {}
+    if args.budget is not None:
+        overrides["budget"] = {"proxy_seconds": args.budget}
+    elif args.budget_examples is not None:
+        overrides["budget"] = {"proxy_seconds": None, "proxy_examples": args.budget_examples}
+    if args.batch_sizes:
+        overrides["batch_sizes"] = sorted(set(args.batch_sizes))
+    spec = plan.study_spec(**overrides)  # names the config key when the study cannot be made
+    body: dict[str, Any] = {
+        "config": plan.source,
+        "format": plan.format,
+        "dataset": spec.dataset.model_dump(mode="json"),
+        **overrides,
+    }
+    if plan.devices_source == "flag":
+        body["devices"] = plan.devices
+    key = "advisor-check-" + recipe_key(spec, dataset.fingerprint if dataset else None)
+    return client.submit_study(body, key)
+
+
+def _progress_line(study: dict[str, Any]) -> None:
+    print(
+        f"advisor check: study {study['id']} {study['state']} {100 * float(study.get('progress') or 0):.0f}%"
+        + (f" — {study['message']}" if study.get("message") else ""),
+        file=sys.stderr,
+    )
+
+
+def _pending(decision: Decision, submitted: dict[str, Any], study: dict[str, Any]) -> Decision:
+    """The verdict while the submitted study has no answer: indeterminate, with where to follow it."""
+    state = study.get("state", "queued")
+    again = "submitted" if submitted.get("created") else "submitted earlier for this recipe"
+    if state in ("failed", "canceled"):
+        message = (
+            f"study {submitted['id']} of this recipe {state}: {study.get('error') or 'no answer'} "
+            f"({submitted['url']})"
         )
-    if response.status_code != 200:
-        detail = _problem_detail(response)
-        raise ConfigError(plan.path, "--server", f"{url} answered {response.status_code}: {detail}")
-    decision = response.json().get("decision")
-    if decision is None:
-        raise ConfigError(plan.path, "--server", f"{url} is too old to answer `advisor check`; upgrade it")
-    return Decision.model_validate(decision)
-
-
-def _problem_detail(response: Any) -> str:
-    try:
-        return str(response.json().get("detail"))
-    except ValueError:
-        return response.text[:200]
+    else:
+        message = (
+            f"study {submitted['id']} of this recipe ({again}) is {state}: {submitted['url']}; rerun the "
+            "check when it has finished, or pass --wait SECONDS"
+        )
+    kept = [
+        f.model_copy(update={"level": "warning"}) if f.key == "recipe" else f
+        for f in decision.findings
+        if f.key != "context"
+    ]
+    return decision.model_copy(
+        update={
+            "outcome": "indeterminate",
+            "findings": [*kept, Finding(level="error", key="context", message=message)],
+        }
+    )
 
 
 def _print_usage_error(args: argparse.Namespace, exc: ConfigError) -> None:
@@ -264,8 +478,50 @@ def render_text(plan: MappedConfig, decision: Decision, code: int) -> str:
             f"at batch {d.effective_batch_size}: LR {d.rescaled_learning_rate:.2g}, "
             f"band {d.lr_low:.2g}…{d.lr_high:.2g} (batch sizes {d.batch_low}…{d.batch_high})"
         )
+    if d.study is not None:
+        lines.append(f"  answered by  {study_text(d.study)}")
+        if d.study.get("recipe"):
+            lines.append(f"  its recipe   {recipe_text(d.study['recipe'])}")
     lines += [f"  {f.level}: {f.message}" for f in _findings(plan, decision)]
     return "\n".join(lines)
+
+
+def study_text(study: dict[str, Any]) -> str:
+    budget = study.get("budget") or {}
+    confidence = study.get("confidence")
+    parts = [f"study {study.get('id')}"]
+    if confidence is not None:
+        label = study.get("confidence_label")
+        score = f"{float(confidence):.2f}"
+        parts.append(f"confidence {label} ({score})" if label else f"confidence {score}")
+    if budget.get("examples_seen") is not None:
+        parts.append(
+            f"{budget['examples_seen']} proxy examples in {budget.get('runs')} runs, "
+            f"{float(budget.get('proxy_seconds') or 0):.0f} s"
+        )
+    return ", ".join(parts)
+
+
+def recipe_text(recipe: dict[str, Any]) -> str:
+    """A stored recipe in one line, in the order a reader compares them."""
+    targets = recipe.get("target_modules") or "PEFT default"
+    clip = recipe.get("max_grad_norm")
+    warmup = (
+        f"{recipe['warmup_steps']} warm-up steps"
+        if recipe.get("warmup_steps") is not None
+        else f"warm-up {recipe.get('warmup_ratio'):g}"
+    )
+    length = (
+        f"{recipe['max_steps']} steps"
+        if recipe.get("max_steps") is not None
+        else f"{recipe.get('epochs'):g} epochs"
+    )
+    clipping = f"{clip:g}" if clip is not None else "none"
+    return (
+        f"targets {targets if isinstance(targets, str) else ','.join(targets)}, "
+        f"packing {'on' if recipe.get('packing') else 'off'}, clip {clipping}, "
+        f"{recipe.get('lr_scheduler')} with {warmup}, seq {recipe.get('max_seq_len')}, {length}"
+    )
 
 
 PLAN_FIELDS = (
@@ -326,6 +582,9 @@ def _line(plan: MappedConfig, finding: Finding) -> int | None:
         return plan.lines.get("micro_batch_size")
     if finding.key == "learning_rate":
         return plan.lines.get("learning_rate")
+    if finding.key == "recipe":
+        field = finding.message.split("recipe mismatch with ", 1)[-1].split(": ", 2)[1]
+        return plan.lines.get(field) or plan.lines.get(f"training.{field}") or plan.lines.get("model")
     return plan.lines.get("model")
 
 

@@ -52,10 +52,12 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import yaml
+from pydantic import ValidationError
 
 from advisor.errors import AdvisorError, SpecError
 from advisor.method_catalog import METHODS
-from advisor.specs import MAX_BATCH_SIZE, MAX_RANK, StudySpec, parse_spec
+from advisor.recipes import Recipe, training_recipe
+from advisor.specs import MAX_BATCH_SIZE, MAX_RANK, StudySpec, TrainingSpec, parse_spec, spec_errors
 
 FORMATS = ("axolotl", "llama-factory", "hf-trainer", "torchtune", "study-spec")
 DEVICE_KEYS = ("num_processes", "world_size", "num_devices", "ray_num_workers")
@@ -151,6 +153,7 @@ class MappedConfig:
     notes: list[str] = field(default_factory=list)
     dataset_error: ConfigError | None = None  # raised when a study needs the dataset, not by the check
     steps: dict[str, int] = field(default_factory=dict)  # max_steps / warm-up steps under the config's keys
+    source: dict[str, Any] = field(default_factory=dict, repr=False)  # the config as decoded
     write_back_keys: tuple[str, str, str] = (
         "learning_rate",
         "micro_batch_size",
@@ -190,6 +193,30 @@ class MappedConfig:
             return parse_spec(data)
         except SpecError as exc:
             raise self._error(exc.field, exc.describe().split(": ", 1)[-1]) from None
+
+    def use_dataset(self, dataset: dict[str, Any], *, source: str) -> None:
+        """Study `dataset` (a DatasetSpec's fields) in place of the config's own data, e.g. a copy uploaded
+        to the service; the config's dataset error, if any, no longer applies."""
+        self.spec["dataset"] = dataset
+        self.dataset_error = None
+        self.notes.append(f"dataset: {dataset['path']} from the {source}, in place of the config's")
+
+    def recipe(self) -> Recipe:
+        """The recipe the config plans (advisor.recipes), readable without its dataset."""
+        dataset = self.spec.get("dataset") or {}
+        training = dict(self.spec.get("training") or {})
+        if self.micro_batch_size is not None:
+            training["batch_size"] = self.effective_batch_size
+        try:
+            return training_recipe(
+                TrainingSpec.model_validate(training),
+                self.spec.get("target_modules"),
+                dataset.get("format", "instruction"),
+                bool(dataset.get("train_on_prompt", False)),
+            )
+        except ValidationError as exc:
+            first = spec_errors(exc)[0]
+            raise self._error(f"training.{first.field}", first.describe().split(": ", 1)[-1]) from None
 
     def report(self) -> dict[str, Any]:
         """`mapped_from` in an answer: the format, each key carried over, approximated or dropped, and the
@@ -277,7 +304,9 @@ def map_config(
         )
     kind = detect_format(data, path) if format == "auto" else format
     reader = _Reader(path, data, text, base_dir or Path.cwd())
-    return PARSERS[kind](reader)
+    mapped = PARSERS[kind](reader)
+    mapped.source = data
+    return mapped
 
 
 def detect_format(data: dict[str, Any], path: str = "config") -> str:

@@ -8,8 +8,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from advisor.check import Decision
-from advisor.specs import MAX_BATCH_SIZE, MAX_COUNT, MAX_NAME_CHARS, MAX_RANK, BudgetSpec, LrPick, StrictInput
+from advisor.check import Decision, OnMismatch
+from advisor.recipes import Recipe
+from advisor.specs import (
+    MAX_BATCH_SIZE,
+    MAX_COUNT,
+    MAX_NAME_CHARS,
+    MAX_RANK,
+    BudgetSpec,
+    DatasetSpec,
+    LrPick,
+    StrictInput,
+)
 from advisor.storage.models import MAX_ROW_ID
 
 
@@ -28,6 +38,11 @@ class ConfigStudyRequest(_In):
     lr_range: tuple[float, float] | None = None
     lr_pick: LrPick | None = None
     budget: BudgetSpec | None = None
+    dataset: DatasetSpec | None = Field(
+        None,
+        description="the data to study in place of the config's, e.g. the file `advisor check --submit` "
+        "uploaded with POST /v1/datasets (a config's local paths mean nothing on the server)",
+    )
 
     def spec_overrides(self) -> dict[str, Any]:
         """The study spec's own fields this request sets."""
@@ -128,6 +143,11 @@ class CheckIn(_In):
     dataset_size: int | None = Field(None, gt=0, le=MAX_COUNT)
     batch_size: int = Field(gt=0, le=MAX_BATCH_SIZE)
     learning_rate: float = Field(gt=0)
+    recipe: Recipe | None = Field(
+        None, description="the planned recipe (advisor.recipes); the answering study's is compared with it"
+    )
+    study_id: int | None = Field(None, gt=0, le=MAX_ROW_ID, description="judge by this study's answer")
+    on_mismatch: OnMismatch = Field("fail", description="a recipe mismatch fails the check, or only warns")
 
 
 class CheckOut(BaseModel):

@@ -254,6 +254,37 @@ def test_sarif_output_is_valid_sarif_2_1_0(capsys, offline: Path) -> None:
     assert first["region"]["startLine"] == 10 and first["artifactLocation"]["uri"].startswith("file://")
 
 
+def test_a_recipe_mismatch_fails_closed_names_the_field_and_the_study_and_annotates_its_line(
+    capsys, offline: Path
+) -> None:
+    packed = AXOLOTL + "sample_packing: true\n"
+    code, out = check(capsys, offline, packed, "--offline")
+    assert code == 1 and out.startswith("advisor check: FAIL")
+    assert "answered by  study 1, confidence high (0.80), 1000 proxy examples in 8 runs, 60 s" in out
+    assert (
+        "its recipe   targets PEFT default, packing off, clip 1, cosine with warm-up 0.03, seq 512, 1 epoch"
+        in out
+    )
+    assert "error: recipe mismatch with study 1: packing: the config plans on, the study trained off" in out
+
+    code, out = check(capsys, offline, packed, "--offline", "--format", "sarif")
+    log = json.loads(out)
+    jsonschema.validate(log, json.loads(SARIF_SCHEMA.read_text()))
+    (mismatch,) = [r for r in log["runs"][0]["results"] if r["ruleId"] == "recipe-mismatch"]
+    assert mismatch["level"] == "error" and mismatch["locations"][0]["physicalLocation"]["region"] == {
+        "startLine": 11  # sample_packing's line
+    }
+
+    code, out = check(capsys, offline, packed, "--offline", "--on-mismatch", "warn")
+    assert code == 0 and "warning: recipe mismatch with study 1: packing" in out
+
+
+def test_study_pins_the_answer(capsys, offline: Path) -> None:
+    assert check(capsys, offline, AXOLOTL, "--offline", "--study", "1")[0] == 0
+    code, out = check(capsys, offline, AXOLOTL, "--offline", "--study", "7")
+    assert code == 3 and "study 7 has no recommendation" in out
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [

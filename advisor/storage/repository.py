@@ -290,6 +290,20 @@ def candidate_recommendations(
     ).all()
 
 
+def recommendation_for_study(session: Session, *, study_id: int) -> RecommendationRow | None:
+    """A study's stored answer when it has one (None while it runs or when it could not recommend)."""
+    row = get_recommendation_for_study(session, study_id=study_id)
+    return row if row is not None and row.available else None
+
+
+def study_specs(session: Session, *, study_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The stored specs of these studies, by id (one query, for ranking their recommendations)."""
+    if not study_ids:
+        return {}
+    rows = session.execute(select(Study.id, Study.spec).where(Study.id.in_(list(study_ids)))).all()
+    return {study_id: spec for study_id, spec in rows}
+
+
 def study_model_name(session: Session, *, study: Study) -> str:
     return study.model.name
 

@@ -28,8 +28,10 @@ async def check(body: CheckIn, _: Reader, service: ServiceDep) -> CheckOut:
         body.dataset_fingerprint,
         body.dataset_size,
     )
-    answer = await run_in_threadpool(lookup, service, key)
-    decision = decide(answer, batch_size=body.batch_size, learning_rate=body.learning_rate)
+    answer = await run_in_threadpool(lookup, service, key, recipe=body.recipe, study_id=body.study_id)
+    decision = decide(
+        answer, batch_size=body.batch_size, learning_rate=body.learning_rate, on_mismatch=body.on_mismatch
+    )
     return CheckOut(
         verdict=VERDICTS[decision.outcome],
         messages=[f.message for f in decision.findings] or ["within the recommended range"],

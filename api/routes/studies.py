@@ -88,7 +88,11 @@ def submit_study(
         else repo.IdempotencyClaim(
             owner=principal.key,
             key=idempotency_key,
-            request_hash=hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest(),
+            # The study asked for, not the bytes: a config that differs only in keys the study does not read
+            # (output_dir, logging) is the same request, so a rerun pipeline replays instead of conflicting.
+            request_hash=hashlib.sha256(
+                json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()
+            ).hexdigest(),
         )
     )
     study_id, created = queue.submit_study(
@@ -123,6 +127,8 @@ def _study_request(body: dict[str, Any]) -> tuple[StudySpec, dict[str, Any] | No
         mapped = map_config(request.config, path="config", format=request.format)
         if request.devices is not None:
             mapped.devices, mapped.devices_source = request.devices, "request"
+        if request.dataset is not None:
+            mapped.use_dataset(request.dataset.model_dump(mode="json"), source="request")
         return mapped.study_spec(**request.spec_overrides()), mapped.report()
     except ConfigError as exc:
         raise SpecError(f"config.{exc.key}", exc.message) from None
