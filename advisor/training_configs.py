@@ -1013,6 +1013,9 @@ def _llama_factory(r: _Reader) -> MappedConfig:
     _trainer_arguments(r, _TrainerKeys(seq_len=("cutoff_len",), default_seq_len=2048))
     if stage == "pt" and not r.has("packing"):  # LLaMA-Factory packs pre-training data by default
         r.put("training.packing", "(LLaMA-Factory default for pt)", True)
+    if stage == "sft" and r.flag("packing") and not r.flag("neat_packing"):
+        # Its plain packing lets packed examples attend to each other; the proxies keep them apart.
+        r.note("packing", "without neat_packing packed examples attend to each other; proxies keep them apart")
     dataset_error = _llama_factory_dataset(r, stage)
     return r.mapped_config(
         "llama-factory",

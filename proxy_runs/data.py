@@ -42,6 +42,10 @@ TEXT_SUFFIXES = {".txt", ".text", ".md"}
 class Example:
     input_ids: list[int]
     labels: list[int]  # IGNORE_INDEX where no loss is taken; for seq2seq, the decoder targets
+    # Packed supervised examples: each one's positions restart at 0, so that it attends only to itself
+    # (transformers builds a block-diagonal causal mask from restarting position ids when no attention mask
+    # is passed), as Axolotl's sample packing and TRL's padding-free packing train. None: 0, 1, 2, …
+    position_ids: list[int] | None = None
 
 
 @dataclass
@@ -242,14 +246,19 @@ def text_blocks(token_docs: list[list[int]], max_len: int) -> list[Example]:
 
 def pack_examples(examples: list[Example], max_len: int) -> list[Example]:
     """Whole examples concatenated in their order into sequences of at most max_len tokens (TRL's and
-    Axolotl's packing); labels are kept, so prompts stay without loss. Each example already fits max_len."""
+    Axolotl's packing); labels are kept, so prompts stay without loss. Each example already fits max_len.
+    Positions restart at every example, so no example attends to another (`Example.position_ids`)."""
     packed: list[Example] = []
     for example in examples:
+        positions = list(range(len(example.input_ids)))
         if packed and len(packed[-1].input_ids) + len(example.input_ids) <= max_len:
-            packed[-1].input_ids.extend(example.input_ids)
-            packed[-1].labels.extend(example.labels)
+            last = packed[-1]
+            last.input_ids.extend(example.input_ids)
+            last.labels.extend(example.labels)
+            assert last.position_ids is not None
+            last.position_ids.extend(positions)
         else:
-            packed.append(Example(list(example.input_ids), list(example.labels)))
+            packed.append(Example(list(example.input_ids), list(example.labels), positions))
     return packed
 
 
@@ -611,6 +620,16 @@ def collate(examples: list[Example], pad_id: int, *, is_seq2seq: bool) -> dict[s
         "attention_mask": pad([[1] * len(row) for row in inputs], 0),
         "labels": pad([e.labels for e in examples], IGNORE_INDEX),
     }
+    if any(e.position_ids is not None for e in examples):
+        # Padding continues the last example's positions: it joins that example, after every real token,
+        # so under the causal mask no real token sees it (and its labels carry no loss).
+        width = batch["input_ids"].shape[1]
+        rows = [
+            e.position_ids if e.position_ids is not None else list(range(len(e.input_ids))) for e in examples
+        ]
+        batch["position_ids"] = torch.tensor(
+            [row + list(range(row[-1] + 1, row[-1] + 1 + width - len(row))) for row in rows], dtype=torch.long
+        )
     if not is_seq2seq and batch["labels"].shape != batch["input_ids"].shape:
         raise AssertionError("causal examples must have labels aligned with input_ids")
     return batch

@@ -108,6 +108,34 @@ def test_packed_instructions_are_whole_examples_joined_up_to_max_seq_len(llama_t
     assert [t for e in packed for t in e.input_ids] == [t for e in unpacked for t in e.input_ids]
 
 
+@pytest.mark.parametrize("arch", ["tiny_llama", "tiny_gpt2"])
+def test_a_packed_sequence_trains_each_example_as_if_it_were_alone(arch: str, request) -> None:
+    """Packed examples do not attend to each other (Axolotl's sample packing, TRL's padding-free packing):
+    the loss of a packed sequence is the sum of its examples' losses, each computed on its own."""
+    import torch
+
+    from proxy_runs.loss import summed_token_loss
+
+    setup = load_model_and_tokenizer(str(request.getfixturevalue(arch)))
+    records = synthetic.instruction_records(6, seed=3)
+    alone = tokenize_records(
+        records, DatasetSpec(path="x"), setup.tokenizer, is_seq2seq=False, max_len=256, packing=False
+    )
+    packed = tokenize_records(
+        records, DatasetSpec(path="x"), setup.tokenizer, is_seq2seq=False, max_len=256, packing=True
+    )
+    assert len(packed) < len(alone) and packed[0].position_ids is not None
+    pad_id = int(setup.tokenizer.pad_token_id)
+
+    def loss(examples: list[Example]) -> float:
+        batch = collate(examples, pad_id, is_seq2seq=False)
+        return float(summed_token_loss(setup.model, batch, is_seq2seq=False)[0])
+
+    with torch.no_grad():
+        packed_loss, separate = loss(packed), sum(loss([example]) for example in alone)
+    assert packed_loss == pytest.approx(separate, rel=1e-4)
+
+
 def test_packing_is_refused_for_an_encoder_decoder(llama_tokenizer, seq2seq_jsonl: Path) -> None:
     spec = DatasetSpec(
         path=str(seq2seq_jsonl), format="seq2seq", prompt_field="source", response_field="target"
