@@ -561,9 +561,10 @@ def render_github(plan: MappedConfig, decision: Decision, code: int) -> str:
         if finding.key == "context" and finding.level == "error" and code == EXIT_PASS:
             level = "warning"  # indeterminate, let through by --on-indeterminate pass
         lines.append(_command(level, plan.path, _line(plan, finding), f"advisor check: {finding.message}"))
+    answered = f"; answered by {study_text(decision.study)}" if decision.study is not None else ""
     lines.append(
         f"advisor check: {decision.outcome} (effective batch {_batch_text(plan)}, "
-        f"LR {plan.learning_rate:.3g})"
+        f"LR {plan.learning_rate:.3g}){answered}"
     )
     return "\n".join(lines)
 
@@ -593,11 +594,16 @@ def render_sarif(plan: MappedConfig, decision: Decision, code: int) -> str:
     findings = _findings(plan, decision)
     used = sorted({RULES[(f.key, f.level)] for f in findings})
     results = [_sarif_result(plan, f) for f in findings]
-    return _sarif_document(results, used, decision.outcome, code)
+    return _sarif_document(results, used, decision.outcome, code, study=decision.study)
 
 
 def _sarif_document(
-    results: list[dict[str, Any]], rules: list[tuple[str, str]], outcome: str, code: int
+    results: list[dict[str, Any]],
+    rules: list[tuple[str, str]],
+    outcome: str,
+    code: int,
+    *,
+    study: dict[str, Any] | None = None,
 ) -> str:
     run = {
         "tool": {
@@ -609,7 +615,8 @@ def _sarif_document(
             }
         },
         "results": results,
-        "properties": {"outcome": outcome, "exitCode": code},
+        "properties": {"outcome": outcome, "exitCode": code}
+        | ({"answeredBy": study} if study is not None else {}),
     }
     return json.dumps(
         {

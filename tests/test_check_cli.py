@@ -271,10 +271,15 @@ def test_a_recipe_mismatch_fails_closed_names_the_field_and_the_study_and_annota
     log = json.loads(out)
     jsonschema.validate(log, json.loads(SARIF_SCHEMA.read_text()))
     (mismatch,) = [r for r in log["runs"][0]["results"] if r["ruleId"] == "recipe-mismatch"]
+    assert log["runs"][0]["properties"]["answeredBy"]["recipe"]["packing"] is False
     assert mismatch["level"] == "error" and mismatch["locations"][0]["physicalLocation"]["region"] == {
         "startLine": 11  # sample_packing's line
     }
 
+    code, out = check(capsys, offline, packed, "--offline", "--format", "github")
+    assert out.splitlines()[-1].endswith(
+        "answered by study 1, confidence high (0.80), 1000 proxy examples in 8 runs, 60 s"
+    )
     code, out = check(capsys, offline, packed, "--offline", "--on-mismatch", "warn")
     assert code == 0 and "warning: recipe mismatch with study 1: packing" in out
 
