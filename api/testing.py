@@ -18,13 +18,43 @@ from sqlalchemy import make_url
 from advisor.jobs.executors import Executor
 from advisor.jobs.queue import Backoff
 from advisor.jobs.worker import Worker, WorkerOptions
+from advisor.science.recommendation import Recommendation
+from advisor.specs import StudySpec
 from advisor.storage import migrate
+from advisor.storage import repository as repo
 from advisor.storage.db import Database, default_sqlite_url, normalize_url
 from api.security import create_token
 from api.settings import Settings
 
 PG_ENV = "LORA_ADVISOR_TEST_PG_URL"
 FAST_JOB = {"seconds_per_run": 0.01}
+
+
+def store_finished_study(
+    db: Database, spec: StudySpec, recommendation: Recommendation, *, dataset_examples: int
+) -> int:
+    """A study stored as finished with this recommendation, as a worker leaves it; its id."""
+    with db.transaction() as session:
+        study = repo.create_study(
+            session,
+            spec=spec,
+            function="synthetic",
+            max_attempts=1,
+            token_id=None,
+            dataset_fingerprint=None,
+            idempotency=None,
+        )
+        repo.add_recommendation(
+            session,
+            study=study,
+            model=spec.model,
+            available=True,
+            batch_size=recommendation.batch_size,
+            learning_rate=recommendation.learning_rate,
+            dataset_examples=dataset_examples,
+            payload=recommendation.model_dump(mode="json"),
+        )
+        return study.id
 
 
 def example_spec(root: Path) -> dict[str, Any]:

@@ -22,7 +22,6 @@ import uvicorn
 from advisor.cli_check import add_check
 from advisor.science.recommendation import Band, Confidence, Cost, Recommendation, kappa_rule
 from advisor.specs import parse_spec
-from advisor.storage import repository as repo
 from advisor.storage.db import Database, default_sqlite_url
 from api import testing
 from api.app import create_app
@@ -62,27 +61,7 @@ def seed(root: Path) -> Database:
     """A migrated database under root/data holding one finished study with its recommendation."""
     db = testing.migrated(default_sqlite_url(root / "data"))
     spec = parse_spec(testing.example_spec(root))
-    recommendation = _recommendation()
-    with db.transaction() as session:
-        study = repo.create_study(
-            session,
-            spec=spec,
-            function="synthetic",
-            max_attempts=1,
-            token_id=None,
-            dataset_fingerprint=None,
-            idempotency=None,
-        )
-        repo.add_recommendation(
-            session,
-            study=study,
-            model=spec.model,
-            available=True,
-            batch_size=recommendation.batch_size,
-            learning_rate=recommendation.learning_rate,
-            dataset_examples=20,
-            payload=recommendation.model_dump(mode="json"),
-        )
+    testing.store_finished_study(db, spec, _recommendation(), dataset_examples=20)
     return db
 
 

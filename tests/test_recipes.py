@@ -12,7 +12,6 @@ from advisor.recipes import Recipe, mismatches, recipe_key, recipe_of
 from advisor.science.recommendation import Band, Confidence, Cost, Recommendation, kappa_rule
 from advisor.specs import parse_spec
 from advisor.storage import knowledge
-from advisor.storage import repository as repo
 from advisor.storage.db import Database, default_sqlite_url
 from api import testing
 
@@ -95,35 +94,22 @@ def _answer(lr: float, examples_seen: int) -> dict[str, Any]:
 
 
 def store(db: Database, study_spec: dict[str, Any], lr: float, examples_seen: int) -> int:
-    parsed = parse_spec(study_spec)
-    with db.transaction() as session:
-        study = repo.create_study(
-            session,
-            spec=parsed,
-            function="synthetic",
-            max_attempts=1,
-            token_id=None,
-            dataset_fingerprint=None,
-            idempotency=None,
-        )
-        repo.add_recommendation(
-            session,
-            study=study,
-            model=parsed.model,
-            available=True,
-            batch_size=16,
-            learning_rate=lr,
-            dataset_examples=900,
-            payload=_answer(lr, examples_seen),
-        )
-        return study.id
+    answer = Recommendation.model_validate(_answer(lr, examples_seen))
+    return testing.store_finished_study(db, parse_spec(study_spec), answer, dataset_examples=900)
 
 
-def lookup(db: Database, recipe: Recipe | None = None, **context: Any) -> dict[str, Any]:
+def lookup(
+    db: Database, recipe: Recipe | None = None, study_id: int | None = None, **context: Any
+) -> dict[str, Any]:
     asked = {"model": "tiny-llama", "method": "lora", "rank": 8, "alpha": None, **context}
     with db.transaction(write=False) as session:
         return knowledge.lookup(
-            session, **asked, dataset_fingerprint=None, dataset_examples=None, recipe=recipe
+            session,
+            **asked,
+            dataset_fingerprint=None,
+            dataset_examples=None,
+            recipe=recipe,
+            study_id=study_id,
         )
 
 
@@ -160,27 +146,7 @@ def test_when_no_study_matches_the_closest_answers_and_every_difference_is_liste
 def test_a_pinned_study_answers_even_for_another_rank_and_says_so(db: Database) -> None:
     other_rank = store(db, spec(rank=16), 2e-4, examples_seen=1_000)
     store(db, spec(), 3e-4, examples_seen=40_000)
-    with db.transaction(write=False) as session:
-        answer = knowledge.lookup(
-            session,
-            model="tiny-llama",
-            method="lora",
-            rank=8,
-            alpha=None,
-            dataset_fingerprint=None,
-            dataset_examples=None,
-            study_id=other_rank,
-        )
-        missing = knowledge.lookup(
-            session,
-            model="tiny-llama",
-            method="lora",
-            rank=8,
-            alpha=None,
-            dataset_fingerprint=None,
-            dataset_examples=None,
-            study_id=999,
-        )
+    answer, missing = lookup(db, study_id=other_rank), lookup(db, study_id=999)
     assert answer["source_study_id"] == other_rank
     assert [(m["field"], m["planned"], m["study"]) for m in answer["mismatches"]] == [("rank", 8, 16)]
     assert missing["status"] == "none" and "study 999 has no recommendation" in missing["detail"]
