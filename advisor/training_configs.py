@@ -60,6 +60,8 @@ from advisor.recipes import Recipe, training_recipe
 from advisor.specs import MAX_BATCH_SIZE, MAX_RANK, StudySpec, TrainingSpec, parse_spec, spec_errors
 
 FORMATS = ("axolotl", "llama-factory", "hf-trainer", "torchtune", "study-spec")
+# The Hugging Face Trainer's names (LLaMA-Factory's too) for the micro-batch, accumulation and LR.
+TRAINER_BATCH_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate")
 DEVICE_KEYS = ("num_processes", "world_size", "num_devices", "ray_num_workers")
 NOT_SUPERVISED = "the advisor tunes supervised fine-tuning only"
 
@@ -440,10 +442,16 @@ class _Reader:
         self.put(spec_field, key, steps)
         self.steps[key] = steps if written is None else written
 
-    def mapped_config(self, kind: str, **values: Any) -> MappedConfig:
-        """The result, with the plan's values (model, method, rank, alpha, batch, LR) recorded as mapped."""
-        keys: dict[str, str] = values.pop("keys")
-        write_back_keys = values.pop("write_back_keys", None)
+    def mapped_config(self, kind: str, names: ToolKeys, **values: Any) -> MappedConfig:
+        """The result, with the plan's values (model, method, rank, alpha, batch, LR) recorded as mapped; the
+        model and LR are read under the tool's `names`."""
+        keys = names.plan_keys(self)
+        write_back_keys = (names.learning_rate, names.micro_batch, names.accumulation)
+        values = {
+            "model": self.get(names.model),
+            "learning_rate": self.positive_float(names.learning_rate),
+            **values,
+        }
         dataset_error = values.pop("dataset_error", None)
         micro, accumulation = values["micro_batch_size"], values["accumulation_steps"]
         accumulation_key = (write_back_keys or MappedConfig.write_back_keys)[2]
@@ -472,8 +480,7 @@ class _Reader:
             steps=self.steps,
             **values,
         )
-        if write_back_keys:
-            mapped.write_back_keys = write_back_keys
+        mapped.write_back_keys = write_back_keys
         mapped.lines = {
             name: line
             for name, key in mapped.keys.items()
@@ -895,27 +902,18 @@ def _axolotl(r: _Reader) -> MappedConfig:
         r.put("training.warmup_ratio", "(Axolotl default)", 0.03, "no warm-up set: Axolotl's 3% assumed")
     dataset_error = _axolotl_dataset(r)
     micro, accumulation, accumulation_key = _axolotl_batch(r)
+    names = ToolKeys(
+        "base_model", "adapter", "lora_r", "lora_alpha", "micro_batch_size", accumulation_key, "learning_rate"
+    )
     return r.mapped_config(
         "axolotl",
-        model=r.get("base_model"),
+        names,
         method=method,
         rank=r.rank("lora_r") if adapter else None,
         alpha=r.positive_float("lora_alpha") if adapter else None,
         micro_batch_size=micro,
         accumulation_steps=accumulation,
-        learning_rate=r.positive_float("learning_rate"),
         dataset_error=dataset_error,
-        write_back_keys=("learning_rate", "micro_batch_size", accumulation_key),
-        keys=_keys(
-            r,
-            model="base_model",
-            method="adapter",
-            rank="lora_r",
-            alpha="lora_alpha",
-            batch="micro_batch_size",
-            accumulation=accumulation_key,
-            lr="learning_rate",
-        ),
     )
 
 
@@ -1015,29 +1013,20 @@ def _llama_factory(r: _Reader) -> MappedConfig:
         r.put("training.packing", "(LLaMA-Factory default for pt)", True)
     if stage == "sft" and r.flag("packing") and not r.flag("neat_packing"):
         # Its plain packing lets packed examples attend to each other; the proxies keep them apart.
-        r.note("packing", "without neat_packing packed examples attend to each other; proxies keep them apart")
+        r.note(
+            "packing", "without neat_packing packed examples attend to each other; proxies keep them apart"
+        )
     dataset_error = _llama_factory_dataset(r, stage)
+    names = ToolKeys("model_name_or_path", "finetuning_type", "lora_rank", "lora_alpha", *TRAINER_BATCH_KEYS)
     return r.mapped_config(
         "llama-factory",
-        model=r.get("model_name_or_path"),
+        names,
         method=method,
         rank=rank,
         alpha=alpha,
-        micro_batch_size=r.positive_int("per_device_train_batch_size", 8),
-        accumulation_steps=r.positive_int("gradient_accumulation_steps", 1) or 1,
-        learning_rate=r.positive_float("learning_rate"),
+        micro_batch_size=r.positive_int(names.micro_batch, 8),
+        accumulation_steps=r.positive_int(names.accumulation, 1) or 1,
         dataset_error=dataset_error,
-        write_back_keys=("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps"),
-        keys=_keys(
-            r,
-            model="model_name_or_path",
-            method="finetuning_type",
-            rank="lora_rank",
-            alpha="lora_alpha",
-            batch="per_device_train_batch_size",
-            accumulation="gradient_accumulation_steps",
-            lr="learning_rate",
-        ),
     )
 
 
@@ -1151,26 +1140,16 @@ def _hf_trainer(r: _Reader) -> MappedConfig:
         chat = "messages" in record or "conversations" in record
         on_prompt = not assistant_only if chat else completion_only is False
         _put_dataset(r, dataset_key, _sniffed_dataset(r, dataset_key, path, train_on_prompt=on_prompt))
+    method_key = section or ("use_peft" if r.has("use_peft") else rank_key)
+    names = ToolKeys("model_name_or_path", method_key, rank_key, alpha_key, *TRAINER_BATCH_KEYS)
     return r.mapped_config(
         "hf-trainer",
-        model=r.get("model_name_or_path"),
+        names,
         method=method,
         rank=rank,
         alpha=alpha,
-        micro_batch_size=r.positive_int("per_device_train_batch_size", 8),
-        accumulation_steps=r.positive_int("gradient_accumulation_steps", 1) or 1,
-        learning_rate=r.positive_float("learning_rate"),
-        write_back_keys=("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps"),
-        keys=_keys(
-            r,
-            model="model_name_or_path",
-            method=section or ("use_peft" if r.has("use_peft") else rank_key),
-            rank=rank_key,
-            alpha=alpha_key,
-            batch="per_device_train_batch_size",
-            accumulation="gradient_accumulation_steps",
-            lr="learning_rate",
-        ),
+        micro_batch_size=r.positive_int(names.micro_batch, 8),
+        accumulation_steps=r.positive_int(names.accumulation, 1) or 1,
     )
 
 
@@ -1213,27 +1192,24 @@ def _torchtune(r: _Reader) -> MappedConfig:
         r.put_steps("training.max_steps", "max_steps_per_epoch", total, written=steps_per_epoch)
     dataset_error = _torchtune_dataset(r)
     r.note("devices", "torchtune takes its device count from `tune run --nproc_per_node`: pass --devices N")
+    names = ToolKeys(
+        "checkpointer.checkpoint_dir",
+        "model._component_",
+        "model.lora_rank",
+        "model.lora_alpha",
+        "batch_size",
+        "gradient_accumulation_steps",
+        "optimizer.lr",
+    )
     return r.mapped_config(
         "torchtune",
-        model=r.get("checkpointer.checkpoint_dir"),
+        names,
         method=method,
-        rank=r.rank("model.lora_rank") if lora else None,
-        alpha=r.positive_float("model.lora_alpha") if lora else None,
-        micro_batch_size=r.positive_int("batch_size"),
-        accumulation_steps=r.positive_int("gradient_accumulation_steps", 1) or 1,
-        learning_rate=r.positive_float("optimizer.lr"),
+        rank=r.rank(names.rank) if lora else None,
+        alpha=r.positive_float(names.alpha) if lora else None,
+        micro_batch_size=r.positive_int(names.micro_batch),
+        accumulation_steps=r.positive_int(names.accumulation, 1) or 1,
         dataset_error=dataset_error,
-        write_back_keys=("optimizer.lr", "batch_size", "gradient_accumulation_steps"),
-        keys=_keys(
-            r,
-            model="checkpointer.checkpoint_dir",
-            method="model._component_",
-            rank="model.lora_rank",
-            alpha="model.lora_alpha",
-            batch="batch_size",
-            accumulation="gradient_accumulation_steps",
-            lr="optimizer.lr",
-        ),
     )
 
 
@@ -1376,8 +1352,13 @@ def _study_spec(r: _Reader) -> MappedConfig:
         raise r.error(exc.field, exc.describe().split(": ", 1)[-1]) from None
     r.read.update(r.data)
     r.spec = spec.model_dump(mode="json", exclude={"model", "method", "rank", "alpha"})
+    # A spec plans no LR; its batch is written back as batch_sizes' training.batch_size.
+    names = ToolKeys(
+        "model", "method", "rank", "alpha", "training.device_micro_batch_size", "-", "learning_rate"
+    )
     return r.mapped_config(
         "study-spec",
+        names,
         model=spec.model,
         method=spec.method,
         rank=spec.rank,
@@ -1385,7 +1366,6 @@ def _study_spec(r: _Reader) -> MappedConfig:
         micro_batch_size=spec.training.device_micro_batch_size,
         accumulation_steps=1,
         learning_rate=None,
-        keys={"model": "model", "rank": "rank", "alpha": "alpha"},
     )
 
 
@@ -1400,20 +1380,30 @@ def _refuse_stage(r: _Reader, key: str, is_other_stage: Any) -> None:
         )
 
 
-def _keys(
-    r: _Reader, *, model: str, method: str, rank: str, alpha: str, batch: str, accumulation: str, lr: str
-) -> dict[str, str]:
-    """Plan value → the config key that gives it; a key the config leaves out gives the tool's default."""
-    keys = {"method": method, "accumulation_steps": accumulation}
-    keys = {name: key if r.has(key) else "(tool default)" for name, key in keys.items()}
-    return {
-        **keys,
-        "model": model,
-        "rank": rank,
-        "alpha": alpha,
-        "micro_batch_size": batch,
-        "learning_rate": lr,
-    }
+@dataclass(frozen=True)
+class ToolKeys:
+    """A tool's names for the plan's values: where the model, adapter, batch layout and LR are read, and
+    where the recommended LR, micro-batch and accumulation are written back."""
+
+    model: str
+    method: str
+    rank: str
+    alpha: str
+    micro_batch: str
+    accumulation: str
+    learning_rate: str
+
+    def plan_keys(self, r: _Reader) -> dict[str, str]:
+        """Plan value → the config key that gives it; a key the config leaves out gives the tool's default."""
+        defaulted = {"method": self.method, "accumulation_steps": self.accumulation}
+        return {
+            **{name: key if r.has(key) else "(tool default)" for name, key in defaulted.items()},
+            "model": self.model,
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "micro_batch_size": self.micro_batch,
+            "learning_rate": self.learning_rate,
+        }
 
 
 PARSERS = {
