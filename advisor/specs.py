@@ -148,8 +148,9 @@ class TrainingSpec(_Strict):
     max_seq_len: int = Field(512, ge=8, le=131072)
     packing: bool = Field(
         False,
-        description="pack examples into max_seq_len sequences (TRL packing, Axolotl sample_packing); off: "
-        "one example per sequence, truncated, as most real runs train",
+        description="pack examples into max_seq_len sequences (TRL packing, Axolotl sample_packing), each "
+        "attending only to itself (format text: documents joined and cut into blocks); off: one example per "
+        "sequence, truncated, as most real runs train",
     )
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)  # seed 001 uses 3% warm-up
     warmup_steps: int | None = Field(
@@ -257,7 +258,13 @@ class StudySpec(_Strict):
     )
     method_options: MethodOptions = Field(default_factory=MethodOptions)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    batch_sizes: list[int] = Field(default_factory=lambda: [8, 16, 32, 64], description="effective batches")
+    batch_sizes: list[int] | None = Field(
+        None,
+        description="effective batches to compare; None: derived from the training split, the real "
+        "run's epochs or max_steps and its devices (powers of two from the device count up to the largest "
+        "batch that leaves the real run enough optimizer steps; `advisor.science.planner.batch_candidates`), "
+        "and extended past an edge that B* lands on",
+    )
     lr_range: tuple[float, float] = (1e-6, 1e-2)
     lr_pick: LrPick = Field(
         "median",
@@ -304,7 +311,9 @@ class StudySpec(_Strict):
 
     @field_validator("batch_sizes")
     @classmethod
-    def _batch_sizes(cls, value: list[int]) -> list[int]:
+    def _batch_sizes(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None  # derived once the training split's size is known (the planner)
         if not value or any(not 0 < b <= MAX_BATCH_SIZE for b in value):
             raise ValueError(
                 f"batch_sizes must be a non-empty list of positive integers up to {MAX_BATCH_SIZE}, "
@@ -329,9 +338,10 @@ class StudySpec(_Strict):
             object.__setattr__(
                 self, "scaling", "alpha_over_sqrt_r" if self.method == "rslora" else "alpha_over_r"
             )
-        planned = self.training.batch_size
-        if planned is not None and planned not in self.batch_sizes:  # the real run's batch is always compared
-            object.__setattr__(self, "batch_sizes", sorted([*self.batch_sizes, planned]))
+        # The real run's batch is always compared (derived candidates get it where they are derived).
+        planned, listed = self.training.batch_size, self.batch_sizes
+        if planned is not None and listed is not None and planned not in listed:
+            object.__setattr__(self, "batch_sizes", sorted([*listed, planned]))
         return self
 
     @property

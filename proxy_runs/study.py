@@ -6,10 +6,12 @@ Read top to bottom:
    and OLoRA over a wide LR range, two curvature probes (the method and LoRA at the same rank) centre the
    LR grid by their λ ratio.
 3. Successive halving (synchronous, η = 3): every config runs to rung 0; the grid is extended when the
-   optimum lands on its edge; the best third (plus the leader's LR neighbours, so the top rung can fit a
-   bowl) is re-run further. Runs follow the schedule of the top fidelity and stop at their rung via
-   `should_stop`, so configs are compared at equal examples seen; diverged runs stop at once. After the
-   top rung: a second seed of its two best configs (the noise level), and LR steps beyond a top-rung edge.
+   optimum lands on its edge (LRs; a batch a power of two past B* when the batch sizes were derived from
+   the run and B* is the smallest or largest); the best third (plus the leader's LR neighbours, so the top
+   rung can fit a bowl) is re-run further. Runs follow the schedule of the top fidelity and stop at their
+   rung via `should_stop`, so configs are compared at equal examples seen; diverged runs stop at once. After
+   the top rung: a second seed of its two best configs (the noise level), and LR steps beyond a top-rung
+   edge.
 4. Fits per rung; the recommendation comes from the top rung (B*, LR*, L*), κ from the deepest rung that
    has it, uncertainty from a bootstrap.
 5. When the top rung fell short of the real run, LR* moves to the real run's length along LR* ∝ N^γ: 2–3
@@ -67,6 +69,9 @@ from advisor.science.planner import (
     TREND_MIN_STEPS,
     CurvaturePrior,
     StudyPlan,
+    batch_candidates,
+    batch_grid_reasoning,
+    batch_past_edge,
     extend_lr_grid,
     extension_bounds,
     horizon_length,
@@ -103,6 +108,10 @@ from proxy_runs.resume import (
 Progress = Callable[[int, int, str], None]  # (runs done, runs planned, what just happened)
 Config = tuple[int, float]  # (batch size, learning rate)
 MAX_EXTENSIONS = 2  # grid extensions at rung 0 before the study accepts an edge
+# LRs a batch added past an edge starts with, on the lattice around LR*(B*): a bowl needs 3, and under Adam's
+# square-root rule a doubling of B moves LR* by ×√2 (0.15 decades, less than a lattice step), so ±2 steps
+# leave it room either side; an LR edge at the new batch extends its LRs as at any other.
+BATCH_EXTENSION_LRS = 5
 MAX_EVAL_EXAMPLES = 128  # held-out examples per evaluation: enough to rank configs, cheap on CPU
 
 
@@ -258,10 +267,12 @@ def promote(observations: list[Observation], keep: int, grid: list[float]) -> li
     ]
 
 
-def _extensions(fit: SurfaceFit | NoRecommendation, spec: StudySpec) -> list[Config]:
-    """New rung-0 configs where the LR optimum of a batch size in the band is on the grid's edge: half a
-    decade more LRs there. Batch sizes are the user's candidates (memory and throughput decide them), so a
-    batch edge is reported, never extended."""
+def _extensions(fit: SurfaceFit | NoRecommendation, spec: StudySpec, plan: StudyPlan) -> list[Config]:
+    """New rung-0 configs where an optimum is on the grid's edge: half a decade more LRs where the LR optimum
+    of a batch size in the band is on its edge, and a batch a power of two past B* when B* is the smallest
+    or largest batch size (derived candidates only, within their bounds: `batch_past_edge`; a spec's own
+    batch_sizes are the user's choice, which memory or throughput may have made, so there the edge is only
+    reported)."""
     if isinstance(fit, NoRecommendation):
         return []
     new: list[Config] = []
@@ -270,12 +281,26 @@ def _extensions(fit: SurfaceFit | NoRecommendation, spec: StudySpec) -> list[Con
             tried = [lr for lr, _ in fit.curves[edge.batch_size].tested]
             lrs = extend_lr_grid(tried, edge.side, bounds=extension_bounds(spec))
             new += [(edge.batch_size, lr) for lr in lrs]
+        if edge.axis == "batch" and (batch := batch_past_edge(plan, edge.side)) is not None:
+            new += [(batch, lr) for lr in lrs_around(spec, fit.learning_rate, BATCH_EXTENSION_LRS)]
     return sorted(set(new))
 
 
+def lrs_around(spec: StudySpec, lr: float, count: int) -> list[float]:
+    """`count` lattice LRs centred on the one nearest `lr`, within the reach of extensions."""
+    low, high = extension_bounds(spec)
+    centre = lattice_index(lr)
+    lrs = [lattice_lr(centre + step) for step in range(-(count // 2), count - count // 2)]
+    return [x for x in lrs if low <= x <= high]
+
+
 def _grow(plan: StudyPlan, configs: list[Config]) -> None:
-    """Record extended configs in the plan, so that promotion sees the LR neighbours they add."""
+    """Record extended configs in the plan, so that promotion sees the LR neighbours they add and the fits
+    the batch sizes (B* is on the batch edge only at the smallest or largest of those)."""
     plan.learning_rates = sorted(set(plan.learning_rates) | {lr for _, lr in configs})
+    added = {batch for batch, _ in configs} - set(plan.batch_sizes)
+    plan.batch_sizes = sorted({*plan.batch_sizes, *added})
+    plan.extended_batch_sizes = sorted({*plan.extended_batch_sizes, *added})
 
 
 def successive_halving(
@@ -308,8 +333,8 @@ def _halve(
             done.add(config)
         if extension == MAX_EXTENSIONS or time.perf_counter() > ledger.deadline:
             break  # out of extensions or budget: accept the edge (it lowers the confidence), never overrun
-        # A larger batch must reach rung 0 on a whole step: batches grow at most to rung 0's examples.
-        alive = _extensions(fit_surface(by_rung[first], batch_candidates=plan.batch_sizes), spec)
+        # A batch added past an edge must reach rung 0 on whole steps (`batch_edge_limit`).
+        alive = _extensions(fit_surface(by_rung[first], batch_candidates=plan.batch_sizes), spec, plan)
         if not alive or not ledger.affords(len(alive) * first):
             break
         _grow(plan, alive)
@@ -509,7 +534,7 @@ def calibrate(spec: StudySpec, data: PreparedData) -> tuple[float, float, RunRec
 
     The overhead is model setup plus one evaluation: what every run pays besides its training steps.
     """
-    batch = min(max(spec.batch_sizes), len(data.train))
+    batch = min(max(batch_candidates(spec, len(data.train)).sizes), len(data.train))
     started = time.perf_counter()
     record = train_proxy(
         spec,
@@ -797,12 +822,32 @@ def _finish(
         dropped = plan.dropped_batch_note(rec.batch_size)
         if dropped:
             rec.reasoning.append(dropped)
+        rec.reasoning.extend(batch_grid_reasoning(plan, rec.batch_size, _batch_edge(fits)))
+        rec.evidence["batch_sizes"] = _batch_sizes_evidence(plan)
         rec.reasoning.insert(
             0,
             f"Successive halving ran {cost.runs} proxy runs ({cost.examples_seen} "
             f"examples, {cost.proxy_seconds:.0f} s) comparing configs at equal examples seen.",
         )
     return StudyResult(rec, ledger.runs, plan, priors.provisional, fits_json)
+
+
+def _batch_edge(fits: dict[int, SurfaceFit | NoRecommendation]) -> str | None:
+    """The side of the batch sizes B* sits on in the answer's fit ("low", "high"); None when inside them."""
+    deepest = _deepest_fit(fits)
+    edges = [e.side for e in deepest[1].edges if e.axis == "batch"] if deepest else []
+    return edges[0] if edges else None
+
+
+def _batch_sizes_evidence(plan: StudyPlan) -> dict[str, Any]:
+    """The batch sizes a study compared and why those: the candidates (derived or the spec's), the ones an
+    edge added, the ones the budget left out."""
+    origin = plan.batch_origin.evidence() if plan.batch_origin else {}
+    return origin | {
+        "compared": plan.batch_sizes,
+        "extended": plan.extended_batch_sizes,
+        "dropped": plan.dropped_batch_sizes,
+    }
 
 
 # Below this many held-out examples the mean eval loss ranks configs largely by which examples were held
@@ -816,10 +861,11 @@ def thin_data_caveat(rec: Recommendation, spec: StudySpec, data: PreparedData) -
     training split smaller than every candidate batch (the real run is a single step), or an eval split too
     small to rank configs. Bowls fit to such data can look clean and read as high confidence."""
     problems = []
-    if len(data.train) < min(spec.batch_sizes):
+    smallest = min(batch_candidates(spec, len(data.train)).sizes)
+    if len(data.train) < smallest:
         problems.append(
             f"the training split holds {len(data.train)} examples, fewer than the smallest batch size "
-            f"{min(spec.batch_sizes)}, so the real run is a single optimizer step"
+            f"{smallest}, so the real run is a single optimizer step"
         )
     if len(data.eval) < MIN_EVAL_EXAMPLES:
         problems.append(

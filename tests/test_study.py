@@ -27,7 +27,7 @@ from advisor.science.planner import (
     plan_study,
 )
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
-from advisor.specs import StudySpec, parse_spec
+from advisor.specs import BudgetSpec, StudySpec, parse_spec
 from proxy_runs.data import Example, PreparedData
 from proxy_runs.engine import setup_proxy
 from proxy_runs.resume import ShelfCapacity, checkpoint_bytes
@@ -543,6 +543,20 @@ def test_an_answer_from_too_little_data_is_low_confidence_and_says_why(tiny_spec
     assert "fewer than the smallest batch size 4" in thin.reasoning[-1]
     assert "mean over 1 held-out examples" in thin.reasoning[-1]
     assert (thin.batch_size, thin.learning_rate) == (rec.batch_size, rec.learning_rate)  # said, not moved
+
+
+def test_a_spec_without_batch_sizes_compares_batches_derived_from_its_data_and_says_which(
+    tiny_spec: StudySpec,
+) -> None:
+    """144 training examples for one epoch: B = 2 leaves the real run 72 optimizer steps, B = 4 only 36."""
+    budget = BudgetSpec(proxy_seconds=None, proxy_examples=400)
+    result = run_study(tiny_spec.model_copy(update={"batch_sizes": None, "budget": budget}))
+    rec = result.recommendation
+    assert isinstance(rec, Recommendation)
+    assert result.plan.batch_sizes == [1, 2] == rec.band.compared_batch_sizes
+    assert "batch sizes [1, 2] (derived from 144 examples × 1 epoch on 1 device)" in rec.evidence["plan"]
+    assert rec.evidence["batch_sizes"]["derived_from"] == "144 examples × 1 epoch on 1 device"
+    assert any("The candidate batch sizes were [1, 2], derived from" in r for r in rec.reasoning)
 
 
 def test_pissa_is_centred_by_its_curvature_ratio_to_lora_and_lora_is_not(tiny_spec: StudySpec) -> None:

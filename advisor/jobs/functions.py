@@ -22,6 +22,7 @@ from advisor.errors import SpecError
 from advisor.jobs.control import JobControl, PermanentJobError
 from advisor.jobs.queue import JobResult
 from advisor.records import RunConfig, RunRecord, RunStatus
+from advisor.science.planner import batch_candidates
 from advisor.specs import StudySpec, parse_spec
 
 if TYPE_CHECKING:
@@ -129,6 +130,9 @@ def _training_examples(runs: list[Any]) -> int | None:
 # synthetic -----------------------------------------------------------------------------------------
 
 LR_POINTS = 4  # learning rates per batch size, log-spaced over the spec's lr_range
+# The synthetic surface reads no data: a spec without batch_sizes gets the candidates a real study would
+# derive for a training split of this many examples.
+SYNTHETIC_TRAIN_EXAMPLES = 2_000
 
 
 def synthetic_optimum(batch_size: int) -> float:
@@ -146,7 +150,7 @@ def run_synthetic_study(payload: dict[str, Any], control: JobControl) -> JobResu
     low, high = (math.log10(x) for x in spec.lr_range)
     grid = [
         (b, 10 ** (low + (high - low) * i / (LR_POINTS - 1)))
-        for b in spec.batch_sizes
+        for b in batch_candidates(spec, SYNTHETIC_TRAIN_EXAMPLES).sizes
         for i in range(LR_POINTS)
     ]
     runs = []

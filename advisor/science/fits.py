@@ -336,10 +336,11 @@ def fit_surface(
 def _edges(
     curves: dict[int, CurveFit], best: CurveFit, batch_candidates: Sequence[int] | None
 ) -> list[GridEdge]:
-    """LR edges of every batch size in play, and a batch edge when B* is the smallest or largest candidate."""
+    """LR edges of every batch size in play, and a batch edge when B* is the smallest or largest candidate
+    (never below B = 1: no smaller batch exists to try)."""
     edges = [GridEdge("lr", c.edge, c.batch_size) for c in curves.values() if c.edge is not None]
     batches = sorted(set(batch_candidates or []) | set(curves))
-    if len(batches) > 1 and best.batch_size == batches[0]:
+    if len(batches) > 1 and best.batch_size == batches[0] > 1:
         edges.append(GridEdge("batch", "low"))
     elif len(batches) > 1 and best.batch_size == batches[-1]:
         edges.append(GridEdge("batch", "high"))

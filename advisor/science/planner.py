@@ -1,6 +1,12 @@
 """The study plan: which proxy, which (batch size, LR) grid, which rungs of successive halving — and its cost.
 
 Numbers a plan is made of:
+- Batch sizes: the spec's batch_sizes, or when it gives none, powers of two times the real run's devices,
+  from the device count (a data-parallel run takes at least one example per device) up to the largest batch
+  that leaves the real run MIN_REAL_RUN_STEPS optimizer steps, at most MAX_DERIVED_BATCH_SIZES of them (the
+  smallest, or those up to the real run's own batch when it lies higher), the real run's batch always among
+  them. When B* lands on the smallest or largest of such derived candidates, the study extends them by a
+  power of two past that edge (`batch_past_edge`), within the budget.
 - LR grid: 4 points per decade (seed 001's grid), on the lattice 2e-4 × 10^(k/4) so that the frameworks'
   default LoRA LR is a grid point and grids of different studies line up. Centred by a stored study's answer
   or a curvature prior when one is given (LR* ∝ λ_max^(−β), seed 001), else by the method's usual LR; ±1
@@ -43,7 +49,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from advisor.specs import StudySpec
+from advisor.specs import MAX_BATCH_SIZE, StudySpec, TrainingSpec
 
 POINTS_PER_DECADE = 4
 LATTICE_ANCHOR = 2e-4  # grid points are 2e-4 × 10^(k/4)
@@ -57,6 +63,15 @@ MIN_BATCH_SIZES = 2  # ... and then drops the largest batch sizes, keeping at le
 TOP_EXTRAS = 4  # runs of top-rung length reserved for an edge at the top rung and second-seed replicates
 TREND_LRS = 4  # LRs at B* in the trend study: LR*(top) and 1 step below, 2 above (LR* falls with N)
 TREND_MIN_STEPS = 6  # a trend run needs this many optimizer steps at B* to say anything about LR*
+# A derived batch candidate leaves the real run at least this many optimizer steps. A halving that reaches the
+# real run's length starts every config at 1/η² of it (rung 0, `rung_schedule`), and there the largest batch
+# should still take TREND_MIN_STEPS steps, the fewest at which this planner lets a run speak about LR*:
+# 9 × 6 = 54. On 2,000 examples for one epoch that allows B = 32 (62 steps), not 64 (31).
+MIN_REAL_RUN_STEPS = ETA**2 * TREND_MIN_STEPS
+# At most this many derived candidates: a factor of 32 from the smallest to the largest. With a default grid's
+# 13 LRs that is 78 rung-0 configs, half again the old fixed default's [8, 16, 32, 64]; a tight budget drops
+# the largest first (down to MIN_BATCH_SIZES), and an edge extends the grid a power of two past either end.
+MAX_DERIVED_BATCH_SIZES = 6
 HORIZON_RUNS = 2  # LRs at B* trained at the horizon: two points and the top rung's bowl width fix a vertex
 # ... and one more half a decade above the pair, run only when the loss still falls at the pair's upper LR:
 # two points on one side of the bowl bound the vertex from below only (SmolLM2's pair, 0.00112 → 3.277 and
@@ -99,6 +114,37 @@ class CurvaturePrior:
 
 
 @dataclass(frozen=True)
+class BatchCandidates:
+    """The effective batches a study starts from; for derived ones, what they were derived from and how far an
+    edge may extend them (`batch_edge_limit`)."""
+
+    sizes: list[int]
+    derived_from: str | None = None  # e.g. "2,000 examples × 3 epochs on 1 device"; None: the spec's list
+    smallest: int = 1  # the real run's devices: a data-parallel run takes at least one example per device
+    largest: int = MAX_BATCH_SIZE  # the largest batch that leaves the real run MIN_REAL_RUN_STEPS steps
+    rule: str = ""  # how `sizes` follow from the bounds, in words
+
+    @property
+    def derived(self) -> bool:
+        return self.derived_from is not None
+
+    def describe(self) -> str:
+        """Which batches, and for derived ones why these."""
+        if self.derived_from is None:
+            return f"{self.sizes} (the spec's batch_sizes)"
+        return f"{self.sizes}, derived from {self.derived_from}: {self.rule}"
+
+    def evidence(self) -> dict[str, object]:
+        return {
+            "sizes": self.sizes,
+            "derived_from": self.derived_from,
+            "smallest": self.smallest,
+            "largest": self.largest,
+            "rule": self.rule,
+        }
+
+
+@dataclass(frozen=True)
 class Rung:
     examples: int  # examples seen by each config at this rung (equal for every batch size)
     configs: int  # how many configs reach it
@@ -132,6 +178,8 @@ class StudyPlan:
     eta: int = ETA
     budget_examples: float = math.inf  # the study's hard cap, in training examples over all its runs
     dropped_batch_sizes: list[int] = field(default_factory=list)  # candidates the budget could not afford
+    batch_origin: BatchCandidates | None = None  # where the candidates came from (None: given as is)
+    extended_batch_sizes: list[int] = field(default_factory=list)  # added past an edge B* landed on
     resumes_promotions: bool = False  # promoted configs go on from their paused runs instead of restarting
     notes: list[str] = field(default_factory=list)
 
@@ -200,6 +248,14 @@ class StudyPlan:
             "were left out; raise the budget to test them."
         )
 
+    def _batches_text(self) -> str:
+        """How the batch sizes came about, when not as the spec listed them."""
+        derived_from = self.batch_origin.derived_from if self.batch_origin else None
+        parts = [f"derived from {derived_from}"] if derived_from else []
+        if self.extended_batch_sizes:
+            parts.append(f"extended past an edge to {self.extended_batch_sizes}")
+        return f" ({'; '.join(parts)})" if parts else ""
+
     def _extras_text(self) -> str:
         parts = [f"{self.top_extras} top-rung runs (edge, second seed)"] if self.top_extras else []
         if self.trend_runs:
@@ -217,7 +273,8 @@ class StudyPlan:
         lrs = f"{self.learning_rates[0]:.2g} … {self.learning_rates[-1]:.2g}"
         rungs = ", ".join(f"{r.configs}×{r.examples}" for r in self.rungs)
         return (
-            f"Study on {proxy} (rank {self.proxy_rank}): batch sizes {self.batch_sizes}, "
+            f"Study on {proxy} (rank {self.proxy_rank}): "
+            f"batch sizes {self.batch_sizes}{self._batches_text()}, "
             f"{len(self.learning_rates)} LRs {lrs} (4 per decade); successive halving η={self.eta} over "
             f"rungs configs×examples [{rungs}]"
             + (", promoted configs resuming their runs" if self.resumes_promotions else "")
@@ -229,7 +286,130 @@ class StudyPlan:
         )
 
 
-# 1. The LR grid ---------------------------------------------------------------------------------------------
+# 1. The candidate batch sizes -------------------------------------------------------------------------------
+
+
+def batch_candidates(spec: StudySpec, n_train: int) -> BatchCandidates:
+    """The spec's batch_sizes as given, or, when it gives none, candidates derived from the real run on a
+    training split of `n_train` examples (see the module's docstring). An explicit list already holds the
+    real run's batch (`StudySpec`); a derived one gets it here."""
+    if spec.batch_sizes is not None:
+        return BatchCandidates(list(spec.batch_sizes))
+    training = spec.training
+    smallest, planned = training.devices, training.batch_size
+    largest = max(smallest, min(n_train, training.real_run_examples(n_train) // MIN_REAL_RUN_STEPS))
+    ladder = batch_ladder(smallest, largest)
+    window = _lowest_window(ladder, planned)
+    sizes = sorted({*window, planned}) if planned is not None else window
+    rule = _rule_text(ladder, window, largest, planned)
+    return BatchCandidates(sizes, _run_text(training, n_train), smallest, largest, rule)
+
+
+def _rule_text(ladder: list[int], window: list[int], largest: int, planned: int | None) -> str:
+    """How the derived candidates follow from the run, in words."""
+    rule = (
+        f"powers of two times the device count, from {ladder[0]} while the real run keeps "
+        f"{MIN_REAL_RUN_STEPS} optimizer steps (B ≤ {largest})"
+    )
+    if ladder[-1] > largest:
+        rule += f", and {ladder[-1]} past that, so that {MIN_BATCH_SIZES} batch sizes are compared"
+    if len(window) < len(ladder) and window[-1] == planned:
+        return rule + f", the {len(window)} up to the real run's B = {planned}"
+    if len(window) < len(ladder):
+        rule += f", the {len(window)} smallest"
+    return rule + (f", with the real run's B = {planned}" if planned is not None else "")
+
+
+def batch_ladder(smallest: int, largest: int) -> list[int]:
+    """smallest × 2^k up to `largest`; at least MIN_BATCH_SIZES of them even past it, so that a study on data
+    too short for two batches of MIN_REAL_RUN_STEPS steps still compares two."""
+    ladder = [smallest]
+    while ladder[-1] * 2 <= largest or len(ladder) < MIN_BATCH_SIZES:
+        ladder.append(ladder[-1] * 2)
+    return ladder
+
+
+def _lowest_window(ladder: list[int], planned: int | None) -> list[int]:
+    """The MAX_DERIVED_BATCH_SIZES smallest of `ladder`, or the ones up to the real run's batch `planned` when
+    that lies higher. Small batches first, as the planner drops the largest first under a tight budget: at
+    equal examples seen, a batch below the critical batch size loses nothing to a larger one (it takes more
+    steps on the same data), while one above it does, so LoRA's B* lies at the small end more often than not
+    (B = 2 on an outside task of 2,000 examples, where the old default's smallest, 8, was 0.95% worse)."""
+    reaching = sum(1 for batch in ladder if planned is not None and batch <= planned)
+    end = min(len(ladder), max(MAX_DERIVED_BATCH_SIZES, reaching))
+    return ladder[max(0, end - MAX_DERIVED_BATCH_SIZES) : end]
+
+
+def _run_text(training: TrainingSpec, n_train: int) -> str:
+    """The real run in words: "2,000 examples × 3 epochs on 1 device", "500 steps of B = 16 on 2 devices"."""
+    devices = _devices_text(training.devices)
+    if training.max_steps is not None:
+        return f"{training.max_steps:,} steps of B = {training.batch_size} on {devices}"
+    epochs = f"{training.epochs:g} epoch{'' if training.epochs == 1 else 's'}"
+    return f"{n_train:,} examples × {epochs} on {devices}"
+
+
+def _devices_text(devices: int) -> str:
+    return f"{devices} device{'s' if devices > 1 else ''}"
+
+
+def batch_edge_limit(plan: StudyPlan, side: str) -> str | None:
+    """Why the plan's batch sizes cannot grow by a power of two past their smallest (`side` "low") or largest
+    ("high"); None when they can. Only derived candidates grow: a spec's own batch_sizes are the user's
+    choice, which memory or throughput may have made, and B* on its edge is reported instead."""
+    origin = plan.batch_origin
+    if origin is None or not origin.derived:
+        return "the candidates are the spec's batch_sizes"
+    if side == "low":
+        edge, devices = min(plan.batch_sizes), _devices_text(origin.smallest)
+        if edge <= origin.smallest:
+            return f"B = {edge} is already one example per device on the real run's {devices}"
+        if edge % (2 * origin.smallest):
+            return f"half of B = {edge} does not split evenly over the real run's {devices}"
+        beyond = edge // 2
+    else:
+        beyond = 2 * max(plan.batch_sizes)
+        if beyond > origin.largest:
+            return f"B = {beyond} would leave the real run fewer than {MIN_REAL_RUN_STEPS} optimizer steps"
+        if beyond in plan.dropped_batch_sizes:
+            return f"the budget left B = {beyond} out of the plan"
+    if plan.rungs[0].examples % beyond:  # every rung is a multiple of rung 0: whole steps at all of them
+        return (
+            f"the first rung's {plan.rungs[0].examples} examples are no whole number of steps of B = {beyond}"
+        )
+    return None
+
+
+def batch_past_edge(plan: StudyPlan, side: str) -> int | None:
+    """The batch one power of two past the plan's smallest (`side` "low") or largest ("high") batch size, when
+    `batch_edge_limit` allows it; else None."""
+    if batch_edge_limit(plan, side) is not None:
+        return None
+    return min(plan.batch_sizes) // 2 if side == "low" else 2 * max(plan.batch_sizes)
+
+
+def batch_grid_reasoning(plan: StudyPlan, batch_size: int, edge_side: str | None) -> list[str]:
+    """What an answer at B* = `batch_size` says about the batch grid: where derived candidates came from,
+    which batches an edge added, and why the grid stopped when B* still sits on its `edge_side`."""
+    origin = plan.batch_origin
+    if origin is None or not origin.derived:
+        return []  # the spec's own list: the surface's sentence on a batch edge says what to add
+    sentences = [f"The candidate batch sizes were {origin.describe()}."]
+    if plan.extended_batch_sizes:
+        sentences.append(
+            f"B* sat on an edge of the batch sizes at the first rung, so the study extended them to "
+            f"{plan.extended_batch_sizes}."
+        )
+    if edge_side is not None:
+        which = "smallest" if edge_side == "low" else "largest"
+        limit = batch_edge_limit(plan, edge_side) or (
+            "the study extends them only at the first rung and within the budget, and did not reach further"
+        )
+        sentences.append(f"B* = {batch_size} still sits on the {which} batch size compared: {limit}.")
+    return sentences
+
+
+# 2. The LR grid ---------------------------------------------------------------------------------------------
 
 
 def lattice_index(lr: float) -> int:
@@ -313,7 +493,7 @@ def first_lr_grid(spec: StudySpec, prior: CurvaturePrior | None, lr_centre: floa
     return lr_grid(centre, half_width_decades=half_width, bounds=first_grid_bounds(spec, prior, lr_centre))
 
 
-# 2. Successive halving and the budget -----------------------------------------------------------------------
+# 3. Successive halving and the budget -----------------------------------------------------------------------
 
 
 def rung_schedule(
@@ -385,7 +565,8 @@ def plan_study(
     MIN_BATCH_SIZES), rather than a halving cut short below its top rung.
     """
     lrs = first_lr_grid(spec, prior, lr_centre)
-    batches = [b for b in spec.batch_sizes if b <= n_train] or [min(spec.batch_sizes)]
+    candidates = batch_candidates(spec, n_train)
+    batches = [b for b in candidates.sizes if b <= n_train] or [min(candidates.sizes)]
     costs = (seconds_per_example, run_overhead_seconds)
     budget_examples = _budget_examples(spec, budget_seconds, costs, len(batches) * len(lrs), spent_examples)
     full = spec.training.real_run_examples(n_train)
@@ -414,6 +595,7 @@ def plan_study(
             "will stop at the rung the budget reaches and answer from there"
         )
     plan.budget_examples = budget_examples
+    plan.batch_origin = candidates
     return plan
 
 
