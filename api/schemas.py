@@ -22,6 +22,9 @@ from advisor.specs import (
 )
 from advisor.storage.models import MAX_ROW_ID
 
+MAX_OUTCOME_LR = 10.0  # Adam fine-tuning diverges far below this; an LR above it is not a run's
+MAX_OUTCOME_LOSS = 100.0  # nats per token: a uniform guess over a 10^43-token vocabulary; beyond it, diverged
+
 
 class _In(StrictInput):
     """A small request body: unknown fields, NaN, Infinity and NUL characters are refused."""
@@ -120,8 +123,10 @@ class OutcomeIn(_In):
     alpha: float = Field(gt=0)
     dataset_fingerprint: str | None = Field(None, max_length=64)
     batch_size: int = Field(gt=0, le=MAX_BATCH_SIZE)
-    learning_rate: float = Field(gt=0)
-    final_eval_loss: float | None = None
+    # Outcomes are evidence, not commands: values no fine-tune produces are refused here, and the route
+    # holds the LR to the study's searched range widened by a decade.
+    learning_rate: float = Field(gt=0, le=MAX_OUTCOME_LR)
+    final_eval_loss: float | None = Field(None, gt=0, le=MAX_OUTCOME_LOSS, description="nats per token")
     diverged: bool = False
     steps: int | None = Field(None, ge=0, le=MAX_COUNT)
     notes: str | None = Field(None, max_length=2000)
@@ -130,6 +135,8 @@ class OutcomeIn(_In):
 class OutcomeOut(BaseModel):
     id: int
     created_at: dt.datetime
+    # The audit of the report: who sent it, and the LR correction its study's context had before and after.
+    audit: dict[str, Any] | None = None
 
 
 class CheckIn(_In):

@@ -31,7 +31,12 @@ FAST_JOB = {"seconds_per_run": 0.01}
 
 
 def store_finished_study(
-    db: Database, spec: StudySpec, recommendation: Recommendation, *, dataset_examples: int
+    db: Database,
+    spec: StudySpec,
+    recommendation: Recommendation,
+    *,
+    dataset_examples: int,
+    token_id: int | None = None,
 ) -> int:
     """A study stored as finished with this recommendation, as a worker leaves it; its id."""
     with db.transaction() as session:
@@ -40,7 +45,7 @@ def store_finished_study(
             spec=spec,
             function="synthetic",
             max_attempts=1,
-            token_id=None,
+            token_id=token_id,
             dataset_fingerprint=None,
             idempotency=None,
         )

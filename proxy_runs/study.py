@@ -887,13 +887,21 @@ def thin_data_caveat(rec: Recommendation, spec: StudySpec, data: PreparedData) -
 
 def _apply_outcome_correction(rec: Recommendation, correction: LrCorrection) -> Recommendation:
     """Full runs reported back in this context found the advisor's LRs off by a factor; this answer was made
-    the same way, so it moves by that factor too (the stored outcome is compared with the final answer)."""
-    if not correction.outcomes_used or math.isclose(correction.factor, 1.0):
+    the same way, so it moves by that factor too (the stored outcome is compared with the final answer).
+    Unless enough reporters corroborate it, the move stays inside the LR interval this study measured: a
+    single reporter, honest or hostile, cannot take an answer beyond what its own runs allow."""
+    factor = correction.factor
+    interval = rec.confidence.lr_interval
+    if not correction.corroborated and interval is not None:
+        low, high = interval
+        factor = min(max(factor, low / rec.learning_rate), high / rec.learning_rate)
+    if not correction.outcomes_used or math.isclose(factor, 1.0):
         return rec
+    held = "" if math.isclose(factor, correction.factor) else " (held inside this study's LR interval)"
     return with_lr_scaled(
         rec,
-        correction.factor,
-        f"Moved by ×{correction.factor:.2f}: {correction.describe()}.",
+        factor,
+        f"Moved by ×{factor:.2f}{held}: {correction.describe()}.",
         evidence_key="outcome_correction",
         evidence=correction.model_dump(),
     )

@@ -100,8 +100,9 @@ def test_no_neighbour_within_reach_means_no_provisional_answer() -> None:
     assert provisional_recommendation(context(), []) is None
 
 
-def outcome(beta_true: float, ratio: float) -> ReportedOutcome:
+def outcome(beta_true: float, ratio: float, reporter: str = "token 1") -> ReportedOutcome:
     return ReportedOutcome(
+        reporter=reporter,
         context=context(),
         batch_size=16,
         proxy_lr=1e-3,
@@ -113,7 +114,8 @@ def outcome(beta_true: float, ratio: float) -> ReportedOutcome:
 
 
 def test_outcomes_recalibrate_beta_towards_what_full_runs_found() -> None:
-    calibration = recalibrate_beta([outcome(1.3, r) for r in (2.0, 4.0, 8.0, 3.0, 5.0, 6.0)])
+    ratios = (2.0, 4.0, 8.0, 3.0, 5.0, 6.0)
+    calibration = recalibrate_beta([outcome(1.3, r, f"token {i}") for i, r in enumerate(ratios)])
     assert calibration.outcomes_used == 6
     assert BETA_DEFAULT < calibration.beta < 1.3  # shrunk towards the prior, moving towards the truth
     assert calibration.beta == pytest.approx((6 * 1.3 + 2 * 1.0) / 8)
@@ -126,8 +128,11 @@ def test_beta_stays_inside_the_band_and_ignores_uninformative_outcomes() -> None
 
 def test_full_run_losses_reported_back_measure_the_loss_forecasts_slope() -> None:
     # The study's L* was 2.0 on 300 examples; full runs of 3000 examples ended at 2.0 × 10^−0.3 = 1.0.
-    def reported(final: float | None, forecast_examples: int = 3000) -> ReportedOutcome:
+    def reported(
+        final: float | None, forecast_examples: int = 3000, reporter: str = "token 1"
+    ) -> ReportedOutcome:
         return ReportedOutcome(
+            reporter=reporter,
             context=context(),
             batch_size=16,
             proxy_lr=2e-4,
@@ -140,7 +145,7 @@ def test_full_run_losses_reported_back_measure_the_loss_forecasts_slope() -> Non
 
     default = LossExponentPrior()
     assert loss_exponent_prior([reported(None), reported(1.9, forecast_examples=300)]) == default
-    learned = loss_exponent_prior([reported(2.0 * 10**-0.3)] * 3)
+    learned = loss_exponent_prior([reported(2.0 * 10**-0.3, reporter=f"token {i}") for i in range(3)])
     assert learned.outcomes == 3 and learned.sd < default.sd
     assert -0.3 < learned.mean < -0.25  # three outcomes at ± 0.03 outweigh the prior's ± 0.07
     assert "from 3 reported full-run outcome(s)" in learned.describe()

@@ -39,6 +39,12 @@ MAX_DISTANCE = 3.0  # neighbours further than this (e.g. another model family at
 PROVISIONAL_CONFIDENCE_CAP = 0.5  # a warm start never claims more than "medium" before any compute
 BETA_SHRINKAGE = 2.0  # the prior β counts as this many outcomes when recalibrating
 MIN_LOG_RATIO = 0.05  # outcomes whose curvature ratio is within ~12% of 1 say nothing about β
+# A full run's best LR more than a decade from what its study recommended says the run (or the report) is
+# off, not the study: an outcome's log ratio is clipped to ±1 decade before it counts.
+MAX_LOG_CORRECTION = math.log(10.0)
+# With three reporters, the median of their votes is one no single reporter chose; with fewer, outcomes move
+# an answer only within the LR interval its own study measured.
+CORROBORATING_REPORTERS = 3
 
 
 def rank_bucket(rank: int) -> int:
@@ -121,6 +127,9 @@ class ReportedOutcome(BaseModel):
     final_eval_loss: float | None = None
     forecast_from: tuple[int, float] | None = None
     forecast_examples: int | None = None
+    # Who reported it (a token, or the study when no token is known): each reporter has one vote, so that
+    # no single reporter moves an answer by more than its share (see `reporter_votes`).
+    reporter: str = "unknown"
 
 
 class KnowledgeStore(Protocol):
@@ -165,6 +174,15 @@ def adjusted_lr(known: KnownResult, context: StudyContext, size_exponent: float 
 # 2. Recalibration from outcomes -----------------------------------------------------------------------------
 
 
+def reporter_votes(values: list[tuple[str, float]]) -> list[float]:
+    """One value per reporter, the median of what it reported: thirty reports from one token count as one,
+    so the median over votes moves with the number of reporters that agree, not with how often one posts."""
+    by_reporter: dict[str, list[float]] = {}
+    for reporter, value in values:
+        by_reporter.setdefault(reporter, []).append(value)
+    return [float(np.median(reported)) for reported in by_reporter.values()]
+
+
 class BetaCalibration(BaseModel):
     beta: float = BETA_DEFAULT
     outcomes_used: int = 0
@@ -177,17 +195,20 @@ def recalibrate_beta(outcomes: list[ReportedOutcome], prior: float = BETA_DEFAUL
     The median of the β_i is shrunk towards the prior (worth BETA_SHRINKAGE outcomes) and kept inside the
     0.7–1.5 band seed 001's own numbers imply: a few outcomes move β, one odd run cannot throw it out.
     """
-    estimates = []
+    reported = []
     for outcome in outcomes:
         if not (
             outcome.lambda_proxy
             and outcome.lambda_target
             and min(outcome.lambda_proxy, outcome.lambda_target) > 0
+            and outcome.best_lr > 0
+            and outcome.proxy_lr > 0
         ):
             continue
         log_ratio = math.log(outcome.lambda_target / outcome.lambda_proxy)
         if abs(log_ratio) >= MIN_LOG_RATIO:
-            estimates.append(-math.log(outcome.best_lr / outcome.proxy_lr) / log_ratio)
+            reported.append((outcome.reporter, -math.log(outcome.best_lr / outcome.proxy_lr) / log_ratio))
+    estimates = reporter_votes(reported)
     if not estimates:
         return BetaCalibration(beta=prior, outcomes_used=0)
     n = len(estimates)
@@ -197,30 +218,50 @@ def recalibrate_beta(outcomes: list[ReportedOutcome], prior: float = BETA_DEFAUL
 
 class LrCorrection(BaseModel):
     """How far off recommendations in this context were, by reported full runs: their best LR over the
-    recommended one, a geometric mean shrunk towards 1 (no correction counts as BETA_SHRINKAGE outcomes)."""
+    recommended one, clipped to a decade, one vote per reporter (`reporter_votes`), the median of the votes
+    shrunk towards 1 (no correction counts as BETA_SHRINKAGE reporters). One reporter alone moves the LR by
+    at most a third of a decade, however many outcomes it posts."""
 
     factor: float = 1.0
     outcomes_used: int = 0
+    reporters: int = 0  # distinct reporters (tokens) behind the outcomes
+
+    @property
+    def corroborated(self) -> bool:
+        """Enough independent reporters that no single one decides the median: only then may the correction
+        move an answer beyond the LR interval its own study measured."""
+        return self.reporters >= CORROBORATING_REPORTERS
 
     def describe(self) -> str:
         return (
-            f"{self.outcomes_used} reported full-run outcome(s) in this context found the best LR at "
-            f"×{self.factor:.2f} of what was recommended (shrunk towards ×1)"
+            f"{self.outcomes_used} reported full-run outcome(s) from {self.reporters} reporter(s) in this "
+            f"context found the best LR at ×{self.factor:.2f} of what was recommended (shrunk towards ×1)"
         )
 
 
 def lr_correction(outcomes: list[ReportedOutcome]) -> LrCorrection:
-    logs = [
-        math.log(o.best_lr / o.recommended_lr) for o in outcomes if o.best_lr > 0 and o.recommended_lr > 0
+    reported = [
+        (
+            o.reporter,
+            float(np.clip(math.log(o.best_lr / o.recommended_lr), -MAX_LOG_CORRECTION, MAX_LOG_CORRECTION)),
+        )
+        for o in outcomes
+        if o.best_lr > 0 and o.recommended_lr > 0
     ]
-    if not logs:
+    votes = reporter_votes(reported)
+    if not votes:
         return LrCorrection()
-    return LrCorrection(factor=math.exp(sum(logs) / (len(logs) + BETA_SHRINKAGE)), outcomes_used=len(logs))
+    shrunk = float(np.median(votes)) * len(votes) / (len(votes) + BETA_SHRINKAGE)
+    return LrCorrection(factor=math.exp(shrunk), outcomes_used=len(reported), reporters=len(votes))
 
 
 # One outcome's α, a judgement: 1% seed noise in each of two losses over half a decade of N is ± 0.012,
 # and a full run's LR is seldom exactly at the optimum its study's L* was measured at.
 OUTCOME_LOSS_EXPONENT_SD = 0.03
+# Slopes of log L* against log N a reported run may vote for: fine-tuning losses fall at most about as fast as
+# N^−0.5 and do not rise with more data (beyond noise); a slope outside says the run differed from the study
+# (another LR, other data), not that α did.
+LOSS_SLOPE_RANGE = (-0.5, 0.1)
 
 
 def loss_exponent_prior(outcomes: list[ReportedOutcome]) -> LossExponentPrior:
@@ -228,19 +269,24 @@ def loss_exponent_prior(outcomes: list[ReportedOutcome]) -> LossExponentPrior:
     log(final loss / the study's L*) / log(real run / top rung), counted with OUTCOME_LOSS_EXPONENT_SD
     against the default prior's ± 0.05. Outcomes of runs no longer than the study's own are skipped."""
     default = LossExponentPrior()
-    precision, weighted, used = 1 / default.sd**2, default.mean / default.sd**2, 0
+    reported = []
     for o in outcomes:
         if not (o.final_eval_loss and o.forecast_from and o.forecast_examples):
             continue
         examples, loss = o.forecast_from
         if o.forecast_examples <= examples or loss <= 0 or o.final_eval_loss <= 0:
             continue
-        exponent = math.log10(o.final_eval_loss / loss) / math.log10(o.forecast_examples / examples)
-        precision += 1 / OUTCOME_LOSS_EXPONENT_SD**2
-        weighted += exponent / OUTCOME_LOSS_EXPONENT_SD**2
-        used += 1
-    if not used:
+        reported.append(
+            (o.reporter, math.log10(o.final_eval_loss / loss) / math.log10(o.forecast_examples / examples))
+        )
+    # One vote per reporter (its outcomes are not independent evidence), within LOSS_SLOPE_RANGE.
+    low, high = LOSS_SLOPE_RANGE
+    votes = [min(max(vote, low), high) for vote in reporter_votes(reported)]
+    if not votes:
         return default
+    precision = 1 / default.sd**2 + len(votes) / OUTCOME_LOSS_EXPONENT_SD**2
+    weighted = default.mean / default.sd**2 + sum(votes) / OUTCOME_LOSS_EXPONENT_SD**2
+    used = len(reported)
     return LossExponentPrior(mean=weighted / precision, sd=1 / math.sqrt(precision), outcomes=used)
 
 

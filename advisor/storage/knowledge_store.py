@@ -48,6 +48,14 @@ class DatabaseKnowledgeStore:
             ]
         return [k for k in known if k is not None and _comparable(context, k.context)]
 
+    def study_context(self, study_id: int) -> StudyContext | None:
+        """The context of a finished study's answer; None while it has none (or no dataset size)."""
+        with self.db.transaction(write=False) as session:
+            found = _recommendation_of(session, study_id)
+            if found is None:
+                return None
+            return _context(*found, _content_fingerprint(session, study_id))
+
     def outcomes(self, context: StudyContext) -> list[ReportedOutcome]:
         with self.db.transaction(write=False) as session:
             by_study: dict[int, list[Outcome]] = {}
@@ -188,6 +196,7 @@ def _reported(
         final_eval_loss=_number(best.final_eval_loss),
         forecast_from=forecast_from,
         forecast_examples=forecast_examples,
+        reporter=f"token {best.token_id}" if best.token_id is not None else f"study {study.id}",
     )
 
 

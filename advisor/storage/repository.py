@@ -333,6 +333,14 @@ def add_outcome(session: Session, *, values: dict[str, Any], token_id: int | Non
     return row
 
 
+def audit_outcome(session: Session, *, outcome_id: int, audit: dict[str, Any]) -> None:
+    """Keep who reported an outcome and what it did to the answer, with the outcome itself."""
+    row = session.get(Outcome, outcome_id)
+    if row is None:
+        raise NotFound("outcome", outcome_id)
+    row.payload = {**(row.payload or {}), "audit": json_safe(audit)}
+
+
 # tokens --------------------------------------------------------------------------------------------
 
 

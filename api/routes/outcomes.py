@@ -1,18 +1,82 @@
-"""POST /outcomes: a full fine-tune's result, kept to calibrate later recommendations."""
+"""POST /outcomes: a full fine-tune's result, kept to calibrate later recommendations.
+
+Outcomes are evidence, not commands (one token once moved every user's answer to LR 1e99 with thirty
+reports). So:
+- only the study's owner, or an admin token, may report on a study;
+- the LR must lie in the study's searched range widened by a decade either way, and the loss must be
+  finite and positive (`OutcomeIn`'s bounds hold for reports that name no study);
+- the knowledge layer gives each reporter one vote (`advisor.science.knowledge.reporter_votes`);
+- each report is audited: who sent it, when, and the LR correction of its study's context before and after,
+  stored with the outcome, returned, and logged on `advisor.audit`.
+"""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from fastapi import APIRouter
 
+from advisor.science.knowledge import lr_correction
 from advisor.storage import repository as repo
+from advisor.storage.knowledge_store import DatabaseKnowledgeStore
+from advisor.storage.models import Study
 from api.deps import ServiceDep, Submitter
+from api.problems import ApiProblem
 from api.schemas import OutcomeIn, OutcomeOut
+from api.security import Principal
 
 router = APIRouter(prefix="/v1", tags=["outcomes"])
+audit_log = logging.getLogger("advisor.audit")
+LR_REACH = 10.0  # an outcome's LR may lie this far outside the range its study searched
 
 
 @router.post("/outcomes", status_code=201, response_model=OutcomeOut)
 def report_outcome(body: OutcomeIn, principal: Submitter, service: ServiceDep) -> OutcomeOut:
+    store = DatabaseKnowledgeStore(service.db)
+    context = None
+    if body.study_id is not None:
+        with service.db.transaction(write=False) as session:
+            study = repo.get_study(session, study_id=body.study_id)  # 404 when there is none
+            _check_reporter(study, principal)
+            _check_plausible(study, body)
+        context = store.study_context(body.study_id)
+    before = lr_correction(store.outcomes(context)).factor if context is not None else None
     with service.db.transaction() as session:
         row = repo.add_outcome(session, values=body.model_dump(), token_id=principal.token_id)
-        return OutcomeOut(id=row.id, created_at=row.created_at)
+        outcome_id, created_at = row.id, row.created_at
+    audit: dict[str, Any] = {"reporter": principal.name, "token_id": principal.token_id}
+    if context is not None:
+        after = lr_correction(store.outcomes(context)).factor
+        audit.update(lr_correction_before=before, lr_correction_after=after)
+    with service.db.transaction() as session:
+        repo.audit_outcome(session, outcome_id=outcome_id, audit=audit)
+    audit_log.info("outcome %s on study %s: %s", outcome_id, body.study_id, audit)
+    return OutcomeOut(id=outcome_id, created_at=created_at, audit=audit)
+
+
+def _check_reporter(study: Study, principal: Principal) -> None:
+    """The study's owner reports on it; anyone else needs the admin scope."""
+    if principal.allows("admin") or (study.token_id is not None and study.token_id == principal.token_id):
+        return
+    raise ApiProblem(
+        403,
+        "forbidden",
+        f"only the token that submitted study {study.id}, or an admin token, may report outcomes on it",
+    )
+
+
+def _check_plausible(study: Study, body: OutcomeIn) -> None:
+    low, high = study.spec.get("lr_range") or (0.0, float("inf"))
+    low, high = float(low) / LR_REACH, float(high) * LR_REACH
+    if not low <= body.learning_rate <= high:
+        message = (
+            f"{body.learning_rate:g} is more than a decade outside the LR range study {study.id} searched "
+            f"({low * LR_REACH:g} … {high / LR_REACH:g}); report runs of that study's model and data"
+        )
+        raise ApiProblem(
+            422,
+            "implausible outcome",
+            f"learning_rate: {message}",
+            errors=[{"field": "learning_rate", "message": message, "value": body.learning_rate}],
+        )
