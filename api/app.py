@@ -31,6 +31,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         executor=settings.executor,
         backoff=Backoff(base_seconds=settings.retry_base_seconds),
         executor_options=executor_options,
+        spool_dir=settings.data_dir / "spool",
     )
 
 

@@ -7,6 +7,10 @@ builds its own ProxySetup from the saved folder, so no test sees another's weigh
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -78,3 +82,34 @@ def make_spec(model: Path | str, data: Path | str, **fields: object) -> dict[str
     }
     spec.update(fields)
     return spec
+
+
+# A PostgreSQL server of a test's own ---------------------------------------------------------------------
+
+POSTGRES_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "start_postgres.sh"
+PG_ENV = "LORA_ADVISOR_TEST_PG_URL"  # set by .ci/run, which installs and starts PostgreSQL
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[str, Path]]:
+    """(url, data folder) of a PostgreSQL server on a free loopback port that only this test uses, so it may
+    stop and start it (scripts/start_postgres.sh <port> <folder>, and `stop <folder>`)."""
+    if not os.environ.get(PG_ENV):
+        pytest.skip(f"{PG_ENV} is not set; .ci/run starts PostgreSQL and sets it")
+    base = Path(tempfile.mkdtemp(prefix="advisor-pg-own-"))
+    base.chmod(0o755)  # the server runs as `postgres` when we are root and must reach its folder
+    folder = base / "pg"
+    started = subprocess.run(
+        [str(POSTGRES_SCRIPT), str(free_port()), str(folder)], check=True, capture_output=True, text=True
+    )
+    try:
+        yield started.stdout.strip().splitlines()[-1], folder
+    finally:
+        subprocess.run([str(POSTGRES_SCRIPT), "stop", str(folder)], check=False, capture_output=True)
+        subprocess.run(["rm", "-rf", str(base)], check=False)

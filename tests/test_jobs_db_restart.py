@@ -6,14 +6,11 @@ loopback port), never the shared one named by LORA_ADVISOR_TEST_PG_URL.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import POSTGRES_SCRIPT as SCRIPT
 from sqlalchemy import select
 
 from advisor.jobs import queue
@@ -22,35 +19,7 @@ from advisor.specs import parse_spec
 from advisor.storage.models import Job, ProxyRun
 from api import testing
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "start_postgres.sh"
 pytestmark = pytest.mark.postgres
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[tuple[str, Path]]:
-    if not os.environ.get(testing.PG_ENV):
-        pytest.skip(f"{testing.PG_ENV} is not set; .ci/run starts PostgreSQL and sets it")
-    base = Path(tempfile.mkdtemp(prefix="advisor-pg-restart-"))
-    base.chmod(0o755)  # the server runs as `postgres` when we are root and must reach its folder
-    folder = base / "pg"
-    url = (
-        subprocess.run(
-            [str(SCRIPT), str(free_port()), str(folder)], check=True, capture_output=True, text=True
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    try:
-        yield url, folder
-    finally:
-        subprocess.run([str(SCRIPT), "stop", str(folder)], check=False, capture_output=True)
-        subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
 def test_database_restart_fails_readiness_then_recovers_with_no_stuck_job(

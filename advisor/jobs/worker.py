@@ -2,7 +2,12 @@
 executor, then write its result (or failure) under the attempt it holds.
 
 Database outages are waited out: the loop backs off and keeps polling, and a write that cannot reach the
-database is retried until the lease would have expired (after which another attempt owns the job).
+database is retried for as long as the lease lasts. A finished result that still cannot be written waits in
+the worker's spool on local disk (`advisor.jobs.spool`) and is stored as soon as the database answers again,
+before the worker leases anything new; the lease protocol decides whether it is still accepted.
+
+A worker process started by a server dies with it: it asks Linux for SIGTERM when its parent dies
+(PR_SET_PDEATHSIG) and, where that is not available, notices the parent is gone at its next poll.
 """
 
 from __future__ import annotations
@@ -14,16 +19,19 @@ import multiprocessing
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from advisor.jobs import queue
 from advisor.jobs.control import JobCanceled, JobControl, LeaseLost, PermanentJobError
 from advisor.jobs.executors import Executor, make_executor
+from advisor.jobs.spool import ResultSpool
 from advisor.storage import repository as repo
 from advisor.storage.db import Database
 from advisor.storage.errors import DatabaseUnavailable, StaleAttempt
@@ -39,6 +47,12 @@ class WorkerOptions:
     backoff: queue.Backoff = dataclasses.field(default_factory=queue.Backoff)
     executor: str = "local"
     executor_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Where finished results wait out a database outage; None: a folder in the system's temporary directory.
+    spool_dir: Path | None = None
+
+
+def default_spool_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "lora-advisor-spool"
 
 
 class Worker:
@@ -54,6 +68,7 @@ class Worker:
         self.options = options
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.executor = executor or make_executor(options.executor, **options.executor_options)
+        self.spool = ResultSpool(options.spool_dir or default_spool_dir())
         self._last_touch = 0.0
 
     def run_forever(self, stop: threading.Event) -> None:
@@ -61,6 +76,7 @@ class Worker:
         while not stop.is_set():
             try:
                 self._touch()
+                self.store_spooled_results()  # what finished during an outage goes in before new work
                 worked = self.run_once()
             except DatabaseUnavailable as exc:
                 log.warning("database unavailable, retrying: %s", exc)
@@ -93,7 +109,8 @@ class Worker:
             log.warning("job %s attempt %s: lease lost, dropping the attempt", lease.job_id, lease.attempt)
             return
         except JobCanceled:
-            self._write(lambda: queue.mark_canceled(self.db, lease=lease), lease)
+            if not self._write(lambda: queue.mark_canceled(self.db, lease=lease), lease):
+                log.error("job %s attempt %s: cancel not stored, database down", lease.job_id, lease.attempt)
             return
         except Exception as exc:
             cause = getattr(exc, "cause", None) or exc  # a Ray task error wraps the job's own exception
@@ -105,33 +122,55 @@ class Worker:
                 else f"{type(cause).__name__}: {cause}\n{traceback.format_exc(limit=5)}"
             )
             log.warning("job %s attempt %s failed (%s)", lease.job_id, lease.attempt, cause)
-            self._write(
+            failed = self._write(
                 lambda: queue.fail(
                     self.db, lease=lease, error=error, retryable=retryable, backoff=self.options.backoff
                 ),
                 lease,
             )
+            if not failed:  # the expired lease makes the job claimable again: a retry, nothing lost
+                log.error("job %s attempt %s: failure not stored, database down", lease.job_id, lease.attempt)
             return
-        self._write(lambda: queue.complete(self.db, lease=lease, result=result), lease)
+        stored = self._write(lambda: queue.complete(self.db, lease=lease, result=result), lease)
+        if not stored:
+            path = self.spool.put(lease, result)
+            log.error(
+                "job %s attempt %s: database down past the lease; result kept at %s until it returns",
+                lease.job_id,
+                lease.attempt,
+                path,
+            )
 
-    def _write(self, write: Callable[[], object], lease: queue.Lease) -> None:
-        """Retry a final write through a database outage, but no longer than the lease lasts."""
+    def store_spooled_results(self) -> int:
+        """Write the results spooled during an outage; how many the database took (a stale one is dropped:
+        another attempt owns its job). Raises DatabaseUnavailable while the database is still down."""
+        stored = 0
+        for spooled in self.spool.pending():
+            try:
+                queue.complete(self.db, lease=spooled.lease, result=spooled.result)
+                stored += 1
+                log.info(
+                    "job %s attempt %s: spooled result stored", spooled.lease.job_id, spooled.lease.attempt
+                )
+            except StaleAttempt as exc:
+                log.warning("spooled result dropped: %s", exc)
+            self.spool.remove(spooled)
+        return stored
+
+    def _write(self, write: Callable[[], object], lease: queue.Lease) -> bool:
+        """Retry a final write through a database outage, but no longer than the lease lasts. True when the
+        write was made or is moot (another attempt owns the job); False when the database stayed down."""
         deadline = time.monotonic() + lease.lease_seconds
         while True:
             try:
                 write()
-                return
+                return True
             except StaleAttempt as exc:
                 log.warning("%s", exc)
-                return
+                return True
             except DatabaseUnavailable:
                 if time.monotonic() > deadline:
-                    log.error(
-                        "job %s attempt %s: result not stored, database down past the lease",
-                        lease.job_id,
-                        lease.attempt,
-                    )
-                    return
+                    return False
                 time.sleep(min(1.0, self.options.poll_seconds))
 
     def _heartbeat_loop(self, lease: queue.Lease, control: JobControl, done: threading.Event) -> None:
@@ -174,17 +213,43 @@ WORKER_SEEN_WITHIN = dt.timedelta(seconds=30)  # /readyz counts a worker alive i
 # processes ----------------------------------------------------------------------------------------
 
 
-def worker_process_main(database_url: str, options: WorkerOptions) -> None:
-    """Entry point of one worker process: runs until SIGTERM or SIGINT."""
+def worker_process_main(database_url: str, options: WorkerOptions, parent_pid: int | None = None) -> None:
+    """Entry point of one worker process: runs until SIGTERM or SIGINT, or until `parent_pid` (the server
+    that started it) dies: `kill -9` of `advisor serve` once left its worker leasing jobs as an orphan."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if parent_pid is not None:
+        _die_with_parent(parent_pid, stop)
     db = Database(database_url)
     try:
         Worker(db, options=options).run_forever(stop)
     finally:
         db.dispose()
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal the kernel sends this process when its parent dies
+
+
+def _die_with_parent(parent_pid: int, stop: threading.Event) -> None:
+    """SIGTERM from the kernel when the parent dies (Linux), and a watch thread for other systems or a
+    parent that died before the request was made."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the watch thread alone
+        pass
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent_pid:  # re-parented: the server is gone
+                log.warning("server process %s is gone; worker stopping", parent_pid)
+                stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def start_worker_processes(database_url: str, options: WorkerOptions, count: int) -> list[Any]:
@@ -194,7 +259,7 @@ def start_worker_processes(database_url: str, options: WorkerOptions, count: int
     for index in range(count):
         process = context.Process(
             target=worker_process_main,
-            args=(database_url, options),
+            args=(database_url, options, os.getpid()),
             name=f"advisor-worker-{index}",
             daemon=True,
         )

@@ -33,3 +33,7 @@ class DatabaseUnavailable(StorageError):
 
 class SchemaOutOfDate(StorageError):
     """The database's schema is not the one this code needs; the message says how to upgrade it."""
+
+
+class DatabaseCorrupt(StorageError):
+    """The database file is damaged; the message names it and what to do."""

@@ -11,8 +11,9 @@ the best non-diverged full run per study, compared with what that study recommen
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,18 +30,46 @@ from advisor.science.knowledge import (
 )
 from advisor.science.transfer import BETA_DEFAULT, curvature_ratio_lr
 from advisor.storage.db import Database
+from advisor.storage.errors import DatabaseUnavailable
 from advisor.storage.models import Outcome, ProxyRun, RecommendationRow, Study, StudyState
 
+T = TypeVar("T")
 CANDIDATES = 200  # newest stored answers looked at per question; older ones add little next to these
 
 
-class DatabaseKnowledgeStore:
-    """`advisor.science.knowledge.KnowledgeStore` on a `Database`; each question is one read transaction."""
+# A study reads its warm start when it begins; a database outage then is waited out like any other database
+# call of a worker (a 20-second one once failed the attempt outright), for up to this long.
+OUTAGE_WAIT_SECONDS = 120.0
 
-    def __init__(self, db: Database) -> None:
+
+def waiting_out_outages(read: Callable[[], T], *, seconds: float = OUTAGE_WAIT_SECONDS) -> T:
+    """`read()`, retried with backoff (0.5 s doubling to 8 s) while the database is unavailable."""
+    deadline, pause = time.monotonic() + seconds, 0.5
+    while True:
+        try:
+            return read()
+        except DatabaseUnavailable:
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 8.0)
+
+
+class DatabaseKnowledgeStore:
+    """`advisor.science.knowledge.KnowledgeStore` on a `Database`; each question is one read transaction,
+    retried through a database outage (`waiting_out_outages`)."""
+
+    def __init__(self, db: Database, *, outage_wait_seconds: float = OUTAGE_WAIT_SECONDS) -> None:
         self.db = db
+        self.outage_wait_seconds = outage_wait_seconds
 
     def similar(self, context: StudyContext) -> list[KnownResult]:
+        return waiting_out_outages(lambda: self._read_similar(context), seconds=self.outage_wait_seconds)
+
+    def outcomes(self, context: StudyContext) -> list[ReportedOutcome]:
+        return waiting_out_outages(lambda: self._read_outcomes(context), seconds=self.outage_wait_seconds)
+
+    def _read_similar(self, context: StudyContext) -> list[KnownResult]:
         with self.db.transaction(write=False) as session:
             known = [
                 _known_result(row, study, _content_fingerprint(session, study.id))
@@ -56,7 +85,7 @@ class DatabaseKnowledgeStore:
                 return None
             return _context(*found, _content_fingerprint(session, study_id))
 
-    def outcomes(self, context: StudyContext) -> list[ReportedOutcome]:
+    def _read_outcomes(self, context: StudyContext) -> list[ReportedOutcome]:
         with self.db.transaction(write=False) as session:
             by_study: dict[int, list[Outcome]] = {}
             for outcome in _outcomes(session, method=context.method):
