@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -34,6 +35,20 @@ def _check_schema(url: str) -> Database:
     db = Database(url)
     db.check_schema()  # SchemaOutOfDate (an AdvisorError) prints its fix and exits 2 via cli.main
     return db
+
+
+def _wait_for_database(url: str, pause_seconds: float = 2.0) -> Database:
+    """A worker started while the database is down waits for it, as a running worker waits out an outage
+    (a supervisor restarting it in a loop would only add noise); a wrong schema or a damaged file still
+    stops it at once."""
+    from advisor.storage.errors import DatabaseUnavailable
+
+    while True:
+        try:
+            return _check_schema(url)
+        except DatabaseUnavailable as exc:
+            print(f"waiting for the database: {exc}", file=sys.stderr)
+            time.sleep(pause_seconds)
 
 
 # serve ----------------------------------------------------------------------------------------------
@@ -90,7 +105,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from api.app import worker_options
 
     settings = _settings(args)
-    db = _check_schema(settings.url)
+    db = _wait_for_database(settings.url)
     options = worker_options(settings)
     if args.concurrency <= 1:  # in this process, so kill -9 of the command kills the worker itself
         stop = threading.Event()

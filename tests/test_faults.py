@@ -50,7 +50,9 @@ def test_a_result_finished_during_an_outage_longer_than_the_lease_is_stored_when
     )
     spool = tmp_path / "spool"
     options = testing.worker_options(lease_seconds=LEASE_SECONDS, spool_dir=spool)
-    with testing.worker_thread(db, options):
+    # A second, idle worker: when the database returns it finds the job's lease long expired, and must leave
+    # it to the worker that holds the result (it waits one lease after an outage before taking expired jobs).
+    with testing.worker_thread(db, options), testing.worker_thread(db, options):
         assert wait_for(lambda: traces.is_dir() and any(traces.iterdir()), timeout=15, interval=0.05)
         subprocess.run([str(SCRIPT), "stop", str(folder)], check=True, capture_output=True)
         # The job finishes, its write fails for a whole lease, and the result goes to the spool.

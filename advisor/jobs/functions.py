@@ -8,8 +8,10 @@ time per run, so the fault tests (kill -9, retries, stale writes) run in seconds
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import json
 import math
 import os
 import re
@@ -218,10 +220,16 @@ def _synthetic_run(spec: StudySpec, batch: int, lr: float, seconds: float) -> Ru
 
 
 def _trace(payload: dict[str, Any], index: int) -> None:
+    """A file per run executed, named by the study's spec (`spec_tag`), run index and process."""
     if payload.get("trace_dir"):
         folder = Path(payload["trace_dir"])
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"run{index}-pid{os.getpid()}-{time.monotonic_ns()}").touch()
+        (folder / f"{spec_tag(payload['spec'])}-run{index}-pid{os.getpid()}-{time.monotonic_ns()}").touch()
+
+
+def spec_tag(spec: dict[str, Any]) -> str:
+    """A short name for a stored spec, so that traces of several studies in one folder tell apart."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _maybe_fail(payload: dict[str, Any]) -> None:

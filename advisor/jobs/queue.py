@@ -124,13 +124,20 @@ def request_cancel(db: Database, *, study_id: int) -> str:
 # worker side ---------------------------------------------------------------------------------------
 
 
-def claim(db: Database, *, worker_id: str, lease_seconds: float) -> Lease | None:
-    """Lease the oldest available job: queued and due, or running with an expired lease (its worker died)."""
+def claim(db: Database, *, worker_id: str, lease_seconds: float, take_expired: bool = True) -> Lease | None:
+    """Lease the oldest available job: queued and due, or running with an expired lease (its worker died).
+    `take_expired=False` leaves expired leases alone: right after a database outage every lease has
+    expired, and their workers, alive, need a moment to renew them (see `Worker`)."""
     now = utcnow()
     with db.transaction() as session:
         due = (Job.state == JobState.QUEUED) & (Job.available_at <= now)
         expired = (Job.state == JobState.RUNNING) & (Job.lease_expires_at < now)
-        query = select(Job).where(due | expired).order_by(Job.available_at, Job.id).limit(CLAIM_BATCH)
+        query = (
+            select(Job)
+            .where(due | expired if take_expired else due)
+            .order_by(Job.available_at, Job.id)
+            .limit(CLAIM_BATCH)
+        )
         if db.backend == "postgresql":
             query = query.with_for_update(skip_locked=True)  # competing workers skip rows being claimed
         for job in session.scalars(query).all():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -70,16 +71,26 @@ class Worker:
         self.executor = executor or make_executor(options.executor, **options.executor_options)
         self.spool = ResultSpool(options.spool_dir or default_spool_dir())
         self._last_touch = 0.0
+        self._outage_seen, self._back_at = False, -math.inf
+
+    def _in_outage_grace(self) -> bool:
+        """Within one lease of the database coming back. Every lease expired during the outage, yet the
+        workers holding them are alive: they renew at their next heartbeat (a third of a lease) or store
+        their spooled result. Taking those jobs meanwhile would run studies again from scratch."""
+        return time.monotonic() - self._back_at < self.options.lease_seconds
 
     def run_forever(self, stop: threading.Event) -> None:
         log.info("worker %s started (executor %s)", self.worker_id, self.executor.name)
         while not stop.is_set():
             try:
                 self._touch()
+                if self._outage_seen:  # the database is back: note when, for the grace period
+                    self._outage_seen, self._back_at = False, time.monotonic()
                 self.store_spooled_results()  # what finished during an outage goes in before new work
                 worked = self.run_once()
             except DatabaseUnavailable as exc:
                 log.warning("database unavailable, retrying: %s", exc)
+                self._outage_seen = True
                 worked = False
             if not worked:
                 stop.wait(self.options.poll_seconds)
@@ -87,7 +98,12 @@ class Worker:
 
     def run_once(self) -> bool:
         """Lease and run one job; False when none was due."""
-        lease = queue.claim(self.db, worker_id=self.worker_id, lease_seconds=self.options.lease_seconds)
+        lease = queue.claim(
+            self.db,
+            worker_id=self.worker_id,
+            lease_seconds=self.options.lease_seconds,
+            take_expired=not self._in_outage_grace(),
+        )
         if lease is None:
             return False
         # Warm start: the study reads what this database already knows about similar contexts.
