@@ -1,4 +1,5 @@
-"""Service subcommands of `advisor`: serve, worker, db, token. Each `add_*` takes the subparsers object.
+"""Service subcommands of `advisor`: serve, worker, db, token (create, list, revoke). Each `add_*` takes
+the subparsers object.
 
 Heavy imports (FastAPI, uvicorn, SQLAlchemy models) happen inside the handlers, so `advisor --help`
 stays instant.
@@ -163,18 +164,40 @@ def run_db(args: argparse.Namespace) -> int:
 
 
 def add_token(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("token", help="API bearer tokens")
+    parser = commands.add_parser("token", help="API bearer tokens: create, list, revoke")
     actions = parser.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     create = actions.add_parser("create", help="make a token and print it once (only its hash is stored)")
     create.add_argument(
         "--scopes", default="read", help="comma-separated: read, submit, admin (default read)"
     )
     create.add_argument("--name", required=True, help="who or what uses it, e.g. ci-hook")
-    create.add_argument("--database-url", help="SQLAlchemy URL (default from LORA_ADVISOR_* settings)")
+    listing = actions.add_parser("list", help="every token: id, prefix, name, scopes, created, revoked")
+    revoke = actions.add_parser("revoke", help="revoke a token by id: it stops working within a second")
+    revoke.add_argument("id", type=_row_id, help="the token's id, as `advisor token list` shows it")
+    for sub in (create, listing, revoke):
+        sub.add_argument("--database-url", help="SQLAlchemy URL (default from LORA_ADVISOR_* settings)")
     parser.set_defaults(handler=run_token)
 
 
+def _row_id(text: str) -> int:
+    """An id a row can have (1 … MAX_ROW_ID); argparse reports anything else as a usage error."""
+    from advisor.storage.models import MAX_ROW_ID
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_ROW_ID:
+        raise argparse.ArgumentTypeError(f"{value} is not a token id (they run from 1 to {MAX_ROW_ID})")
+    return value
+
+
 def run_token(args: argparse.Namespace) -> int:
+    handlers = {"create": _create_token, "list": _list_tokens, "revoke": _revoke_token}
+    return handlers[args.token_command](args)
+
+
+def _create_token(args: argparse.Namespace) -> int:
     from api.security import create_token, parse_scopes
 
     try:
@@ -187,6 +210,38 @@ def run_token(args: argparse.Namespace) -> int:
     print(token)
     print(
         f"token {token_id} ({args.name}, scopes {','.join(scopes)}): store it now, it is not shown again",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _list_tokens(args: argparse.Namespace) -> int:
+    from api.security import list_tokens
+
+    db = _check_schema(_settings(args).url)
+    print(f"{'id':>5}  {'prefix':<10}  {'scopes':<18}  {'created (UTC)':<16}  {'revoked (UTC)':<16}  name")
+    for info in list_tokens(db):
+        revoked = f"{info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "-"
+        print(
+            f"{info.id:>5}  {info.prefix:<10}  {','.join(info.scopes):<18}  "
+            f"{info.created_at:%Y-%m-%d %H:%M}  {revoked:<16}  {info.name}"
+        )
+    return EXIT_OK
+
+
+def _revoke_token(args: argparse.Namespace) -> int:
+    from advisor.storage.errors import NotFound
+    from api.security import REVOCATION_CHECK_SECONDS, revoke_token
+
+    db = _check_schema(_settings(args).url)
+    try:
+        info = revoke_token(db, token_id=args.id)
+    except NotFound:
+        print(f"error: no token {args.id}; `advisor token list` shows their ids", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"token {info.id} ({info.name}, {info.prefix}…) revoked; running servers refuse it within "
+        f"{REVOCATION_CHECK_SECONDS:g} s",
         file=sys.stderr,
     )
     return EXIT_OK

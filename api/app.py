@@ -13,11 +13,12 @@ import advisor
 from advisor.jobs.queue import Backoff
 from advisor.jobs.worker import WorkerOptions, start_worker_processes, stop_worker_processes
 from advisor.storage.db import Database
+from api.access_log import redact_tokens_in_access_log
 from api.dashboard import router as dashboard_router
 from api.deps import Service
 from api.middleware import ServiceMiddleware
 from api.problems import install_problem_handlers
-from api.routes import check, datasets, health, metrics, outcomes, recommendations, runs, studies
+from api.routes import check, datasets, health, metrics, outcomes, recommendations, runs, studies, tokens
 from api.security import RateLimiter, TokenAuth
 from api.settings import Settings
 
@@ -53,6 +54,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.check_schema()  # SchemaOutOfDate names the command that fixes it
+        redact_tokens_in_access_log()  # after uvicorn configured logging, so its set-up keeps it
         if start_workers and settings.workers > 0:
             service.worker_processes = start_worker_processes(
                 db.url, worker_options(settings), settings.workers
@@ -70,7 +72,7 @@ def create_app(
     )
     app.state.service = service
     install_problem_handlers(app)
-    for module in (studies, runs, recommendations, datasets, outcomes, check, health, metrics):
+    for module in (studies, runs, recommendations, datasets, outcomes, tokens, check, health, metrics):
         app.include_router(module.router)
     app.include_router(dashboard_router)
     app.add_middleware(

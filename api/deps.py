@@ -36,9 +36,10 @@ async def get_service(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
-# A study's or run's id in a path; one past the largest a row can have used to reach the database and fail
-# there (a 500) instead of failing validation (a 422 naming the id).
-RowId = Annotated[int, Path(le=MAX_ROW_ID)]
+# A study's, run's or token's id in a path, bounded both ways: an id past either end of what a row can have
+# (2**64, or -9223372036854775809) used to reach the database and fail there (a 500) instead of failing
+# validation (a 422 naming the id). Row ids start at 1.
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 
 def _require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
@@ -63,3 +64,4 @@ def _require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
 
 Reader = Annotated[Principal, Depends(_require("read"))]
 Submitter = Annotated[Principal, Depends(_require("submit"))]
+Admin = Annotated[Principal, Depends(_require("admin"))]

@@ -13,6 +13,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import PROBLEM_TYPE
 
+# Metric labels come from fixed sets, so that no request can add a series: a made-up method (any token is a
+# valid HTTP method) once grew /metrics by two series per request. Routes are templates (or "unmatched").
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
 
 class _TooLarge(Exception):
     pass
@@ -50,33 +58,40 @@ class ServiceMiddleware:
             await self._too_large(send, limit, scope["path"])
             return
         started, status, seen = time.perf_counter(), 500, 0
-        response_started = False
+        response_started = exceeded = False
 
         async def counted_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit:  # chunked bodies declare no length: count what arrives
+                exceeded = True
                 raise _TooLarge
             return message
 
         async def tracked_send(message: Message) -> None:
             nonlocal status, response_started
+            if exceeded and not response_started:
+                # The app answered a body cut short: FastAPI turns any error while reading a body into a
+                # 400 ("error parsing the body"). Its answer is dropped; the 413 below is the true one.
+                return
             if message["type"] == "http.response.start":
                 status, response_started = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, counted_receive, tracked_send)
-        except _TooLarge:
-            if response_started:
-                raise
-            status = 413
-            await self._too_large(send, limit, scope["path"])
+        except Exception:
+            if not exceeded or response_started:
+                raise  # a real error: ServerErrorMiddleware, outside this one, logs it and answers 500
         finally:
+            if exceeded and not response_started:
+                status = 413
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.requests.labels(scope["method"], route, str(status)).inc()
+            self.requests.labels(method_label(scope["method"]), route, str(status)).inc()
             self.latency.labels(route).observe(time.perf_counter() - started)
+        if exceeded and not response_started:
+            await self._too_large(send, limit, scope["path"])
 
     @staticmethod
     async def _too_large(send: Send, limit: int, path: str) -> None:

@@ -2,29 +2,25 @@
 
 A path may be relative to a root or absolute inside one; `..` is refused outright, and the resolved
 path (symlinks followed) must still lie inside a root, so a link planted in a root cannot point out of it.
-Hub ids (org/name) are accepted only when the service enables them.
+Hub ids (`name` or `org/name`, the hub's grammar) are accepted only when the service enables them, and
+never for a value that exists on disk relative to a root or to the server's working directory
+(advisor.hub_ids says why). Every refusal is the same error, whatever its reason.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path, PurePath
 
 from advisor.errors import SpecError
+from advisor.hub_ids import exists_under, is_hub_id, refused_path
 from advisor.specs import MAX_NAME_CHARS, StudySpec
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-
-def confine(value: str, *, roots: list[Path], field: str, allow_hub: bool, kind: str) -> str:
-    """The resolved path inside a root (or the hub id); SpecError naming `field` otherwise."""
+def path_inside_roots(value: str, roots: list[Path]) -> Path | None:
+    """The real path (symlinks followed) that `value` names inside a root; None when it names none: missing,
+    outside every root, holding `..`, or unreadable."""
     if ".." in PurePath(value).parts:
-        raise SpecError(
-            field,
-            "'..' is not allowed in paths",
-            value=value,
-            fix="give a path inside one of the configured roots",
-        )
+        return None
     candidate = Path(value).expanduser()
     real_roots = [root.resolve() for root in roots]
     bases = [candidate] if candidate.is_absolute() else [root / candidate for root in real_roots]
@@ -33,31 +29,22 @@ def confine(value: str, *, roots: list[Path], field: str, allow_hub: bool, kind:
             if not base.exists():
                 continue
             real = base.resolve()
-        except OSError as error:  # a name too long for the file system, a loop of links, …
-            raise SpecError(
-                field,
-                f"{kind} path cannot be used: {error.strerror or error}",
-                value=value,
-                fix="give a shorter path inside one of the configured roots",
-            ) from error
-        if any(real.is_relative_to(root) for root in real_roots):
-            return str(real)
-        raise SpecError(
-            field,
-            f"{kind} path resolves outside the configured roots",
-            value=value,
-            fix="place it under one of the roots (symlinks pointing out of a root are refused)",
-        )
-    if allow_hub and not candidate.is_absolute() and HUB_ID.match(value):
+        except (OSError, ValueError):  # a name too long for the file system, a loop of links, a NUL, …
+            return None
+        # The first existing base decides: a name that exists under one root but escapes it is refused,
+        # not looked up again under the next root.
+        return real if any(real.is_relative_to(root) for root in real_roots) else None
+    return None
+
+
+def confine(value: str, *, roots: list[Path], field: str, allow_hub: bool, kind: str) -> str:
+    """The resolved path inside a root (or the hub id); the one refused-path SpecError naming `field`."""
+    inside = path_inside_roots(value, roots)
+    if inside is not None:
+        return str(inside)
+    if allow_hub and is_hub_id(value) and not exists_under(value, [*roots, Path.cwd()]):
         return value
-    where = ", ".join(str(root) for root in real_roots) or "(none configured)"
-    hub = "" if allow_hub else "; hub ids are disabled (LORA_ADVISOR_ALLOW_HUB_IDS)"
-    raise SpecError(
-        field,
-        f"{kind} not found under the configured roots {where}{hub}",
-        value=value,
-        fix=f"upload it or place it under a root set in LORA_ADVISOR_{kind.upper()}_ROOTS",
-    )
+    raise refused_path(field, value, kind=kind, allow_hub=allow_hub)
 
 
 def confine_spec(

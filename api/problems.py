@@ -116,15 +116,21 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
         return problem_response(409, "conflict", str(exc), instance=request.url.path)
 
+    # The driver's message names the database host and port, and the schema's its URL: logged here, never
+    # sent to a client.
     @app.exception_handler(DatabaseUnavailable)
     async def _unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        log.warning("database unavailable on %s: %s", request.url.path, exc)
+        detail = "the database is unreachable; retry shortly"
         return problem_response(
-            503, "database unavailable", str(exc), instance=request.url.path, headers={"Retry-After": "5"}
+            503, "database unavailable", detail, instance=request.url.path, headers={"Retry-After": "5"}
         )
 
     @app.exception_handler(SchemaOutOfDate)
     async def _schema(request: Request, exc: SchemaOutOfDate) -> JSONResponse:
-        return problem_response(503, "database schema out of date", str(exc), instance=request.url.path)
+        log.error("database schema out of date on %s: %s", request.url.path, exc)
+        detail = "the database schema is not this version's; an operator must run `advisor db upgrade`"
+        return problem_response(503, "database schema out of date", detail, instance=request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

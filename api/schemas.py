@@ -165,3 +165,14 @@ class CheckOut(BaseModel):
     outcome: str | None = None
     effective_batch_size: int | None = None
     decision: Decision | None = None
+
+
+class TokenOut(BaseModel):
+    """A token in listings: id, name, scopes and the prefix it starts with; never the token or its hash."""
+
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None

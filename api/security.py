@@ -2,12 +2,15 @@
 
 Tokens are 256-bit random strings, so a fast hash is enough (no brute force of a guessable secret is
 possible, unlike passwords); lookups by hash are cached for a few seconds to keep auth off the
-database on the hot path, which bounds how long a revoked token keeps working.
+database on the hot path. A token revoked through the API leaves this process's cache at once; one revoked
+by another process (`advisor token revoke`) within REVOCATION_CHECK_SECONDS, when the cache sees the count
+of revoked tokens change.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import secrets
 import threading
@@ -15,10 +18,13 @@ import time
 
 from advisor.storage import repository as repo
 from advisor.storage.db import Database
+from advisor.storage.errors import StorageError
+from advisor.storage.models import ApiToken
 from api.problems import ApiProblem
 
 SCOPES = ("read", "submit", "admin")
 TOKEN_PREFIX = "lra_"
+REVOCATION_CHECK_SECONDS = 1.0  # how soon a token revoked by another process stops working here
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +40,15 @@ class Principal:
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or "admin" in self.scopes
+
+    def require_owner(self, owner_token_id: int | None, what: str) -> None:
+        """Only the token that submitted `what`, or an admin token, may change it: a submit scope alone
+        once let any token cancel anyone's study."""
+        if self.allows("admin") or (owner_token_id is not None and owner_token_id == self.token_id):
+            return
+        raise ApiProblem(
+            403, "forbidden", f"only the token that submitted {what}, or an admin token, may change it"
+        )
 
 
 ANONYMOUS = Principal(token_id=None, name="anonymous (auth disabled)", scopes=frozenset(SCOPES))
@@ -61,6 +76,42 @@ def create_token(db: Database, *, name: str, scopes: list[str]) -> tuple[int, st
         return row.id, token
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenInfo:
+    """A token as listings show it: never its hash, only the prefix a user can recognise it by."""
+
+    id: int
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, row: ApiToken) -> TokenInfo:
+        scopes = row.scopes.split(",")
+        return cls(row.id, row.name, row.prefix, scopes, row.created_at, row.revoked_at)
+
+
+def list_tokens(db: Database) -> list[TokenInfo]:
+    with db.transaction(write=False) as session:
+        return [TokenInfo.of(row) for row in repo.list_tokens(session)]
+
+
+def revoke_token(db: Database, *, token_id: int) -> TokenInfo:
+    """Revokes the token (NotFound when there is none); TokenAuth.forget drops it from a server's cache."""
+    with db.transaction() as session:
+        return TokenInfo.of(repo.revoke_token(session, token_id=token_id))
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of a `Bearer <token>` header (the scheme matched without case, as RFC 9110 has it); None
+    for any other scheme, which no cache or lookup may then accept."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def _unauthorized(detail: str) -> ApiProblem:
     return ApiProblem(
         401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="lora-advisor"'}
@@ -71,6 +122,8 @@ class TokenAuth:
     def __init__(self, db: Database, *, disabled: bool, cache_seconds: float) -> None:
         self.db, self.disabled, self.cache_seconds = db, disabled, cache_seconds
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._revoked_count: int | None = None  # revoked tokens in the database when last looked
+        self._revocations_checked_until = 0.0  # monotonic time of the next look
 
     def authenticate(self, authorization: str | None) -> Principal:
         if self.disabled:
@@ -80,10 +133,11 @@ class TokenAuth:
                 "missing bearer token: send `Authorization: Bearer <token>` "
                 "(create one with `advisor token create`)"
             )
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(authorization)
+        if token is None:
             raise _unauthorized("the Authorization header must be `Bearer <token>`")
-        principal = self._lookup(hash_token(token.strip()))
+        self._notice_revocations()
+        principal = self._lookup(hash_token(token))
         if principal is None:
             raise _unauthorized("unknown or revoked token")
         return principal
@@ -92,10 +146,34 @@ class TokenAuth:
         """The principal when the answer needs no database (auth off, or a cached token); else None."""
         if self.disabled:
             return ANONYMOUS
-        if not authorization:
-            return None
-        hit = self._cache.get(hash_token(authorization.partition(" ")[2].strip()))
-        return hit[1] if hit and hit[0] > time.monotonic() else None
+        token = bearer_token(authorization)  # the scheme is checked on every request, cached or not
+        now = time.monotonic()
+        if token is None or now >= self._revocations_checked_until:
+            return None  # authenticate answers: with the 401, or after looking for revocations
+        hit = self._cache.get(hash_token(token))
+        return hit[1] if hit and hit[0] > now else None
+
+    def forget(self, token_id: int) -> None:
+        """Drops a revoked token from the cache, so that it stops working here at once."""
+        for token_hash, (_, principal) in list(self._cache.items()):
+            if principal is not None and principal.token_id == token_id:
+                self._cache.pop(token_hash, None)
+
+    def _notice_revocations(self) -> None:
+        """Empties the cache when the count of revoked tokens changed since the last look (at most one look
+        per REVOCATION_CHECK_SECONDS): a token revoked by another process stops working here too."""
+        now = time.monotonic()
+        if now < self._revocations_checked_until:
+            return
+        self._revocations_checked_until = now + REVOCATION_CHECK_SECONDS
+        try:
+            with self.db.transaction(write=False) as session:
+                count = repo.revoked_token_count(session)
+        except StorageError:
+            return  # during an outage cached tokens keep answering until they expire, as before
+        if count != self._revoked_count:
+            self._cache.clear()
+            self._revoked_count = count
 
     def _lookup(self, token_hash: str) -> Principal | None:
         hit = self._cache.get(token_hash)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from advisor.jobs.limits import CostLimits, Quotas
 from advisor.storage.db import default_sqlite_url
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -50,6 +51,22 @@ class Settings(BaseSettings):
     rate_limit_burst: int = 100
     token_cache_seconds: float = 10.0  # a revoked token may keep working this long
 
+    # per-study cost, checked at POST /v1/studies before a study is queued (advisor.jobs.limits)
+    max_study_proxy_seconds: float = Field(
+        default=86_400.0, gt=0, description="a day of proxy compute; a study's default budget is 900 s"
+    )
+    max_study_proxy_examples: int = Field(
+        default=10_000_000,
+        gt=0,
+        description="proxy training examples per study: ~55 h at the planner's first guess of 0.02 s each",
+    )
+    # quotas: 429 with Retry-After when full
+    max_active_studies_per_token: int = Field(
+        default=100, ge=1, description="queued + running; at 900 s each, a day of one worker's time"
+    )
+    max_daily_studies_per_token: int = Field(default=1000, ge=1, description="created in the last 24 h")
+    max_queued_jobs: int = Field(default=500, ge=1, description="queued jobs of every token together")
+
     # jobs
     workers: int = Field(default=1, ge=0, description="local worker processes embedded in `advisor serve`")
     executor: str = "local"
@@ -84,6 +101,20 @@ class Settings(BaseSettings):
     @property
     def url(self) -> str:
         return self.database_url or default_sqlite_url(self.data_dir)
+
+    @property
+    def study_cost_limits(self) -> CostLimits:
+        return CostLimits(
+            max_proxy_seconds=self.max_study_proxy_seconds, max_proxy_examples=self.max_study_proxy_examples
+        )
+
+    @property
+    def study_quotas(self) -> Quotas:
+        return Quotas(
+            max_active_per_token=self.max_active_studies_per_token,
+            max_daily_per_token=self.max_daily_studies_per_token,
+            max_queued_jobs=self.max_queued_jobs,
+        )
 
     @property
     def upload_dir(self) -> Path:

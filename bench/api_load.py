@@ -186,6 +186,10 @@ def main() -> None:
         "LORA_ADVISOR_JOB_FUNCTION": "synthetic",
         "LORA_ADVISOR_RATE_LIMIT_PER_SECOND": "1000000",
         "LORA_ADVISOR_RATE_LIMIT_BURST": "1000000",
+        # Every POST is a new study on one token with no worker: this measures latency, not the quotas.
+        "LORA_ADVISOR_MAX_ACTIVE_STUDIES_PER_TOKEN": "1000000",
+        "LORA_ADVISOR_MAX_DAILY_STUDIES_PER_TOKEN": "1000000",
+        "LORA_ADVISOR_MAX_QUEUED_JOBS": "1000000",
         "LORA_ADVISOR_READYZ_REQUIRES_WORKERS": "false",
     }
     server = subprocess.Popen(

@@ -158,3 +158,26 @@ def test_a_damaged_sqlite_file_stops_start_up_with_one_line_naming_it(
     (line,) = started.stderr.strip().splitlines()
     assert line.startswith(f"error: the SQLite database {database} is damaged (")
     assert "restore the file from a backup" in line
+
+
+def test_readiness_fails_when_the_sqlite_file_is_damaged_under_a_running_service(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from advisor.storage.db import default_sqlite_url
+    from api.app import create_app
+
+    url = default_sqlite_url(tmp_path)
+    db = testing.migrated(url)
+    settings = testing.make_settings(tmp_path, database_url=url, readyz_requires_workers=False)
+    with TestClient(create_app(settings, db=db, start_workers=False)) as client:
+        db.engine.dispose()  # nothing cached in an open connection: the damage is read from the file
+        with (tmp_path / "advisor.db").open("r+b") as file:
+            file.seek(11 * 4096)  # a table's root page, mid-file
+            file.write(b"\xde\xad\xbe\xef" * 256)
+        ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["integrity"] == {
+        "ok": False,
+        "detail": "the database file is damaged; see the server log",
+    }
+    db.dispose()

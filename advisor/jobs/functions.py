@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import SpecError
+from advisor.hub_ids import check_stored_references
 from advisor.jobs.control import JobControl, PermanentJobError
 from advisor.jobs.queue import JobResult
 from advisor.records import RunConfig, RunRecord, RunStatus
@@ -65,10 +66,20 @@ def _spec(payload: dict[str, Any]) -> StudySpec:
         raise PermanentJobError(f"stored spec no longer validates: {exc.describe()}") from None
 
 
+def _confined_references(spec: StudySpec) -> StudySpec:
+    """The spec, once every model and dataset it names is an absolute path or a hub id that names nothing
+    relative to this worker's working directory (advisor.hub_ids: the API cannot see the worker's disk)."""
+    try:
+        check_stored_references(spec, working_directory=Path.cwd())
+    except SpecError as exc:
+        raise PermanentJobError(f"{type(exc).__name__}: {exc.describe()}") from None
+    return spec
+
+
 @register_job_function("study")
 def run_study_job(payload: dict[str, Any], control: JobControl) -> JobResult:
+    spec = _confined_references(_spec(payload))  # before torch is imported: a refusal costs nothing
     study = importlib.import_module("proxy_runs.study")  # torch: imported by the worker, never by the API
-    spec = _spec(payload)
     store, opened = knowledge_store(control)
     try:
         result = study.run_study(spec, progress=control.study_progress, store=store)

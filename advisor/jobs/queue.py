@@ -11,9 +11,10 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from advisor.jobs.limits import QuotaExceeded, Quotas
 from advisor.specs import StudySpec
 from advisor.storage import repository as repo
 from advisor.storage.db import Database
@@ -22,6 +23,13 @@ from advisor.storage.models import FINISHED_JOB_STATES, Job, JobState, Study, St
 
 CLAIM_BATCH = 8  # candidates looked at per claim; others may be taken by competing workers meanwhile
 SUBMIT_RETRIES = 3  # concurrent first inserts of the same model or idempotency key: retry reads the winner
+QUOTA_WINDOW = dt.timedelta(days=1)  # the daily quota counts the studies created in the last 24 h
+# A full queue or active-study quota frees as studies finish; at the default budget one takes 15 minutes, so
+# a client polling once a minute neither waits long nor floods the server.
+QUOTA_RETRY_SECONDS = 60
+# PostgreSQL: submits take this transaction-scoped advisory lock before counting, so concurrent requests
+# cannot all count the same last free slot (SQLite's write transactions are serial already).
+SUBMIT_LOCK_KEY = 0x6C6F7261  # "lora"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +79,10 @@ def submit_study(
     idempotency: repo.IdempotencyClaim | None,
     options: dict[str, Any] | None = None,
     mapped_from: dict[str, Any] | None = None,
+    quotas: Quotas | None = None,
 ) -> tuple[int, bool]:
-    """(study id, created?). With an idempotency key, concurrent duplicates return the first study."""
+    """(study id, created?). With an idempotency key, concurrent duplicates return the first study (a replay
+    is never refused by a quota). With `quotas`, QuotaExceeded when a new study would break one."""
     for attempt in range(SUBMIT_RETRIES):
         try:
             with db.transaction() as session:
@@ -80,6 +90,10 @@ def submit_study(
                     existing = repo.find_idempotent_study(session, claim=idempotency)
                     if existing is not None:
                         return existing.id, False
+                if quotas is not None:
+                    if db.backend == "postgresql":
+                        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SUBMIT_LOCK_KEY})
+                    check_quotas(session, token_id=token_id, quotas=quotas)
                 study = repo.create_study(
                     session,
                     spec=spec,
@@ -97,6 +111,48 @@ def submit_study(
             if exc.constraint is None or attempt == SUBMIT_RETRIES - 1 or isinstance(exc, StaleAttempt):
                 raise
     raise AssertionError("unreachable")
+
+
+def check_quotas(session: Session, *, token_id: int | None, quotas: Quotas) -> None:
+    """QuotaExceeded when this token already has its limit of studies queued or running, or created in the
+    last 24 h, or when the queue holds its limit of jobs; else None."""
+    active = repo.count_active_studies(session, token_id=token_id)
+    if active >= quotas.max_active_per_token:
+        raise QuotaExceeded(
+            "max_active_studies_per_token",
+            quotas.max_active_per_token,
+            f"this token has {active} studies queued or running",
+            retry_after_seconds=QUOTA_RETRY_SECONDS,
+        )
+    now = utcnow()
+    created = repo.count_studies_since(session, token_id=token_id, since=now - QUOTA_WINDOW)
+    if created >= quotas.max_daily_per_token:
+        raise QuotaExceeded(
+            "max_daily_studies_per_token",
+            quotas.max_daily_per_token,
+            f"this token created {created} studies in the last 24 hours",
+            retry_after_seconds=_seconds_until_daily_slot(session, token_id, quotas, created, now),
+        )
+    queued = repo.count_queued_jobs(session)
+    if queued >= quotas.max_queued_jobs:
+        raise QuotaExceeded(
+            "max_queued_jobs",
+            quotas.max_queued_jobs,
+            f"the queue holds {queued} jobs of all tokens together",
+            retry_after_seconds=QUOTA_RETRY_SECONDS,
+        )
+
+
+def _seconds_until_daily_slot(
+    session: Session, token_id: int | None, quotas: Quotas, created: int, now: dt.datetime
+) -> int:
+    """Seconds until enough of this token's studies leave the 24 h window for one more to fit."""
+    since = now - QUOTA_WINDOW
+    position = created - quotas.max_daily_per_token  # 0: the oldest must age out; more if the limit fell
+    freed_by = repo.nth_study_created_since(session, token_id=token_id, since=since, position=position)
+    if freed_by is None:
+        return QUOTA_RETRY_SECONDS
+    return int((freed_by + QUOTA_WINDOW - now).total_seconds()) + 1
 
 
 def request_cancel(db: Database, *, study_id: int) -> str:

@@ -185,6 +185,7 @@ class Worker:
                 log.warning("%s", exc)
                 return True
             except DatabaseUnavailable:
+                self._outage_seen = True
                 if time.monotonic() > deadline:
                     return False
                 time.sleep(min(1.0, self.options.poll_seconds))
@@ -199,6 +200,9 @@ class Worker:
                 control.lost.set()
                 return
             except DatabaseUnavailable as exc:
+                # A busy worker learns of an outage here: once the database is back, it too must leave the
+                # leases that expired meanwhile to their holders for a while (`_in_outage_grace`).
+                self._outage_seen = True
                 log.warning("heartbeat failed, will retry: %s", exc)
 
     def _touch(self) -> None:

@@ -49,6 +49,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from advisor.errors import SpecError
 from advisor.specs import MAX_BATCH_SIZE, StudySpec, TrainingSpec
 
 POINTS_PER_DECADE = 4
@@ -585,6 +586,9 @@ def plan_study(
             f"largest sets the first rung's length; B = {dropped[-1]} takes {full // dropped[-1]} steps in "
             "the real run), so they are left out"
         )
+    seconds = budget_seconds if budget_seconds is not None else spec.budget.proxy_seconds
+    examples = spec.budget.proxy_examples - spent_examples if spec.budget.proxy_examples else None
+    refuse_unaffordable(plan, examples_left=examples, seconds_left=seconds)
     _add_confirmation(plan, budget_examples, target_cost_ratio if budget_seconds is not None else 1.0)
     _explain(plan, prior, full)
     if not _reads_lr_star_near_real_run(plan):
@@ -597,6 +601,43 @@ def plan_study(
     plan.budget_examples = budget_examples
     plan.batch_origin = candidates
     return plan
+
+
+def cheapest_first_rung(batch_sizes: list[int], n_lrs: int) -> int:
+    """Examples of the cheapest first rung a plan over these candidates can have, whatever the training split:
+    the planner keeps at least the MIN_BATCH_SIZES smallest batches and MIN_LRS LRs (fewer only when the grid
+    has fewer), and rung 0 takes one whole step of the largest batch it keeps, for every config."""
+    kept = sorted(batch_sizes)[:MIN_BATCH_SIZES]
+    return min(n_lrs, MIN_LRS) * len(kept) * max(kept)
+
+
+def refuse_unaffordable(plan: StudyPlan, *, examples_left: float | None, seconds_left: float | None) -> None:
+    """SpecError (on batch_sizes) when the budget cannot pay for the plan's first rung.
+
+    The planner tolerates a plan over its budget only as far as the halving can be cut short: later rungs
+    stop where the budget runs out, but rung 0 runs every config whole under an examples budget, and under a
+    seconds budget the clock stops rung 0 only after its first run. `batch_sizes: [1048576]` on an examples
+    budget of 600 used to be planned (and run) at 5 × 1,048,576 examples, 8,700× its budget."""
+    first, largest = plan.rungs[0], max(plan.batch_sizes)
+    first_rung_examples = first.configs * first.examples
+    if examples_left is not None and first_rung_examples > examples_left:
+        raise SpecError(
+            "batch_sizes",
+            f"the cheapest plan, {first.configs} configs × one step of B = {largest} at the first rung, "
+            f"needs {first_rung_examples} examples; the budget leaves {max(examples_left, 0):.0f}",
+            value=plan.batch_sizes,
+            fix="use smaller batch sizes, or raise budget.proxy_examples by at least "
+            f"{first_rung_examples - examples_left:.0f}",
+        )
+    first_run_seconds = first.examples * plan.seconds_per_example + plan.run_overhead_seconds
+    if seconds_left is not None and first_run_seconds > seconds_left:
+        raise SpecError(
+            "batch_sizes",
+            f"one run to the first rung (one step of B = {largest}) takes ~{first_run_seconds:.0f} s at "
+            f"{plan.seconds_per_example:.2g} s per example; the budget leaves {seconds_left:.0f} s",
+            value=plan.batch_sizes,
+            fix="use smaller batch sizes, or a larger budget.proxy_seconds",
+        )
 
 
 def _reads_lr_star_near_real_run(plan: StudyPlan) -> bool:

@@ -149,10 +149,14 @@ class Database:
             )
 
     def check_schema(self) -> None:
-        """Refuse to run against a damaged database, or one whose schema is not this code's head revision."""
+        """Refuse to start on a damaged database, or one whose schema is not this code's head revision."""
+        self.check_integrity()
+        self.check_revision()
+
+    def check_revision(self) -> None:
+        """Refuse to run against a database whose schema is not this code's head revision."""
         from advisor.storage.migrate import current_revision, head_revision
 
-        self.check_integrity()
         try:
             current = current_revision(self)
         except OperationalError as exc:

@@ -170,6 +170,37 @@ def get_job_for_study(session: Session, *, study_id: int) -> Job:
     return job
 
 
+def _of_token(token_id: int | None) -> Any:
+    """Studies submitted with this token (None: with auth disabled, the anonymous principal)."""
+    return Study.token_id.is_(None) if token_id is None else Study.token_id == token_id
+
+
+def count_active_studies(session: Session, *, token_id: int | None) -> int:
+    """Studies of this token that are queued or running (a retry waiting out its backoff is queued)."""
+    active = Study.state.in_([StudyState.QUEUED, StudyState.RUNNING])
+    query = select(func.count()).select_from(Study).where(active, _of_token(token_id))
+    return session.scalar(query) or 0
+
+
+def count_studies_since(session: Session, *, token_id: int | None, since: dt.datetime) -> int:
+    """Studies this token created at or after `since`, whatever became of them."""
+    query = select(func.count()).select_from(Study).where(_of_token(token_id), Study.created_at >= since)
+    return session.scalar(query) or 0
+
+
+def nth_study_created_since(
+    session: Session, *, token_id: int | None, since: dt.datetime, position: int
+) -> dt.datetime | None:
+    """When this token's `position`-th study (0: the oldest) created at or after `since` was created."""
+    query = select(Study.created_at).where(_of_token(token_id), Study.created_at >= since)
+    return session.scalars(query.order_by(Study.created_at).offset(position).limit(1)).first()
+
+
+def count_queued_jobs(session: Session) -> int:
+    """Jobs waiting for a worker, every token's together."""
+    return session.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.QUEUED)) or 0
+
+
 # runs, probes, recommendations --------------------------------------------------------------------
 
 
@@ -357,6 +388,25 @@ def find_token(session: Session, *, token_hash: str) -> ApiToken | None:
     return session.scalars(
         select(ApiToken).where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
     ).first()
+
+
+def list_tokens(session: Session) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))
+
+
+def revoke_token(session: Session, *, token_id: int) -> ApiToken:
+    """Marks the token revoked (once: revoking it again keeps the first time); NotFound when there is none."""
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound("token", token_id)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
+
+
+def revoked_token_count(session: Session) -> int:
+    """How many tokens were ever revoked: it only grows, so a change tells a cache that one was revoked."""
+    return session.scalar(select(func.count()).where(ApiToken.revoked_at.is_not(None))) or 0
 
 
 # workers and queue statistics ----------------------------------------------------------------------

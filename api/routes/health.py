@@ -1,7 +1,14 @@
-"""Liveness and readiness. Readiness: database reachable, schema current, a worker polled recently."""
+"""Liveness and readiness. Readiness: database reachable, schema current, its file sound (SQLite, checked
+at most every INTEGRITY_CHECK_SECONDS), a worker polled recently.
+
+/readyz is public (load balancers call it without a token), so a failing check says what is down, never
+how: the driver's message names the database host and port. The details go to the server log.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -15,6 +22,7 @@ from api.deps import Service, ServiceDep
 from api.problems import PROBLEM_TYPE
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("advisor.api")
 
 
 @router.get("/healthz")
@@ -40,13 +48,16 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
         service.db.ping()
         checks["database"] = {"ok": True}
     except StorageError as exc:
-        checks["database"] = {"ok": False, "detail": str(exc)}
+        checks["database"] = _failed("database", "unreachable", exc)
         return checks
     try:
-        service.db.check_schema()
+        service.db.check_revision()
         checks["schema"] = {"ok": True}
     except StorageError as exc:
-        checks["schema"] = {"ok": False, "detail": str(exc)}
+        checks["schema"] = _failed("schema", "not this version's: run `advisor db upgrade`", exc)
+        return checks
+    checks["integrity"] = _integrity(service)
+    if not checks["integrity"]["ok"]:
         return checks
     if service.settings.readyz_requires_workers:
         try:
@@ -54,5 +65,31 @@ def readiness(service: Service) -> dict[str, dict[str, Any]]:
                 alive = repo.live_workers(session, seen_within=WORKER_SEEN_WITHIN)
             checks["workers"] = {"ok": alive > 0, "alive": alive}
         except StorageError as exc:
-            checks["workers"] = {"ok": False, "detail": str(exc)}
+            checks["workers"] = _failed("workers", "cannot be counted: the database is unreachable", exc)
     return checks
+
+
+# A damaged SQLite file once left /readyz saying "ready" while every study list failed. quick_check reads
+# every page (milliseconds per MB), so readiness, polled every few seconds, runs it at most once a minute.
+INTEGRITY_CHECK_SECONDS = 60.0
+_integrity_cache: dict[str, tuple[float, str | None]] = {}
+
+
+def _integrity(service: Service) -> dict[str, Any]:
+    now = time.monotonic()
+    checked = _integrity_cache.get(service.db.url)
+    if checked is None or now - checked[0] > INTEGRITY_CHECK_SECONDS:
+        try:
+            checked = (now, service.db.integrity_problem())
+        except StorageError as exc:
+            return _failed("integrity", "cannot be checked: the database is unreachable", exc)
+        _integrity_cache[service.db.url] = checked
+    if checked[1] is None:
+        return {"ok": True}
+    log.error("readiness check integrity failed: %s", checked[1])
+    return {"ok": False, "detail": "the database file is damaged; see the server log"}
+
+
+def _failed(check: str, public_detail: str, error: StorageError) -> dict[str, Any]:
+    log.warning("readiness check %s failed: %s", check, error)
+    return {"ok": False, "detail": public_detail}

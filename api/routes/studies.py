@@ -12,12 +12,14 @@ from pydantic import ValidationError
 
 from advisor.errors import SpecError
 from advisor.jobs import queue
+from advisor.jobs.limits import QuotaExceeded, check_study_cost
 from advisor.specs import MAX_COUNT, StudySpec, parse_spec, spec_errors
 from advisor.storage import repository as repo
 from advisor.storage.models import RecommendationRow, Study, StudyState
 from advisor.training_configs import ConfigError, map_config, write_back
 from api.deps import Reader, RowId, Service, ServiceDep, Submitter
 from api.paths import confine_spec
+from api.problems import ApiProblem
 from api.routes.runs import run_out
 from api.schemas import ConfigStudyRequest, RunOut, StudyAccepted, StudyOut, StudyPage
 
@@ -82,6 +84,7 @@ def submit_study(
         dataset_roots=settings.all_dataset_roots,
         allow_hub=settings.allow_hub_ids,
     )
+    check_study_cost(spec, settings.study_cost_limits)  # 422 naming the field and the limit, before queueing
     claim = (
         None
         if idempotency_key is None
@@ -95,17 +98,21 @@ def submit_study(
             ).hexdigest(),
         )
     )
-    study_id, created = queue.submit_study(
-        service.db,
-        spec=spec,
-        function=settings.job_function,
-        max_attempts=settings.max_attempts,
-        token_id=principal.token_id,
-        dataset_fingerprint=_uploaded_fingerprint(spec.dataset.path, service),
-        idempotency=claim,
-        options=settings.job_options,
-        mapped_from=mapped_from,
-    )
+    try:
+        study_id, created = queue.submit_study(
+            service.db,
+            spec=spec,
+            function=settings.job_function,
+            max_attempts=settings.max_attempts,
+            token_id=principal.token_id,
+            dataset_fingerprint=_uploaded_fingerprint(spec.dataset.path, service),
+            idempotency=claim,
+            options=settings.job_options,
+            mapped_from=mapped_from,
+            quotas=settings.study_quotas,
+        )
+    except QuotaExceeded as exc:
+        raise _quota_problem(exc) from None
     url = str(request.url_for("get_study", study_id=study_id))
     response.headers["Location"] = url
     if not created:
@@ -132,6 +139,19 @@ def _study_request(body: dict[str, Any]) -> tuple[StudySpec, dict[str, Any] | No
         return mapped.study_spec(**request.spec_overrides()), mapped.report()
     except ConfigError as exc:
         raise SpecError(f"config.{exc.key}", exc.message) from None
+
+
+def _quota_problem(exc: QuotaExceeded) -> ApiProblem:
+    """429 naming the quota (its setting, in `errors[0].field`, and its limit), with Retry-After."""
+    setting = f"LORA_ADVISOR_{exc.quota.upper()}"
+    return ApiProblem(
+        429,
+        f"quota exceeded: {exc.quota}",
+        f"{exc.message}; the limit is {exc.limit} (the server's {setting}). "
+        f"Retry after {exc.retry_after_seconds} s.",
+        errors=[{"field": exc.quota, "message": exc.message, "value": exc.limit}],
+        headers={"Retry-After": str(exc.retry_after_seconds)},
+    )
 
 
 def _uploaded_fingerprint(path: str, service: Service) -> str | None:
@@ -168,9 +188,12 @@ def get_study(study_id: RowId, _: Reader, service: ServiceDep, request: Request)
 
 
 @router.post("/studies/{study_id}/cancel", status_code=202, response_model=StudyOut)
-def cancel_study(study_id: RowId, _: Submitter, service: ServiceDep, request: Request) -> StudyOut:
+def cancel_study(study_id: RowId, principal: Submitter, service: ServiceDep, request: Request) -> StudyOut:
+    """Only the study's owner, or an admin token, may cancel it (404 first, for a study there is not)."""
+    with service.db.transaction(write=False) as session:
+        principal.require_owner(repo.get_study(session, study_id=study_id).token_id, f"study {study_id}")
     queue.request_cancel(service.db, study_id=study_id)
-    return get_study(study_id, _, service, request)
+    return get_study(study_id, principal, service, request)
 
 
 @router.get("/studies/{study_id}/runs", response_model=list[RunOut])
