@@ -172,6 +172,10 @@ def _context(plan: MappedConfig) -> dict[str, Any]:
 
 
 def _check_submit_flags(plan: MappedConfig, args: argparse.Namespace) -> None:
+    from advisor.storage.models import MAX_ROW_ID  # SQLAlchemy: only when a check runs
+
+    if args.study is not None and not 0 < args.study <= MAX_ROW_ID:
+        raise ConfigError(plan.path, "--study", f"must be a study id, 1 to {MAX_ROW_ID} (got {args.study})")
     if not args.submit:
         for flag in ("wait", "budget", "budget_examples", "batch_sizes"):
             if getattr(args, flag) is not None:

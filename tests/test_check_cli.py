@@ -267,6 +267,8 @@ def test_study_pins_the_answer(capsys, offline: Path) -> None:
     assert check(capsys, offline, AXOLOTL, "--offline", "--study", "1")[0] == 0
     code, out = check(capsys, offline, AXOLOTL, "--offline", "--study", "7")
     assert code == 3 and "study 7 has no recommendation" in out
+    code, out = check(capsys, offline, AXOLOTL, "--offline", "--study", "0", "--format", "json")
+    assert code == 2 and json.loads(out)["error"]["key"] == "--study"
 
 
 @pytest.mark.parametrize(
