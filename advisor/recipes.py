@@ -47,6 +47,7 @@ class Recipe(StrictInput):
     betas: tuple[float, float] = (0.9, 0.999)
     dataset_format: str = "instruction"
     train_on_prompt: bool = False
+    prompt_template: str = "auto"
 
 
 def recipe_of(spec: StudySpec) -> Recipe:
@@ -60,6 +61,7 @@ def training_recipe(
     target_modules: list[str] | str | None,
     dataset_format: str = "instruction",
     train_on_prompt: bool = False,
+    prompt_template: str = "auto",
 ) -> Recipe:
     return Recipe(
         target_modules=sorted(target_modules) if isinstance(target_modules, list) else target_modules,
@@ -75,6 +77,7 @@ def training_recipe(
         betas=training.optimizer.betas,
         dataset_format=dataset_format,
         train_on_prompt=train_on_prompt,
+        prompt_template=prompt_template,
     )
 
 
@@ -182,6 +185,7 @@ COMPARED: dict[str, tuple[Callable[[Recipe], Any], Callable[[Any, Any], bool]]] 
     "optimizer.betas": (lambda r: list(r.betas), lambda a, b: _same_betas(tuple(a), tuple(b))),
     "dataset.format": (lambda r: r.dataset_format, _equal),
     "dataset.train_on_prompt": (lambda r: r.train_on_prompt, _equal),
+    "dataset.prompt_template": (lambda r: r.prompt_template, _equal),
 }
 
 

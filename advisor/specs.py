@@ -94,6 +94,12 @@ class DatasetSpec(_Strict):
         "messages",
         description="chat: the list of turns, each {role, content} (OpenAI) or {from, value} (ShareGPT)",
     )
+    prompt_template: Literal["auto", "none"] = Field(
+        "auto",
+        description="instruction: how the prompt is laid out before the response; auto: the model's chat "
+        "template, else an Alpaca-style `### Instruction: … ### Response:` layout; none: prompt and response "
+        "joined as written (TRL's prompt/completion datasets)",
+    )
     train_on_prompt: bool = Field(
         False,
         description="instruction and chat: take the loss on every token, prompts and user turns included "

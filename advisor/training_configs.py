@@ -215,6 +215,7 @@ class MappedConfig:
                 self.spec.get("target_modules"),
                 dataset.get("format", "instruction"),
                 bool(dataset.get("train_on_prompt", False)),
+                dataset.get("prompt_template", "auto"),
             )
         except ValidationError as exc:
             first = spec_errors(exc)[0]
@@ -829,12 +830,13 @@ def _sniffed_dataset(r: _Reader, key: str, path: str, *, train_on_prompt: bool |
         column = "messages" if "messages" in record else "conversations"
         spec: dict[str, Any] = {"path": path, "format": "chat", "messages_field": column}
     elif "prompt" in record and "completion" in record:
-        spec = {
+        spec = {  # TRL joins a string prompt and completion as written: no template between them
             "path": path,
             "format": "instruction",
             "prompt_field": "prompt",
             "input_field": None,
             "response_field": "completion",
+            "prompt_template": "none",
         }
     elif "instruction" in record and "output" in record:
         spec = {"path": path, "format": "instruction"}

@@ -465,7 +465,8 @@ def _supervised_examples(
         if is_seq2seq:  # the prompt feeds the encoder, so it takes no loss whatever train_on_prompt says
             kept.append(Example(_ids(tokenizer, prompt)[:max_len] or eos, response_ids[:max_len]))
             continue
-        prompt_ids = _ids(tokenizer, render_chat_prompt(prompt, tokenizer))
+        laid_out = prompt if spec.prompt_template == "none" else render_chat_prompt(prompt, tokenizer)
+        prompt_ids = _ids(tokenizer, laid_out)
         example = instruction_example(prompt_ids, response_ids, max_len, train_on_prompt=spec.train_on_prompt)
         if example is not None:
             kept.append(example)

@@ -136,6 +136,26 @@ def test_a_packed_sequence_trains_each_example_as_if_it_were_alone(arch: str, re
     assert packed_loss == pytest.approx(separate, rel=1e-4)
 
 
+def test_prompt_template_none_joins_prompt_and_response_as_written(llama_tokenizer) -> None:
+    """TRL's prompt/completion data: no instruction layout between them, loss on the completion and EOS."""
+    record = {"prompt": "2 + 2 =", "completion": " 4"}
+    spec = DatasetSpec(
+        path="x", prompt_field="prompt", response_field="completion", input_field=None, prompt_template="none"
+    )
+    (example,) = tokenize_records(
+        [record], spec, llama_tokenizer, is_seq2seq=False, max_len=64, packing=False
+    )
+    prompt = llama_tokenizer("2 + 2 =", add_special_tokens=False)["input_ids"]
+    response = llama_tokenizer(" 4", add_special_tokens=False)["input_ids"] + [llama_tokenizer.eos_token_id]
+    assert example.input_ids == prompt + response
+    assert example.labels == [IGNORE_INDEX] * len(prompt) + response
+    templated = DatasetSpec(path="x", prompt_field="prompt", response_field="completion", input_field=None)
+    (laid_out,) = tokenize_records(
+        [record], templated, llama_tokenizer, is_seq2seq=False, max_len=64, packing=False
+    )
+    assert len(laid_out.input_ids) > len(example.input_ids)  # `### Instruction: … ### Response:` around it
+
+
 def test_packing_is_refused_for_an_encoder_decoder(llama_tokenizer, seq2seq_jsonl: Path) -> None:
     spec = DatasetSpec(
         path=str(seq2seq_jsonl), format="seq2seq", prompt_field="source", response_field="target"

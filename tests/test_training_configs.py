@@ -579,6 +579,7 @@ def test_training_arguments_json_maps_optimizer_clipping_steps_and_a_peft_sectio
         "completion",
     )
     assert spec.dataset.input_field is None
+    assert spec.dataset.prompt_template == "none"  # TRL joins prompt and completion as written
     assert spec.dataset.train_on_prompt is False  # TRL's completion-only loss for prompt/completion data
     assert dropped(plan) == {"output_dir": BOOKKEEPING}
 
