@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow lint bench clean
+.PHONY: install run test test-slow fuzz lint bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,6 +32,13 @@ run: $(STAMP)
 # torch workloads 10x when a test's server or worker process shares the 2 cores.
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
+
+# The whole API fuzzed by schemathesis with auth (tests/test_fuzz.py; `make test` runs 5 cases an operation):
+# 500 an operation, over 5,000 cases per database, on SQLite and, when LORA_ADVISOR_TEST_PG_URL is set, on
+# PostgreSQL. -s: prints each database's count of cases and of server errors.
+fuzz: $(STAMP)
+	LORA_ADVISOR_FUZZ_EXAMPLES=500 LORA_ADVISOR_FUZZ_MIN_CASES=5000 HF_HUB_OFFLINE=1 \
+		$(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
 
 test-slow: $(STAMP) $(VENV)/.models
 	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m slow

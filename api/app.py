@@ -17,7 +17,7 @@ from api.access_log import redact_tokens_in_access_log
 from api.dashboard import router as dashboard_router
 from api.deps import Service
 from api.middleware import ServiceMiddleware
-from api.problems import install_problem_handlers
+from api.problems import install_problem_handlers, problem_responses
 from api.routes import check, datasets, health, metrics, outcomes, recommendations, runs, studies, tokens
 from api.security import RateLimiter, TokenAuth
 from api.settings import Settings
@@ -69,6 +69,8 @@ def create_app(
         version=advisor.__version__,
         lifespan=lifespan,
         description="Batch size and learning rate for LoRA fine-tunes, from proxy runs.",
+        # Any route: ServiceMiddleware refuses a NUL character in any parameter or header with a 422.
+        responses=problem_responses(422),
     )
     app.state.service = service
     install_problem_handlers(app)

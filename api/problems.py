@@ -9,13 +9,62 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from advisor.errors import SpecError
 from advisor.storage.errors import Conflict, DatabaseUnavailable, NotFound, SchemaOutOfDate
+from api.schemas import inline_json_schema
 
 PROBLEM_TYPE = "application/problem+json"
 log = logging.getLogger("advisor.api")
+
+
+class FieldProblem(BaseModel):
+    field: str  # dotted, e.g. "budget.proxy_seconds", or "body" for the body as a whole
+    message: str
+    value: Any = None  # the rejected value, cut to ECHO_CHARS
+
+
+class Problem(BaseModel):
+    """Every error answer's body (RFC 9457), sent as application/problem+json."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[FieldProblem] = []
+
+
+# What each error status means on this API, for the OpenAPI document: clients (and the schemathesis fuzz
+# test, which fails on any status or media type a route does not document) read these.
+PROBLEM_MEANINGS = {
+    400: "the JSON body does not parse",
+    401: "no token, or one that is unknown, revoked or sent under a scheme other than Bearer",
+    403: "the token lacks the scope, or does not own what it would change",
+    404: "no such study, run or token",
+    409: "the Idempotency-Key was used with another body, or the study has already finished",
+    413: "the body exceeds the server's size limit",
+    422: "a field or parameter does not validate; `errors` names it",
+    429: "a rate limit or quota is reached; retry after Retry-After seconds",
+    503: "the database is unreachable or its schema out of date; retry after Retry-After seconds",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each a Problem as application/problem+json."""
+    schema = inline_json_schema(Problem.model_json_schema())
+    return {
+        status: {"description": PROBLEM_MEANINGS[status], "content": {PROBLEM_TYPE: {"schema": schema}}}
+        for status in statuses
+    }
+
+
+# Every /v1 route authenticates (401, 403), is rate limited (429) and reads the database (503).
+AUTHENTICATED_PROBLEMS = problem_responses(401, 403, 429, 503)
+# A route with a JSON body: it may not parse (400) or be too large (413).
+BODY_PROBLEMS = problem_responses(400, 413)
 
 
 class ApiProblem(Exception):

@@ -176,3 +176,21 @@ class TokenOut(BaseModel):
     scopes: list[str]
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+
+
+def inline_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its $defs substituted in place, for an OpenAPI request or response
+    body (whose references must point into the document's components, not the model's own $defs)."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)

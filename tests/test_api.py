@@ -142,6 +142,26 @@ def test_the_openapi_schema_shows_both_study_requests(env: Env) -> None:
     assert [set(shape["required"]) for shape in shapes] == [{"model", "dataset"}, {"config"}]
 
 
+def test_the_openapi_schema_documents_every_error_as_a_problem(env: Env) -> None:
+    """Errors were undocumented (401, 403, 404, 409, 429 …) or documented as FastAPI's default
+    HTTPValidationError in application/json, which no route sends; schemathesis (tests/test_fuzz.py) fails
+    on an undocumented status or media type, so the document says what the service really answers."""
+    paths = env.client.get("/openapi.json").json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            errors = {status: r for status, r in operation["responses"].items() if status[0] in "45"}
+            assert "422" in errors, (method, path)  # a NUL in any parameter or header, on every route
+            for status, response in errors.items():
+                assert list(response["content"]) == [PROBLEM], (method, path, status)
+                assert {"type", "title", "status", "detail"} <= set(
+                    response["content"][PROBLEM]["schema"]["required"]
+                )
+            if path.startswith("/v1/"):
+                assert {"401", "403", "429", "503"} <= set(errors), (method, path)
+    assert "200" in paths["/v1/studies"]["post"]["responses"]  # a replay under the same Idempotency-Key
+    assert "binary" in str(paths["/v1/datasets"]["post"]["requestBody"])  # the file's bytes, not JSON
+
+
 def test_a_posted_study_is_answered_end_to_end(env: Env) -> None:
     response = env.client.post("/v1/studies", json=env.spec(), headers=env.headers)
     assert response.status_code == 202, response.text

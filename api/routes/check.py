@@ -11,14 +11,15 @@ from starlette.concurrency import run_in_threadpool
 
 from advisor.check import decide
 from api.deps import Reader, ServiceDep
+from api.problems import AUTHENTICATED_PROBLEMS, BODY_PROBLEMS
 from api.routes.recommendations import lookup
 from api.schemas import CheckIn, CheckOut
 
-router = APIRouter(prefix="/v1", tags=["check"])
+router = APIRouter(prefix="/v1", tags=["check"], responses=AUTHENTICATED_PROBLEMS)
 VERDICTS = {"pass": "ok", "fail": "warn", "indeterminate": "unknown"}  # the original `verdict` vocabulary
 
 
-@router.post("/check", response_model=CheckOut)
+@router.post("/check", response_model=CheckOut, responses=BODY_PROBLEMS)
 async def check(body: CheckIn, _: Reader, service: ServiceDep) -> CheckOut:
     key = (
         body.model,

@@ -24,10 +24,10 @@ from starlette.concurrency import run_in_threadpool
 
 from advisor.storage import repository as repo
 from api.deps import Service, ServiceDep, Submitter
-from api.problems import ApiProblem
+from api.problems import AUTHENTICATED_PROBLEMS, ApiProblem, problem_responses
 from api.schemas import DatasetOut
 
-router = APIRouter(prefix="/v1", tags=["datasets"])
+router = APIRouter(prefix="/v1", tags=["datasets"], responses=AUTHENTICATED_PROBLEMS)
 UPLOAD_PATH = "/v1/datasets"
 
 
@@ -45,6 +45,16 @@ class ReceivedUpload:
     status_code=201,
     response_model=DatasetOut,
     summary="Upload JSONL or CSV as the raw request body; returns its fingerprint and stored path",
+    responses=problem_responses(413),
+    # The body is read raw, whatever its Content-Type; documented as bytes so that clients (and the fuzz
+    # test) know to send the file itself, not JSON or a form.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "the file's bytes: JSON Lines or CSV with a header (see `format`)",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
 )
 async def upload_dataset(
     request: Request,

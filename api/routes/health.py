@@ -19,7 +19,7 @@ from advisor.jobs.worker import WORKER_SEEN_WITHIN
 from advisor.storage import repository as repo
 from advisor.storage.errors import StorageError
 from api.deps import Service, ServiceDep
-from api.problems import PROBLEM_TYPE
+from api.problems import PROBLEM_TYPE, problem_responses
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("advisor.api")
@@ -30,7 +30,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=problem_responses(503))  # 503: the body also says which check failed
 async def readyz(service: ServiceDep) -> JSONResponse:
     checks = await run_in_threadpool(readiness, service)
     ready = all(check["ok"] for check in checks.values())

@@ -22,16 +22,21 @@ from advisor.storage import repository as repo
 from advisor.storage.knowledge_store import DatabaseKnowledgeStore
 from advisor.storage.models import Study
 from api.deps import ServiceDep, Submitter
-from api.problems import ApiProblem
+from api.problems import AUTHENTICATED_PROBLEMS, BODY_PROBLEMS, ApiProblem, problem_responses
 from api.schemas import OutcomeIn, OutcomeOut
 from api.security import Principal
 
-router = APIRouter(prefix="/v1", tags=["outcomes"])
+router = APIRouter(prefix="/v1", tags=["outcomes"], responses=AUTHENTICATED_PROBLEMS)
 audit_log = logging.getLogger("advisor.audit")
 LR_REACH = 10.0  # an outcome's LR may lie this far outside the range its study searched
 
 
-@router.post("/outcomes", status_code=201, response_model=OutcomeOut)
+@router.post(
+    "/outcomes",
+    status_code=201,
+    response_model=OutcomeOut,
+    responses={**BODY_PROBLEMS, **problem_responses(404)},  # 404: the study named is not there
+)
 def report_outcome(body: OutcomeIn, principal: Submitter, service: ServiceDep) -> OutcomeOut:
     store = DatabaseKnowledgeStore(service.db)
     context = None

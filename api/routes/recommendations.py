@@ -13,8 +13,9 @@ from advisor.specs import MAX_COUNT, MAX_NAME_CHARS, MAX_RANK
 from advisor.storage import knowledge
 from advisor.storage.models import MAX_ROW_ID
 from api.deps import Reader, Service, ServiceDep
+from api.problems import AUTHENTICATED_PROBLEMS
 
-router = APIRouter(prefix="/v1", tags=["recommendations"])
+router = APIRouter(prefix="/v1", tags=["recommendations"], responses=AUTHENTICATED_PROBLEMS)
 CACHE_ENTRIES = 10_000  # distinct contexts kept; beyond that the cache starts over
 
 

@@ -7,12 +7,13 @@ from fastapi import APIRouter
 from advisor.storage import repository as repo
 from advisor.storage.models import ProxyRun
 from api.deps import Reader, RowId, ServiceDep
+from api.problems import AUTHENTICATED_PROBLEMS, problem_responses
 from api.schemas import RunOut
 
-router = APIRouter(prefix="/v1", tags=["runs"])
+router = APIRouter(prefix="/v1", tags=["runs"], responses=AUTHENTICATED_PROBLEMS)
 
 
-@router.get("/runs/{run_id}", response_model=RunOut)
+@router.get("/runs/{run_id}", response_model=RunOut, responses=problem_responses(404))
 def get_run(run_id: RowId, _: Reader, service: ServiceDep) -> RunOut:
     with service.db.transaction(write=False) as session:
         return run_out(repo.get_run(session, run_id=run_id), curves=True)

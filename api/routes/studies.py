@@ -19,29 +19,12 @@ from advisor.storage.models import RecommendationRow, Study, StudyState
 from advisor.training_configs import ConfigError, map_config, write_back
 from api.deps import Reader, RowId, Service, ServiceDep, Submitter
 from api.paths import confine_spec
-from api.problems import ApiProblem
+from api.problems import AUTHENTICATED_PROBLEMS, BODY_PROBLEMS, ApiProblem, problem_responses
 from api.routes.runs import run_out
-from api.schemas import ConfigStudyRequest, RunOut, StudyAccepted, StudyOut, StudyPage
+from api.schemas import ConfigStudyRequest, RunOut, StudyAccepted, StudyOut, StudyPage, inline_json_schema
 
-router = APIRouter(prefix="/v1", tags=["studies"])
+router = APIRouter(prefix="/v1", tags=["studies"], responses=AUTHENTICATED_PROBLEMS)
 StateFilter = Literal["queued", "running", "succeeded", "failed", "canceled"]
-
-
-def _inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic JSON schema with its $defs substituted in place, for an OpenAPI requestBody."""
-    definitions = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return resolve(definitions[ref.removeprefix("#/$defs/")])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(item) for item in node]
-        return node
-
-    return resolve(schema)
 
 
 @router.post(
@@ -49,6 +32,11 @@ def _inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
     status_code=202,
     response_model=StudyAccepted,
     summary="Submit a study spec, or a training config to copy; replays with the same Idempotency-Key",
+    responses={
+        200: {"model": StudyAccepted, "description": "a replay: the same Idempotency-Key and body again"},
+        **BODY_PROBLEMS,
+        **problem_responses(409),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -56,8 +44,8 @@ def _inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
                 "application/json": {
                     "schema": {
                         "oneOf": [
-                            _inline_schema(StudySpec.model_json_schema()),
-                            _inline_schema(ConfigStudyRequest.model_json_schema()),
+                            inline_json_schema(StudySpec.model_json_schema()),
+                            inline_json_schema(ConfigStudyRequest.model_json_schema()),
                         ]
                     }
                 }
@@ -179,7 +167,9 @@ def list_studies(
     return StudyPage(items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/studies/{study_id}", response_model=StudyOut, name="get_study")
+@router.get(
+    "/studies/{study_id}", response_model=StudyOut, name="get_study", responses=problem_responses(404)
+)
 def get_study(study_id: RowId, _: Reader, service: ServiceDep, request: Request) -> StudyOut:
     with service.db.transaction(write=False) as session:
         study = repo.get_study(session, study_id=study_id)
@@ -187,7 +177,12 @@ def get_study(study_id: RowId, _: Reader, service: ServiceDep, request: Request)
         return study_out(study, request, recommendation)
 
 
-@router.post("/studies/{study_id}/cancel", status_code=202, response_model=StudyOut)
+@router.post(
+    "/studies/{study_id}/cancel",
+    status_code=202,
+    response_model=StudyOut,
+    responses=problem_responses(404, 409),  # 409: the study has already finished
+)
 def cancel_study(study_id: RowId, principal: Submitter, service: ServiceDep, request: Request) -> StudyOut:
     """Only the study's owner, or an admin token, may cancel it (404 first, for a study there is not)."""
     with service.db.transaction(write=False) as session:
@@ -196,7 +191,7 @@ def cancel_study(study_id: RowId, principal: Submitter, service: ServiceDep, req
     return get_study(study_id, principal, service, request)
 
 
-@router.get("/studies/{study_id}/runs", response_model=list[RunOut])
+@router.get("/studies/{study_id}/runs", response_model=list[RunOut], responses=problem_responses(404))
 def list_runs(study_id: RowId, _: Reader, service: ServiceDep) -> list[RunOut]:
     with service.db.transaction(write=False) as session:
         return [run_out(run, curves=False) for run in repo.list_runs(session, study_id=study_id)]
