@@ -10,7 +10,6 @@ of revoked tokens change.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import secrets
 import threading
@@ -21,6 +20,7 @@ from advisor.storage.db import Database
 from advisor.storage.errors import StorageError
 from advisor.storage.models import ApiToken
 from api.problems import ApiProblem
+from api.schemas import TokenOut
 
 SCOPES = ("read", "submit", "admin")
 TOKEN_PREFIX = "lra_"
@@ -76,32 +76,27 @@ def create_token(db: Database, *, name: str, scopes: list[str]) -> tuple[int, st
         return row.id, token
 
 
-@dataclasses.dataclass(frozen=True)
-class TokenInfo:
+def token_out(row: ApiToken) -> TokenOut:
     """A token as listings show it: never its hash, only the prefix a user can recognise it by."""
-
-    id: int
-    name: str
-    prefix: str
-    scopes: list[str]
-    created_at: dt.datetime
-    revoked_at: dt.datetime | None
-
-    @classmethod
-    def of(cls, row: ApiToken) -> TokenInfo:
-        scopes = row.scopes.split(",")
-        return cls(row.id, row.name, row.prefix, scopes, row.created_at, row.revoked_at)
+    return TokenOut(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        scopes=row.scopes.split(","),
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
 
 
-def list_tokens(db: Database) -> list[TokenInfo]:
+def list_tokens(db: Database) -> list[TokenOut]:
     with db.transaction(write=False) as session:
-        return [TokenInfo.of(row) for row in repo.list_tokens(session)]
+        return [token_out(row) for row in repo.list_tokens(session)]
 
 
-def revoke_token(db: Database, *, token_id: int) -> TokenInfo:
+def revoke_token(db: Database, *, token_id: int) -> TokenOut:
     """Revokes the token (NotFound when there is none); TokenAuth.forget drops it from a server's cache."""
     with db.transaction() as session:
-        return TokenInfo.of(repo.revoke_token(session, token_id=token_id))
+        return token_out(repo.revoke_token(session, token_id=token_id))
 
 
 def bearer_token(authorization: str | None) -> str | None:
