@@ -5,6 +5,7 @@ to a temporary folder, tokens, and a real worker running in a thread."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
@@ -168,3 +169,45 @@ def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
         )
     with fresh_postgres_database() as url:
         yield url
+
+
+@dataclasses.dataclass
+class ServiceEnv:
+    """The app over a migrated database with a read+submit token, in-process, no workers: what the API's
+    tests submit to and count in."""
+
+    client: Any  # fastapi.testclient.TestClient
+    db: Database
+    settings: Settings
+    headers: dict[str, str]
+    root: Path
+
+    def spec(self, **changes: Any) -> dict[str, Any]:
+        return {**example_spec(self.root), **changes}
+
+    def submit(self, headers: dict[str, str] | None = None, **changes: Any) -> Any:
+        """POST /v1/studies of the example spec with `changes`, as this env's token unless `headers`."""
+        return self.client.post("/v1/studies", json=self.spec(**changes), headers=headers or self.headers)
+
+    def count(self, model: type) -> int:
+        """Rows of a table (a model class such as Study or Job)."""
+        from sqlalchemy import func, select
+
+        with self.db.transaction(write=False) as session:
+            return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+@contextlib.contextmanager
+def service_env(url: str, root: Path, **overrides: Any) -> Iterator[ServiceEnv]:
+    """A `ServiceEnv` on the database at `url`, settings confined to `root` with `overrides`."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    db = migrated(url)
+    settings = make_settings(root, database_url=url, **overrides)
+    try:
+        with TestClient(create_app(settings, db=db, start_workers=False)) as client:
+            yield ServiceEnv(client, db, settings, token(db), root)
+    finally:
+        db.dispose()

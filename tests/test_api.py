@@ -5,7 +5,6 @@ under 200 concurrent POSTs, rate limits, readiness and metrics."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -16,10 +15,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from sqlalchemy import func, select
 
 from advisor.jobs.executors import wait_for
-from advisor.storage.db import Database
 from advisor.storage.errors import SchemaOutOfDate
 from advisor.storage.models import DatasetRow, IdempotencyKey, Job, Study
 from api import testing
@@ -29,20 +26,7 @@ from api.settings import Settings
 PROBLEM = "application/problem+json"
 
 
-@dataclasses.dataclass
-class Env:
-    client: TestClient
-    db: Database
-    settings: Settings
-    headers: dict[str, str]
-    root: Path
-
-    def spec(self, **changes: Any) -> dict[str, Any]:
-        return {**testing.example_spec(self.root), **changes}
-
-    def count(self, model: type) -> int:
-        with self.db.transaction(write=False) as session:
-            return session.scalar(select(func.count()).select_from(model)) or 0
+Env = testing.ServiceEnv
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -50,17 +34,10 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield from testing.database_url(request.param, tmp_path)
 
 
-def make_env(url: str, root: Path, **overrides: Any) -> Iterator[Env]:
-    db = testing.migrated(url)
-    settings = testing.make_settings(root, database_url=url, **overrides)
-    with TestClient(create_app(settings, db=db, start_workers=False)) as client:
-        yield Env(client, db, settings, testing.token(db), root)
-    db.dispose()
-
-
 @pytest.fixture
 def env(url: str, tmp_path: Path) -> Iterator[Env]:
-    yield from make_env(url, tmp_path)
+    with testing.service_env(url, tmp_path) as made:
+        yield made
 
 
 def assert_problem(response: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
@@ -382,7 +359,7 @@ def test_uploads_fingerprint_then_feed_a_study(env: Env) -> None:
 
 
 def test_bad_or_oversized_uploads_store_nothing(url: str, tmp_path: Path) -> None:
-    for env in make_env(url, tmp_path, max_upload_bytes=1000, max_body_bytes=2000):
+    with testing.service_env(url, tmp_path, max_upload_bytes=1000, max_body_bytes=2000) as env:
         uploads = env.settings.upload_dir
         assert_problem(env.client.post("/v1/datasets", content=b"x" * 1001, headers=env.headers), 413)
 
@@ -444,7 +421,7 @@ def test_200_concurrent_posts_with_20_idempotency_keys_make_20_studies(env: Env)
 
 
 def test_rate_limit_per_token(url: str, tmp_path: Path) -> None:
-    for env in make_env(url, tmp_path, rate_limit_per_second=0.5, rate_limit_burst=3):
+    with testing.service_env(url, tmp_path, rate_limit_per_second=0.5, rate_limit_burst=3) as env:
         statuses = [env.client.get("/v1/studies", headers=env.headers).status_code for _ in range(4)]
         assert statuses == [200, 200, 200, 429]
         limited = env.client.get("/v1/studies", headers=env.headers)

@@ -9,8 +9,6 @@ Each test failed on the code before these limits: `batch_sizes: [1048576]` on 60
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import datetime as dt
 import hashlib
 import tracemalloc
@@ -20,8 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 
 from advisor.errors import SpecError
 from advisor.science.planner import plan_study
@@ -29,27 +26,11 @@ from advisor.specs import parse_spec
 from advisor.storage.db import Database
 from advisor.storage.models import Job, JobState, Study, StudyState
 from api import testing
-from api.app import create_app
-from api.settings import Settings
 
 PROBLEM = "application/problem+json"
 
 
-@dataclasses.dataclass
-class Env:
-    client: TestClient
-    db: Database
-    settings: Settings
-    headers: dict[str, str]
-    root: Path
-
-    def submit(self, headers: dict[str, str] | None = None, **changes: Any) -> httpx.Response:
-        spec = {**testing.example_spec(self.root), **changes}
-        return self.client.post("/v1/studies", json=spec, headers=headers or self.headers)
-
-    def studies(self) -> int:
-        with self.db.transaction(write=False) as session:
-            return session.scalar(select(func.count()).select_from(Study)) or 0
+Env = testing.ServiceEnv
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -57,18 +38,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield from testing.database_url(request.param, tmp_path)
 
 
-@contextlib.contextmanager
-def make_env(url: str, root: Path, **overrides: Any) -> Iterator[Env]:
-    db = testing.migrated(url)
-    settings = testing.make_settings(root, database_url=url, **overrides)
-    with TestClient(create_app(settings, db=db, start_workers=False)) as client:
-        yield Env(client, db, settings, testing.token(db), root)
-    db.dispose()
-
-
 @pytest.fixture
 def env(url: str, tmp_path: Path) -> Iterator[Env]:
-    with make_env(url, tmp_path) as made:
+    with testing.service_env(url, tmp_path) as made:
         yield made
 
 
@@ -95,7 +67,7 @@ def test_a_budget_past_the_per_study_limits_is_refused_naming_the_field_and_the_
     assert "86400 s" in problem(endless, 422, "budget.proxy_seconds")["detail"]
     many = env.submit(budget={"proxy_seconds": None, "proxy_examples": 10**11})
     assert "10000000" in problem(many, 422, "budget.proxy_examples")["detail"]
-    assert env.studies() == 0  # refused before anything was queued
+    assert env.count(Study) == 0  # refused before anything was queued
     assert env.submit(budget={"proxy_seconds": 86_400}).status_code == 202  # at the limit: a long study
 
 
@@ -110,7 +82,7 @@ def test_a_batch_larger_than_the_study_may_spend_is_refused_naming_batch_sizes(e
     # Derived candidates start at the device count: 2^20 devices cannot take one step within the limit.
     devices = env.submit(batch_sizes=None, training={"devices": 1_048_576})
     problem(devices, 422, "training.devices")
-    assert env.studies() == 0
+    assert env.count(Study) == 0
 
 
 def test_the_planner_refuses_a_plan_whose_first_rung_its_budget_cannot_pay_for() -> None:
@@ -140,7 +112,7 @@ def test_the_planner_refuses_a_plan_whose_first_rung_its_budget_cannot_pay_for()
 
 
 def test_a_token_at_its_limit_of_active_studies_gets_429_with_retry_after(url: str, tmp_path: Path) -> None:
-    with make_env(url, tmp_path, max_active_studies_per_token=2) as env:
+    with testing.service_env(url, tmp_path, max_active_studies_per_token=2) as env:
         first = env.submit(headers={**env.headers, "Idempotency-Key": "first"})
         assert first.status_code == 202 and env.submit().status_code == 202
         refused = env.submit()
@@ -155,7 +127,7 @@ def test_a_token_at_its_limit_of_active_studies_gets_429_with_retry_after(url: s
 
 
 def test_concurrent_submits_cannot_share_out_the_last_slots_twice(url: str, tmp_path: Path) -> None:
-    with make_env(url, tmp_path, max_active_studies_per_token=5) as env:
+    with testing.service_env(url, tmp_path, max_active_studies_per_token=5) as env:
 
         async def post_all() -> list[int]:
             transport = httpx.ASGITransport(app=env.client.app)
@@ -165,11 +137,11 @@ def test_concurrent_submits_cannot_share_out_the_last_slots_twice(url: str, tmp_
                 return [response.status_code for response in await asyncio.gather(*posts)]
 
         statuses = asyncio.run(post_all())
-        assert statuses.count(202) == 5 and statuses.count(429) == 35 and env.studies() == 5
+        assert statuses.count(202) == 5 and statuses.count(429) == 35 and env.count(Study) == 5
 
 
 def test_a_token_at_its_daily_limit_gets_429_until_its_oldest_is_a_day_old(url: str, tmp_path: Path) -> None:
-    with make_env(url, tmp_path, max_daily_studies_per_token=2) as env:
+    with testing.service_env(url, tmp_path, max_daily_studies_per_token=2) as env:
         ids = [env.submit().json()["id"] for _ in range(2)]
         for study_id in ids:
             finish(env.db, study_id)  # not active: only the daily count holds
@@ -186,13 +158,13 @@ def test_a_token_at_its_daily_limit_gets_429_until_its_oldest_is_a_day_old(url: 
 
 
 def test_a_full_queue_refuses_every_token_with_429_and_retry_after(url: str, tmp_path: Path) -> None:
-    with make_env(url, tmp_path, max_queued_jobs=2) as env:
+    with testing.service_env(url, tmp_path, max_queued_jobs=2) as env:
         tokens = [env.headers, testing.token(env.db), testing.token(env.db)]
         assert [env.submit(headers=t).status_code for t in tokens[:2]] == [202, 202]
         refused = env.submit(headers=tokens[2])
         assert "2 jobs" in problem(refused, 429, "max_queued_jobs")["detail"]
         assert int(refused.headers["Retry-After"]) > 0
-        assert env.studies() == 2
+        assert env.count(Study) == 2
 
 
 def test_the_default_limits_let_a_normal_user_submit_a_normal_study(env: Env) -> None:
@@ -238,7 +210,7 @@ def test_an_upload_streams_to_disk_holding_a_small_part_of_it_in_memory(env: Env
 def test_an_upload_past_the_limit_is_refused_while_streaming_leaving_no_file(
     url: str, tmp_path: Path
 ) -> None:
-    with make_env(url, tmp_path, max_upload_bytes=10_000) as env:
+    with testing.service_env(url, tmp_path, max_upload_bytes=10_000) as env:
 
         def body() -> Iterator[bytes]:
             yield from [b'{"a": 1}\n' * 500] * 10  # 45 KB, declared nowhere
