@@ -158,7 +158,7 @@ class TrainingSpec(_Strict):
         "attending only to itself (format text: documents joined and cut into blocks); off: one example per "
         "sequence, truncated, as most real runs train",
     )
-    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)  # seed 001 uses 3% warm-up
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)  # arXiv 2602.04998 uses 3% warm-up
     warmup_steps: int | None = Field(
         None,
         ge=0,
@@ -252,12 +252,12 @@ class StudySpec(_Strict):
     proxy_model: str | None = Field(
         None,
         max_length=MAX_NAME_CHARS,
-        description="smaller sibling of `model` for proxy runs (seed 000); None: the planner decides",
+        description="smaller sibling of `model` for proxy runs (arXiv 2602.09492); None: the planner decides",
     )
     dataset: DatasetSpec
     method: str = "lora"
     rank: int = 8
-    alpha: float | None = Field(None, description="LoRA α; defaults to rank (α = r, as in seed 001)")
+    alpha: float | None = Field(None, description="LoRA α; defaults to rank (α = r, as in arXiv 2602.04998)")
     scaling: Scaling | None = Field(None, description="alpha_over_r (LoRA) or alpha_over_sqrt_r (rsLoRA)")
     target_modules: list[str] | Literal["all-linear"] | None = Field(
         None, description="None: PEFT's default for the architecture"

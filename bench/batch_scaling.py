@@ -1,9 +1,9 @@
 """How the best batch size moves with dataset size, B*(N), and whether the advisor follows it (issue 4).
 
-Seed 000 reports that B* is roughly invariant to rank and model size but moves with dataset size, as the
-critical-batch theory predicts; on every quality task (450–1800 examples) the grid's best is the smallest
-candidate, B = 4. This benchmark grows one task (`add`, LoRA r = 8, the quality benchmark's base model and
-LR range) from 900 to 3600 training examples and measures, at each size:
+arXiv 2602.09492 reports that B* is roughly invariant to rank and model size but moves with dataset size, as
+the critical-batch theory predicts; on every quality task (450–1800 examples) the grid's best is the smallest
+candidate, B = 4. This benchmark grows one task (`add`, LoRA r = 8, the quality benchmark's base model and LR
+range) from 900 to 3600 training examples and measures, at each size:
 
 - the ground truth: the dense grid (4 batch sizes × 8 LRs, full runs on the 3 truth seeds) and what each
   batch size's best LR loses against the best (`quality.batch_penalties`);

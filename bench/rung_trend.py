@@ -1,9 +1,9 @@
 """Do the halving's own rungs tell where LR* goes past the top rung? (issue 4)
 
 A study's top rung stops short of the real run, so LR* read there moves to the real run's length along
-LR* ∝ N^γ, with seed 001's prior γ = −0.25 ± 0.3 unless horizon runs (or a trend study) measured it. The
-successive-halving ladder already reads LR* at B* on every rung (32, 96, 288 examples on most quality tasks,
-prefixes of the top rung's schedule): a line through those readings would measure γ for free. This asks
+LR* ∝ N^γ, with arXiv 2602.04998's prior γ = −0.25 ± 0.3 unless horizon runs (or a trend study) measured it.
+The successive-halving ladder already reads LR* at B* on every rung (32, 96, 288 examples on most quality
+tasks, prefixes of the top rung's schedule): a line through those readings would measure γ for free. This asks
 whether it should.
 
 For each task of `bench/quality.py` (same base model, data, budget and run cache) and each choice seed, it

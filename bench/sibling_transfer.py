@@ -1,7 +1,7 @@
 """Sibling-proxy benchmark (issue 4): does a study on a smaller sibling model answer for the target?
 
-The advisor's cheapest path (seed 000) runs its proxy study on a smaller model of the same family at a low
-rank, carries B* over unchanged, moves LR* to the target by the curvature ratio (λ_target / λ_proxy)^−β
+The advisor's cheapest path (arXiv 2602.09492) runs its proxy study on a smaller model of the same family at a
+low rank, carries B* over unchanged, moves LR* to the target by the curvature ratio (λ_target / λ_proxy)^−β
 and, when the budget allows, confirms it with 3 short runs on the target. Here that path is held against a
 dense grid on the target itself:
 

@@ -22,7 +22,7 @@ a config's mean loss over 8 fresh seeds against the grid best's over 16):
    fingerprint, maybe another size bucket) answers the full-size question instantly, and a warm study on
    seed 3 starts from it;
 5. another rank: a store holding only a study of the task at 4× (or ¼ of) its rank, two rank buckets away,
-   answers instantly, its LR moved along seed 001's rank trend (LR* ∝ r^−0.41 at α = r);
+   answers instantly, its LR moved along arXiv 2602.04998's rank trend (LR* ∝ r^−0.41 at α = r);
 6. the CI hook: `advisor check`'s verdict (the lookup and `decide` it runs) on every grid config against
    the stored 1st study, next to that config's regret on the grid's seeds (its mean over 3).
 

@@ -16,7 +16,8 @@ Read top to bottom:
    has it, uncertainty from a bootstrap.
 5. When the top rung fell short of the real run, LR* moves to the real run's length along LR* ∝ N^γ: 2–3
    horizon runs at B* (complete, at least twice the top rung's length) or else a trend study on a third of
-   its examples measure where LR* went, and a Bayesian line through them and seed 001's prior γ extends it.
+   its examples measure where LR* went, and a Bayesian line through them and arXiv 2602.04998's prior γ
+   extends it.
 6. A sibling proxy's LR moves to the target by the model ratio of LR* that 3–4 target runs at B* measure
    at one of the proxy's rungs (their LRs placed by the curvature ratio) when the budget allows, else by
    the curvature ratio alone when probes are available.
@@ -595,7 +596,7 @@ def run_study(
     """Plan and run a whole study within the budget (seconds; the spec's budget unless overridden).
 
     `derive_methods` names other methods to answer for from this one study, through the ratio of their
-    curvature at initialisation to this method's (seed 001); those answers are marked derived.
+    curvature at initialisation to this method's (arXiv 2602.04998); those answers are marked derived.
     """
     unknown = [m for m in derive_methods if m not in METHODS]
     if unknown:
@@ -711,10 +712,10 @@ def plan_with_paused_runs(
 # Lanczos steps × an HVP (≈ 3 training examples' work per sample) × 16 samples.
 PROBE_COST_EXAMPLES = 6 * 12 * 3 * 16
 PROBE_BUDGET_SHARE = 0.15  # the curvature prior may use at most this share of the study's seconds
-# Methods that keep LoRA's (A, B) parametrisation but start elsewhere, whose LR scale seed 001 ties to the
-# curvature at initialisation. Not BaLoRA (its scale comes from its training dynamics: λ at init equals
-# LoRA's), nor full fine-tuning or prompt tuning (another parametrisation, where Adam's step size and not
-# λ sets the scale): those keep the method's usual LR as the centre.
+# Methods that keep LoRA's (A, B) parametrisation but start elsewhere, whose LR scale arXiv 2602.04998 ties to
+# the curvature at initialisation. Not BaLoRA (its scale comes from its training dynamics: λ at init equals
+# LoRA's), nor full fine-tuning or prompt tuning (another parametrisation, where Adam's step size and not λ
+# sets the scale): those keep the method's usual LR as the centre.
 CURVATURE_CENTRED_METHODS = frozenset({"pissa", "olora"})
 
 
@@ -722,7 +723,7 @@ def curvature_prior(
     proxy: StudySpec, data: PreparedData, seconds_per_example: float, budget: float | None, beta: float
 ) -> tuple[CurvaturePrior | None, dict[str, Any]]:
     """Centre the LR grid by curvature for PiSSA and OLoRA: LR ≈ 2e-4 × (λ_method / λ_LoRA)^−β, both λ_max
-    measured on the proxy at initialisation at the same rank and α (seed 001's λ-ratio rule). Other
+    measured on the proxy at initialisation at the same rank and α (arXiv 2602.04998's λ-ratio rule). Other
     methods, a user's range of at most 3 decades (covered whole), or a probe that would take more than 15%
     of the budget: no prior, and the grid is centred on the method's usual LR.
     """
@@ -1152,8 +1153,8 @@ def _apply_size_trend(
 ) -> Recommendation:
     """Move LR* from the top rung's length to the real run's along LR* ∝ N^γ: a straight line in log-log
     through the top rung's LR*, whatever the trend study or the horizon runs measured, and the prior of γ
-    (seed 001's −0.25 ± 0.3, or sharpened by stored studies; `fits.loglog_line`); the prior alone when nothing
-    else was measured."""
+    (arXiv 2602.04998's −0.25 ± 0.3, or sharpened by stored studies; `fits.loglog_line`); the prior alone when
+    nothing else was measured."""
     prior = prior or ExponentPrior()
     reached, full = plan.top_examples, plan.full_examples
     if full <= reached:

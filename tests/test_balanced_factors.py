@@ -103,7 +103,8 @@ def test_pairs_that_cannot_be_refactored_are_left_alone_and_the_others_still_are
 def test_refactored_and_balanced_pairs_share_their_gram_spectrum(
     pair: tuple[torch.Tensor, torch.Tensor],
 ) -> None:
-    """Our reading of seeds 002/004: RefLoRA's refactored point is BaLoRA's balanced point."""
+    """Our reading of arXiv 2605.31484 and 2505.18877: RefLoRA's refactored point is BaLoRA's balanced
+    point."""
     A, B = pair
     balanced_A, _ = balance_pair(A, B)
     refactored_A, _ = refactor_pair(A, B)

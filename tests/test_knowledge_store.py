@@ -264,8 +264,9 @@ def test_a_second_study_starts_from_the_run_length_trend_the_first_one_measured(
     second = run_leased(db, start_study(db, study_spec), study_spec, budget=None).recommendation
     assert not isinstance(second, NoRecommendation)
     prior = second.evidence["size_trend"]["prior"]
-    assert prior["studies"] == 1 and prior["sd"] < 0.3  # seed 001's ± 0.3, sharpened by the first study
-    assert any("from seed 001 and 1 stored studies" in sentence for sentence in second.reasoning)
+    # arXiv 2602.04998's ± 0.3, sharpened by the first study
+    assert prior["studies"] == 1 and prior["sd"] < 0.3
+    assert any("from arXiv 2602.04998 and 1 stored studies" in sentence for sentence in second.reasoning)
 
     base = {
         "model": study_spec.model,

@@ -80,7 +80,8 @@ def test_a_stored_study_of_the_same_context_answers_provisionally_at_once() -> N
 def test_neighbours_at_another_rank_are_moved_along_the_rank_trend() -> None:
     at_rank_4 = known(1e-3, rank=4, rank_bucket=2)
     rec = provisional_recommendation(context(), [at_rank_4])
-    assert rec is not None and rec.learning_rate < 1e-3  # seed 001: higher rank (α = r) wants a lower LR
+    # arXiv 2602.04998: higher rank (α = r) wants a lower LR
+    assert rec is not None and rec.learning_rate < 1e-3
 
 
 def test_a_neighbour_of_another_dataset_size_moves_along_the_trend_the_store_measured() -> None:
@@ -89,8 +90,9 @@ def test_a_neighbour_of_another_dataset_size_moves_along_the_trend_the_store_mea
     steep = {"size_exponent": -1.0, "size_exponent_sd": 0.1}  # it measured LR* ∝ N^−1 with horizon runs
     measured = provisional_recommendation(context(), [known(1e-3, **half).model_copy(update=steep)])
     assert assumed is not None and measured is not None
-    assert assumed.learning_rate == pytest.approx(1e-3 * 2**SIZE_EXPONENT)  # twice the data, seed 001's γ
-    # γ from the store: −1 measured half a bucket away, pulled towards seed 001's −0.25 (to −0.88)
+    # twice the data, arXiv 2602.04998's γ
+    assert assumed.learning_rate == pytest.approx(1e-3 * 2**SIZE_EXPONENT)
+    # γ from the store: −1 measured half a bucket away, pulled towards arXiv 2602.04998's −0.25 (to −0.88)
     assert 1e-3 * 2**-1.0 < measured.learning_rate < 1e-3 * 2**-0.8
     assert "stored studies" in measured.reasoning[0]
 
@@ -172,4 +174,4 @@ def test_stored_studies_that_measured_the_run_length_trend_sharpen_its_prior() -
     assert near.mean < farther.mean < SIZE_EXPONENT  # a rank 2 buckets away says less
     other_method = known(method="dora").model_copy(update=steep)
     assert size_exponent_prior(context(), [other_method]).studies == 0  # LRs of another method do not compare
-    assert "1 stored studies" in near.describe() and "seed 001's prior" in alone.describe()
+    assert "1 stored studies" in near.describe() and "arXiv 2602.04998's prior" in alone.describe()

@@ -190,7 +190,8 @@ def test_the_model_ratio_is_measured_at_equal_examples_and_scales_the_proxys_ans
 def test_other_methods_are_derived_through_lambda_ratios_with_lower_confidence(
     proxy_rec: Recommendation,
 ) -> None:
-    pissa = derive_method(proxy_rec, "pissa", lambda_measured=1.0, lambda_method=12.0)  # seed 001: ~12×
+    # arXiv 2602.04998: ~12×
+    pissa = derive_method(proxy_rec, "pissa", lambda_measured=1.0, lambda_method=12.0)
     assert pissa.method == "pissa" and pissa.derived
     assert pissa.learning_rate == pytest.approx(proxy_rec.learning_rate / 12)
     assert pissa.confidence.score < proxy_rec.confidence.score

@@ -471,7 +471,7 @@ def test_a_prior_learned_from_stored_studies_moves_the_lr_when_nothing_was_measu
     learned = ExponentPrior(mean=-0.8, sd=0.1, studies=2)
     moved = _apply_size_trend(rec, plan, top_fit, top_runs, None, None, None, learned)
     assert moved.learning_rate == pytest.approx(rec.learning_rate * 10**-0.8, rel=1e-6)  # 10× the length
-    assert "from seed 001 and 2 stored studies" in moved.reasoning[-1]
+    assert "from arXiv 2602.04998 and 2 stored studies" in moved.reasoning[-1]
     assert moved.evidence["size_trend"]["measured"] is False  # so it does not feed later priors itself
 
 

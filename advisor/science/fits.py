@@ -12,8 +12,8 @@ Why a *robust local quadratic in log LR* per batch size (and not a global quadra
   When the bowl is not convex (flat or noisy) the fit falls back to the grid minimum and says so.
 
 Across run lengths (§4): LR* measured at a few lengths (the top rung, horizon or trend runs) is joined by
-a Bayesian straight line in log LR* against log N whose slope has seed 001's prior, −0.25 ± 0.3, because
-two or three noisy points cannot fit a slope on their own.
+a Bayesian straight line in log LR* against log N whose slope has arXiv 2602.04998's prior, −0.25 ± 0.3,
+because two or three noisy points cannot fit a slope on their own.
 
 A spec may ask for an LR a little below LR*'s median (`lr_pick: cautious`), by an amount that grows with
 LR*'s spread (§5): the bowl is steeper above the optimum than below, so under uncertainty a low miss costs
@@ -36,7 +36,7 @@ from scipy.stats import norm
 
 from advisor.science.recommendation import NoRecommendation
 
-GRID_STEP = 0.25  # decades between LR grid points: 4 per decade, as in seed 001
+GRID_STEP = 0.25  # decades between LR grid points: 4 per decade, as in arXiv 2602.04998
 WINDOW_DECADES = 0.5  # half-width of the local fit: 2 grid steps each side of the grid minimum
 DEFAULT_EPSILON = 0.005  # the band holds configs within 0.5% of the best loss (the benchmark's regret target)
 Z90 = 1.645  # a 90% normal interval is ± this many standard deviations (the bootstrap's level)
@@ -108,10 +108,10 @@ class CurveFit:
 
 @dataclass
 class KappaFit:
-    """LR*(B) ∝ B^κ: rescale the LR when the effective batch changes (seed 001: κ ≈ 0.55…0.83).
+    """LR*(B) ∝ B^κ: rescale the LR when the effective batch changes (arXiv 2602.04998: κ ≈ 0.55…0.83).
 
     `kappa` is the least-squares slope through the measured LR*(B); `shrunk` is what the LR rule uses once
-    `shrink_kappa` has weighed that slope by its bootstrap spread against seed 001's prior."""
+    `shrink_kappa` has weighed that slope by its bootstrap spread against arXiv 2602.04998's prior."""
 
     kappa: float
     intercept: float  # log10 LR* at B = 1
@@ -463,8 +463,8 @@ def resolved_interval(interval: tuple[float, float], curve: CurveFit) -> tuple[f
     return low, high
 
 
-# Seed 001 (Gemma-3-1B, LoRA): LR* ∝ B^0.55…0.83. The spread is a judgement of how far another model or task
-# may stray; a slope through 2–3 noisy LR* values half a decade apart is often off by more than that.
+# arXiv 2602.04998 (Gemma-3-1B, LoRA): LR* ∝ B^0.55…0.83. The spread is a judgement of how far another model
+# or task may stray; a slope through 2–3 noisy LR* values half a decade apart is often off by more than that.
 KAPPA_PRIOR = 0.7
 KAPPA_PRIOR_SD = 0.3
 KAPPA_MIN_REFITS = 10  # fewer bootstrap refits with a slope than this: the measurement's spread is unknown
@@ -626,7 +626,7 @@ def loglog_line(
     anchor: LogMeasurement, measurements: Sequence[LogMeasurement], prior_exponent: float, prior_sd: float
 ) -> LogLogLine:
     """Bayesian straight line through a quantity measured at several run lengths, y ∝ N^exponent: LR*
-    (exponent γ, seed 001's prior −0.25 ± 0.3) or the best loss L* (exponent −α).
+    (exponent γ, arXiv 2602.04998's prior −0.25 ± 0.3) or the best loss L* (exponent −α).
 
     Unknowns: log10 y at the anchor (the top rung; prior = its own measurement and spread) and the exponent
     (prior = `prior_exponent` ± `prior_sd`). Each other measurement at N_i observes

@@ -28,11 +28,12 @@ from advisor.science.recommendation import (
 from advisor.science.transfer import BETA_BAND, BETA_DEFAULT, KAPPA_PRIOR
 from advisor.specs import StudySpec
 
-# Seed 001 (α = r): r = 4 needs 5.6× the LR of r = 256, so LR* ∝ r^−0.41; LR* drifts down ~3× from 5k to
-# 395k examples, so LR* ∝ N^−0.25. A neighbour's LR is moved along these before it is averaged in.
+# arXiv 2602.04998 (α = r): r = 4 needs 5.6× the LR of r = 256, so LR* ∝ r^−0.41; LR* drifts down ~3× from 5k
+# to 395k examples, so LR* ∝ N^−0.25. A neighbour's LR is moved along these before it is averaged in.
 RANK_EXPONENT = -math.log(5.6) / math.log(256 / 4)
 SIZE_EXPONENT = -math.log(3.0) / math.log(395_000 / 5_000)
-SIZE_EXPONENT_SD = 0.3  # how far γ may stray from seed 001's −0.25 on another model or task (a judgement)
+# how far γ may stray from arXiv 2602.04998's −0.25 on another model or task (a judgement)
+SIZE_EXPONENT_SD = 0.3
 # A prior learned from stored studies never claims γ to better than this: tasks of one family still differ.
 LEARNED_EXPONENT_SD_FLOOR = 0.1
 MAX_DISTANCE = 3.0  # neighbours further than this (e.g. another model family at another rank) are ignored
@@ -150,7 +151,7 @@ def context_distance(a: StudyContext, b: StudyContext) -> float:
         or a.scaling != b.scaling
         or not math.isclose(a.alpha_over_rank, b.alpha_over_rank)
     ):
-        return math.inf  # seed 002: the LR scale is coupled to method and α/r
+        return math.inf  # arXiv 2605.31484: the LR scale is coupled to method and α/r
     distance = 0.0 if a.model == b.model else 0.5
     distance += 0.0 if a.model_family == b.model_family else 1.5
     distance += 0.5 * abs(a.rank_bucket - b.rank_bucket) + 0.5 * abs(
@@ -161,8 +162,9 @@ def context_distance(a: StudyContext, b: StudyContext) -> float:
 
 
 def adjusted_lr(known: KnownResult, context: StudyContext, size_exponent: float = SIZE_EXPONENT) -> float:
-    """A neighbour's LR moved to this context's rank along seed 001's trend, and to its dataset size along
-    LR* ∝ N^γ with γ = `size_exponent` (seed 001's −0.25 unless stored studies measured better)."""
+    """A neighbour's LR moved to this context's rank along arXiv 2602.04998's trend, and to its dataset size
+    along LR* ∝ N^γ with γ = `size_exponent` (arXiv 2602.04998's −0.25 unless stored studies measured
+    better)."""
     lr = known.learning_rate
     if known.context.rank and context.rank:
         lr *= (context.rank / known.context.rank) ** RANK_EXPONENT
@@ -193,7 +195,7 @@ def recalibrate_beta(outcomes: list[ReportedOutcome], prior: float = BETA_DEFAUL
     """β from outcomes: each gives β_i = −log(best_lr / proxy_lr) / log(λ_target / λ_proxy).
 
     The median of the β_i is shrunk towards the prior (worth BETA_SHRINKAGE outcomes) and kept inside the
-    0.7–1.5 band seed 001's own numbers imply: a few outcomes move β, one odd run cannot throw it out.
+    0.7–1.5 band arXiv 2602.04998's own numbers imply: a few outcomes move β, one odd run cannot throw it out.
     """
     reported = []
     for outcome in outcomes:
@@ -345,7 +347,8 @@ def _provisional(
     reasons = [
         f"Provisional, before any compute: {len(near)} stored studies of a nearby context "
         f"(nearest at distance {nearest:.2g}) put LR at {lr:.3g} and batch size {batch}, after moving "
-        f"each along seed 001's rank trend and to this dataset size along LR* ∝ N^γ ({exponent.describe()})."
+        f"each along arXiv 2602.04998's rank trend and to this dataset size along LR* ∝ N^γ "
+        f"({exponent.describe()})."
     ]
     if correction.outcomes_used:
         reasons.append(f"Moved by ×{correction.factor:.2f}: {correction.describe()}.")
@@ -375,14 +378,17 @@ class ExponentPrior(BaseModel):
 
     def describe(self) -> str:
         if not self.studies:
-            return f"seed 001's prior {self.mean:.2f} ± {self.sd:.2g}"
-        return f"a prior {self.mean:.2f} ± {self.sd:.2f} from seed 001 and {self.studies} stored studies"
+            return f"arXiv 2602.04998's prior {self.mean:.2f} ± {self.sd:.2g}"
+        return (
+            f"a prior {self.mean:.2f} ± {self.sd:.2f} from arXiv 2602.04998 and {self.studies} stored studies"
+        )
 
 
 def size_exponent_prior(context: StudyContext, neighbours: list[KnownResult]) -> ExponentPrior:
-    """Seed 001's γ sharpened by what nearby stored studies measured: a precision-weighted mean in which a
-    neighbour at distance d counts with its spread widened by e^(d/2). A neighbour's γ is its posterior,
-    which leaned on seed 001's prior already; counting that prior again errs towards it, the safe side."""
+    """arXiv 2602.04998's γ sharpened by what nearby stored studies measured: a precision-weighted mean in
+    which a neighbour at distance d counts with its spread widened by e^(d/2). A neighbour's γ is its
+    posterior, which leaned on arXiv 2602.04998's prior already; counting that prior again errs towards it,
+    the safe side."""
     precision, weighted, used = 1 / SIZE_EXPONENT_SD**2, SIZE_EXPONENT / SIZE_EXPONENT_SD**2, 0
     for known in neighbours:
         distance = context_distance(context, known.context)
@@ -401,7 +407,7 @@ def size_exponent_prior(context: StudyContext, neighbours: list[KnownResult]) ->
 class Priors(BaseModel):
     """What stored studies say before any compute: a provisional answer, β (curvature transfer), the prior
     of γ (run-length transfer), the correction reported outcomes call for and the loss forecast's slope
-    they measured; seed 001's defaults and no correction when nothing is stored."""
+    they measured; arXiv 2602.04998's defaults and no correction when nothing is stored."""
 
     provisional: Recommendation | None = None
     calibration: BetaCalibration = Field(default_factory=BetaCalibration)

@@ -7,11 +7,11 @@ Numbers a plan is made of:
   smallest, or those up to the real run's own batch when it lies higher), the real run's batch always among
   them. When B* lands on the smallest or largest of such derived candidates, the study extends them by a
   power of two past that edge (`batch_past_edge`), within the budget.
-- LR grid: 4 points per decade (seed 001's grid), on the lattice 2e-4 × 10^(k/4) so that the frameworks'
-  default LoRA LR is a grid point and grids of different studies line up. Centred by a stored study's answer
-  or a curvature prior when one is given (LR* ∝ λ_max^(−β), seed 001), else by the method's usual LR; ±1
-  decade wide with such a measured centre, which may take it past lr_range as far as edge extensions reach,
-  and ±1.5 decades inside lr_range without one (the centre is less certain).
+- LR grid: 4 points per decade (arXiv 2602.04998's grid), on the lattice 2e-4 × 10^(k/4) so that the
+  frameworks' default LoRA LR is a grid point and grids of different studies line up. Centred by a stored
+  study's answer or a curvature prior when one is given (LR* ∝ λ_max^(−β), arXiv 2602.04998), else by the
+  method's usual LR; ±1 decade wide with such a measured centre, which may take it past lr_range as far as
+  edge extensions reach, and ±1.5 decades inside lr_range without one (the centre is less certain).
 - Successive halving with η = 3: every config runs to rung 0 (1/η² of the top fidelity); the best third is
   re-run to 3× further, and so on. Runs at every rung follow the LR schedule of the top fidelity, so a run
   stopped at rung r is exactly the first part of the full run, and configs are compared at equal examples
@@ -21,14 +21,14 @@ Numbers a plan is made of:
   (without it the noise is guessed from fit residuals, which can be off by 10× either way), then up to 2
   more LRs at B* when the top rung's optimum sits on the edge of the LRs promoted to it.
 - Run length: when the top rung sees less than half of the real run, LR* has to move to the real run's
-  length along LR* ∝ N^γ (seed 001's prior γ = −0.25; on short runs it can be far steeper). Best, when the
-  budget left after the second seeds affords it: "horizon" runs at B*, complete runs at least twice the
+  length along LR* ∝ N^γ (arXiv 2602.04998's prior γ = −0.25; on short runs it can be far steeper). Best, when
+  the budget left after the second seeds affords it: "horizon" runs at B*, complete runs at least twice the
   top rung's length (up to the real run's): a pair of LRs half a decade apart, the upper at the prior's
-  prediction, and where three such runs fit a third half a decade above the pair when the loss still
-  falls at its upper LR; the best run, its better neighbour and the top rung's bowl locate LR* there,
-  interpolating towards the real run. Otherwise a trend study: 4 LRs at B* as complete runs on a third
-  of the top rung's examples (extrapolating away from the real run, so it is worth less). Either
-  measurement and the prior combine in `fits.loglog_line`.
+  prediction, and where three such runs fit a third half a decade above the pair when the loss still falls at
+  its upper LR; the best run, its better neighbour and the top rung's bowl locate LR* there, interpolating
+  towards the real run. Otherwise a trend study: 4 LRs at B* as complete runs on a third of the top rung's
+  examples (extrapolating away from the real run, so it is worth less). Either measurement and the prior
+  combine in `fits.loglog_line`.
 - A tight budget gives way in this order: the top fidelity shortens (down to 9 steps of the largest batch),
   the LR grid narrows (to MIN_LRS points), then the largest batch sizes go (to MIN_BATCH_SIZES): a whole
   step of the largest batch sets rung 0's length, so one large candidate can price a small dataset's whole
@@ -84,7 +84,7 @@ HORIZON_MIN_RATIO = 2  # horizon runs only pay off at least 2× the top rung's l
 # How far past the budget a plan looks for a reading of LR* near the real run's length, to tell the user
 # what more budget would buy.
 HORIZON_BUDGET_REACH = 8
-PROXY_RANK = 8  # seed 000: B* is roughly rank-invariant, so a sibling proxy trains at a low rank
+PROXY_RANK = 8  # arXiv 2602.09492: B* is roughly rank-invariant, so a sibling proxy trains at a low rank
 # A sibling-proxy study keeps this share of its budget for short runs on the target that measure the model
 # ratio of LR* (CONFIRM_RUNS LRs, and CONFIRM_EXTENSIONS more past an edge), each as long as the longest of
 # the proxy's rungs that this share affords: the longer, the less their loss is noise.
@@ -92,7 +92,8 @@ CONFIRM_SHARE = 0.25
 CONFIRM_RUNS = 3
 CONFIRM_EXTENSIONS = 1
 DEFAULT_SECONDS_PER_EXAMPLE = 0.02  # before calibration; the study measures the real throughput
-# The method's usual LR when nothing better is known (seed 001 LoRA 2e-4; seed 002 BaLoRA ≈ 3e-6…8e-6).
+# The method's usual LR when nothing better is known (LoRA 2e-4 in arXiv 2602.04998; BaLoRA ≈ 3e-6…8e-6
+# in arXiv 2605.31484).
 METHOD_LR_CENTRE = {"balora": 5e-6, "pissa": 2e-5, "olora": 1e-5, "full": 2e-5, "prompt_tuning": 3e-3}
 
 
@@ -101,7 +102,8 @@ class CurvaturePrior:
     """LR* ≈ reference_lr × (λ_max / reference_lambda)^(−β): centre the grid from a measured sharpness.
 
     The reference pair (λ, LR*) comes from a stored study of the same family (warm start) or from the
-    method's usual LR at the proxy's own λ; β defaults to 1 (seed 001: η* ∝ 1/λ_max; our band 0.7–1.5).
+    method's usual LR at the proxy's own λ; β defaults to 1 (η* ∝ 1/λ_max in arXiv 2602.04998;
+    our band 0.7–1.5).
     """
 
     lambda_max: float

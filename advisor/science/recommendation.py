@@ -67,7 +67,7 @@ class LrRule(BaseModel):
     reference_batch: int
     reference_lr: float
     formula: str
-    measured: bool = True  # False: κ is a prior (seed 001's 0.55…0.83), not fitted in this study
+    measured: bool = True  # False: κ is a prior (arXiv 2602.04998's 0.55…0.83), not fitted in this study
 
     def lr_at(self, batch_size: int) -> float:
         return self.reference_lr * (batch_size / self.reference_batch) ** self.kappa

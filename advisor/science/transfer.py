@@ -1,9 +1,9 @@
 """From the proxy's fit to the target's answer, and from one method to another.
 
-- Batch size: B* carries over from the proxy unchanged (seed 000: B* is roughly invariant to rank and model
-  size; it moves with dataset size, which the proxy shares with the target).
+- Batch size: B* carries over from the proxy unchanged (arXiv 2602.09492: B* is roughly invariant to rank
+  and model size; it moves with dataset size, which the proxy shares with the target).
 - Learning rate: LR*_target = LR*_proxy × (λ_target / λ_proxy)^(−β), with λ the top Hessian eigenvalue at
-  initialisation. Seed 001 reports η* ∝ 1/λ_max (β = 1) but its own numbers span β ≈ 0.7 (OLoRA: 60×
+  initialisation. arXiv 2602.04998 reports η* ∝ 1/λ_max (β = 1) but its own numbers span β ≈ 0.7 (OLoRA: 60×
   curvature → 18× lower LR) to β ≈ 1.5 (MiLoRA: 2.2× → 3.2×); so β defaults to 1.0 and is recalibrated
   from reported full-run outcomes (see `knowledge.recalibrate_beta`).
 - When the budget allows, short target runs measure the model ratio instead: 3 LRs at B* spanning β from
@@ -14,7 +14,7 @@
   favour. On a model pair built by `bench/sibling_transfer.py` the λ ratio pointed the wrong way (the
   wider target had the lower λ and the lower LR*), which is why the runs span β down to 0 and may add one
   LR past an edge.
-- Other methods (seed 001): LR*_method = LR*_lora × (λ_method / λ_lora)^(−β), marked derived and given
+- Other methods (arXiv 2602.04998): LR*_method = LR*_lora × (λ_method / λ_lora)^(−β), marked derived and given
   a lower confidence because the magnitude of the effect differs between models (PiSSA: 10× on
   Qwen3-0.6B, 2–3× on Gemma-3-1B).
 """
@@ -50,7 +50,7 @@ from advisor.science.recommendation import (
 from advisor.specs import LrPick
 
 BETA_DEFAULT = 1.0
-BETA_BAND = (0.7, 1.5)  # the exponents seed 001's own ratios imply; calibration stays inside it
+BETA_BAND = (0.7, 1.5)  # the exponents arXiv 2602.04998's own ratios imply; calibration stays inside it
 DERIVED_CONFIDENCE_FACTOR = 0.6  # a method derived through λ ratios is trusted less than one measured
 TRANSFER_CONFIDENCE_FACTOR = 0.8  # an LR moved from a sibling proxy without confirmation on the target
 
@@ -197,7 +197,7 @@ def fit_reasoning(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> li
     if surface.kappa and surface.kappa.shrunk is not None:
         sentences.append(
             f"LR*(B) measured as B^{surface.kappa.kappa:.2f} across batch sizes {surface.kappa.batch_sizes} "
-            f"(± {surface.kappa.sd:.2g} over resampled runs), weighed against seed 001's "
+            f"(± {surface.kappa.sd:.2g} over resampled runs), weighed against arXiv 2602.04998's "
             f"{KAPPA_PRIOR} ± {KAPPA_PRIOR_SD}, which keeps κ within "
             f"{KAPPA_BOUNDS[0]:g} … {KAPPA_BOUNDS[1]:g}: rescale the LR as B^{surface.kappa.shrunk:.2f} "
             "when the effective batch changes."
@@ -211,7 +211,7 @@ def fit_reasoning(surface: SurfaceFit, bootstrap: BootstrapSummary | None) -> li
     else:
         sentences.append(
             f"κ could not be fitted (fewer than 2 batch sizes with an interior optimum); the rule "
-            f"uses seed 001's κ ≈ {KAPPA_PRIOR}."
+            f"uses arXiv 2602.04998's κ ≈ {KAPPA_PRIOR}."
         )
     if bootstrap and bootstrap.replicates:
         low, high = bootstrap.lr_interval
@@ -302,7 +302,8 @@ def derive_method(
     lambda_method: float,
     beta: float = BETA_DEFAULT,
 ) -> Recommendation:
-    """Another method's recommendation from this one's, through λ ratios (seed 001); marked derived."""
+    """Another method's recommendation from this one's, through λ ratios (arXiv 2602.04998), marked
+    derived."""
     lr = curvature_ratio_lr(rec.learning_rate, lambda_measured, lambda_method, beta)
     ends = beta_interval(rec.learning_rate, lambda_measured, lambda_method)
     sentence = (
@@ -432,9 +433,9 @@ def _rescaled(
 ) -> Recommendation:
     """The same recommendation with every LR multiplied by `scale` and the confidence lowered by a factor;
     the interval of LR* moves with it unless a new one is given, and then widens to hold `widen_to`: for a
-    move by a curvature ratio, the LRs β's band (0.7–1.5) gives. That band is a judgement from seed 001's
-    ratios, not a law: `bench/curvature_transfer.py` measured β ≈ 0.7–0.8 on SmolLM2, −0.3 … 0 on a tiny
-    model."""
+    move by a curvature ratio, the LRs β's band (0.7–1.5) gives. That band is a judgement from arXiv
+    2602.04998's ratios, not a law: `bench/curvature_transfer.py` measured β ≈ 0.7–0.8 on SmolLM2, −0.3 … 0 on
+    a tiny model."""
     band = rec.band.model_copy(
         update={
             "lr_low": rec.band.lr_low * scale,

@@ -1,11 +1,11 @@
 """The balanced factorisation of LoRA pairs: BaLoRA projects onto it, RefLoRA preconditions towards it.
 
 For a pair (A, B) with A r × in and B out × r (PEFT's shapes), every (PᵀA, B·P⁻ᵀ) with P invertible has
-the same product B·A. RefLoRA's closed form (seed 004) picks
+the same product B·A. RefLoRA's closed form (arXiv 2505.18877) picks
 
     eigh(AAᵀ) = V_A Σ_A² V_Aᵀ,  M = B V_A Σ_A,  eigh(MᵀM) = V_M Σ_M² V_Mᵀ,  P = V_A Σ_A⁻¹ V_M Σ_M^½,
 
-after which A'A'ᵀ = B'ᵀB' = Σ_M: BaLoRA's balanced point (seed 002; science.md §3–4). BaLoRA's paper
+after which A'A'ᵀ = B'ᵀB' = Σ_M: BaLoRA's balanced point (arXiv 2605.31484; science.md §3–4). BaLoRA's paper
 reaches it through thin SVDs of A and B; here both methods use the form above, where every decomposition
 is of an r × r matrix (MᵀM is formed from the r × r Gram BᵀB, never from the out × r M). That costs
 O(r²(in + out)) for the Grams and O(r³) for the eigendecompositions, and it batches: every function takes

@@ -1,4 +1,4 @@
-"""BaLoRA (seed 002): keep every LoRA pair on the balanced manifold BᵀB = AAᵀ.
+"""BaLoRA (arXiv 2605.31484): keep every LoRA pair on the balanced manifold BᵀB = AAᵀ.
 
 (A, B) and (R⁻¹A, BR) give the same ΔW for any invertible R, but condition the loss differently;
 balanced pairs condition best. After each optimizer step every pair is replaced by the balanced pair

@@ -1,4 +1,4 @@
-"""RefLoRA (seed 004): refactor each LoRA pair to the factorisation that minimises a loss upper bound.
+"""RefLoRA (arXiv 2505.18877): refactor each LoRA pair to the factorisation that minimises a loss upper bound.
 
 Closed form (PEFT shapes): eigh(AAᵀ) = V_A Σ_A² V_Aᵀ, M = B V_A Σ_A, eigh(MᵀM) = V_M Σ_M² V_Mᵀ,
 P = V_A Σ_A⁻¹ V_M Σ_M^½. The refactored pair A' = PᵀA, B' = B P⁻ᵀ has the same product and balanced

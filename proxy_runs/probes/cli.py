@@ -16,7 +16,9 @@ from advisor.errors import AdvisorError, SpecError
 if TYPE_CHECKING:
     from proxy_runs.probes.report import ProbeReport
 
-ESTIMATOR_HELP = "lanczos (default; seed 001's), power (residual stop) or power_delta (naive baseline)"
+ESTIMATOR_HELP = (
+    "lanczos (default; arXiv 2602.04998's), power (residual stop) or power_delta (naive baseline)"
+)
 
 
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:

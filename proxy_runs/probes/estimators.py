@@ -2,7 +2,7 @@
 
 Which eigenvalue: **the largest algebraic eigenvalue λ_max** (the sharpness). Gradient descent on a
 quadratic is stable iff η < 2/λ_max; directions of negative curvature are descent directions, never a
-step-size limit. Seed 001 uses the largest eigenvalue too. Hessians at LoRA initialisation are
+step-size limit. arXiv 2602.04998 uses the largest eigenvalue too. Hessians at LoRA initialisation are
 indefinite: with B = 0 the A–A block is zero and the A–B block is s·(∇_W L ⊗ I_r), so the eigenvalues
 come in ± pairs near ±s·σ_i(∇_W L), each r-fold, shifted by the B–B block (our reading, checked on a
 dense tiny Hessian). λ_max is therefore *not* the eigenvalue of largest magnitude in general, and |λ_min|
@@ -194,7 +194,7 @@ def _tridiagonal(alphas: list[float], betas: list[float]) -> torch.Tensor:
 def lanczos(
     operator: LinearOperator, *, tol: float = 1e-3, max_iter: int = 100, seed: int = 0
 ) -> EigenEstimate:
-    """λ_max by Lanczos with full re-orthogonalisation (seed 001's estimator).
+    """λ_max by Lanczos with full re-orthogonalisation (arXiv 2602.04998's estimator).
 
     Stops when the top Ritz pair (θ, y) has ‖Hy − θy‖ = β_k·|e_kᵀs| ≤ tol·|θ|, where s is θ's
     eigenvector in the tridiagonal T_k; the bound needs no extra HVP. Or when β_k ≈ 0: the Krylov space

@@ -4,10 +4,10 @@ The curvature probed is that of the mean token loss over all probe samples,
 
     L(θ) = (Σ_micro-batches Σ_tokens ℓ) / (Σ_micro-batches n_tokens),
 
-so every valid target token weighs the same however the samples are cut into micro-batches (seed 001:
+so every valid target token weighs the same however the samples are cut into micro-batches (arXiv 2602.04998:
 "HVPs averaged with weights = valid target tokens"). θ is the flat concatenation of the chosen parameters
-(by default every trainable one, i.e. the adapter; or A and B of one linear layer, as seed 001 probes),
-and the operator works on flat vectors so that the estimators never need to know about the model.
+(by default every trainable one, i.e. the adapter; or A and B of one linear layer, as arXiv 2602.04998
+probes), and the operator works on flat vectors so that the estimators never need to know about the model.
 
 One HVP is a double backward: g = ∂L/∂θ with the graph kept (create_graph=True), then ∂(g·v)/∂θ = H·v.
 It costs about a forward and two to three backwards per micro-batch; the gradient alone, which the
@@ -209,7 +209,7 @@ def hessian_operator_for_model(
 ) -> HessianOperator:
     """The Hessian of a transformers model's token-weighted loss over `params` (default: all trainable).
 
-    Puts the model in eval mode: seed 001 probes without dropout, and so do we.
+    Puts the model in eval mode: arXiv 2602.04998 probes without dropout, and so do we.
     """
     low_precision = {str(p.dtype) for p in model.parameters() if p.dtype in (torch.float16, torch.bfloat16)}
     if low_precision:

@@ -1,6 +1,6 @@
 """Which modules to probe, and each one's trainable parameters.
 
-Seed 001 probes one module at a time (A and B of one linear layer) and finds the trends agree across
+arXiv 2602.04998 probes one module at a time (A and B of one linear layer) and finds the trends agree across
 layers and module types, so by default we sample a few representative ones: the query and value
 projections (or, failing those, every adapted module type) in the first, middle and last layers.
 `"all"` probes every module with trainable parameters; a list of names picks modules by full name or
@@ -19,7 +19,7 @@ from torch import nn
 
 from advisor.errors import SpecError
 
-# Attention projections whose curvature seed 001 reports, in the spellings of common architectures:
+# Attention projections whose curvature arXiv 2602.04998 reports, in the spellings of common architectures:
 # Llama/Mistral/Qwen (q_proj, v_proj), T5 (q, v), BERT-like (query, value), GPT-2 (fused c_attn).
 REPRESENTATIVE_NAMES = ("q_proj", "v_proj", "q", "v", "query", "value", "c_attn", "qkv_proj", "Wqkv")
 _PREFIXES = ("base_model.model.", "base_model.")

@@ -1,6 +1,6 @@
 """`probe_spec`: λ_max per module (and optionally the gradient noise scale) for a study spec.
 
-This is seed 001's measurement in miniature: the model with the spec's method applied, at
+This is arXiv 2602.04998's measurement in miniature: the model with the spec's method applied, at
 initialisation, in eval mode and fp32; a modest set of training examples in micro-batches of 2–4;
 Lanczos with full re-orthogonalisation on each sampled module's (A, B) pair. The report is plain data
 (pydantic) so the CLI, the API and the database store the same JSON.
@@ -26,7 +26,7 @@ from proxy_runs.probes.hvp import Batch, OperatorStats, hessian_operator_for_mod
 from proxy_runs.probes.modules import ModuleGroup, ModuleSelection, select_modules
 from proxy_runs.probes.noise import NoiseScale, gradient_noise_scale, model_batch_gradient
 
-DEFAULT_SAMPLES = 32  # seed 001 uses 500; 32 keeps a CPU probe to minutes and λ_max within a few %
+DEFAULT_SAMPLES = 32  # arXiv 2602.04998 uses 500; 32 keeps a CPU probe to minutes and λ_max within a few %
 DEFAULT_MICRO_BATCH = 2  # the 2.8 GiB HVP peak of SmolLM2 at batch 2 fits any machine we run on
 
 
