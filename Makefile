@@ -51,22 +51,22 @@ lint: $(STAMP)
 
 bench: $(STAMP) $(VENV)/.models
 	$(PIP) install -q -e '.[bench]'  # Optuna, the quality benchmark's TPE contender; not needed to run or test
-	HF_HUB_OFFLINE=1 $(PY) bench/proxy_throughput.py
-	HF_HUB_OFFLINE=1 $(PY) bench/probes.py
-	HF_HUB_OFFLINE=1 $(PY) bench/paused_runs.py --json bench/out/paused_runs.json
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/prefix_reading.py
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/quality.py --cache bench/out/run_cache
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/warm_start.py --cache bench/out/run_cache
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/batch_rule.py --cache bench/out/run_cache
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/batch_choice.py --cache bench/out/run_cache
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/batch_scaling.py --cache bench/out/run_cache
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/real_llm.py --choice-seed 0 3 6 --cache bench/out/run_cache
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/real_llm.py --language sv --truth-batch-sizes 4 \
+	HF_HUB_OFFLINE=1 $(PY) -m bench.proxy_throughput
+	HF_HUB_OFFLINE=1 $(PY) -m bench.probes
+	HF_HUB_OFFLINE=1 $(PY) -m bench.paused_runs --json bench/out/paused_runs.json
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.prefix_reading
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.quality --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.warm_start --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.batch_rule --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.batch_choice --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.batch_scaling --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.real_llm --choice-seed 0 3 6 --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.real_llm --language sv --truth-batch-sizes 4 \
 		--start-lr 0.0112 --no-tpe --choice-seed 0 3 --cache bench/out/run_cache --json bench/out/real_llm_sv.json
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/real_llm_warm.py --cache bench/out/run_cache
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/real_llm_check.py --cache bench/out/run_cache
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/curvature_transfer.py
-	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) bench/sibling_transfer.py
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.real_llm_warm --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.real_llm_check --cache bench/out/run_cache
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.curvature_transfer
+	HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m bench.sibling_transfer
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

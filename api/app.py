@@ -21,6 +21,7 @@ from api.problems import install_problem_handlers, problem_responses
 from api.routes import check, datasets, health, metrics, outcomes, recommendations, runs, studies, tokens
 from api.security import RateLimiter, TokenAuth
 from api.settings import Settings
+from proxy_runs import torch_runner
 
 
 def worker_options(settings: Settings) -> WorkerOptions:
@@ -33,6 +34,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         backoff=Backoff(base_seconds=settings.retry_base_seconds),
         executor_options=executor_options,
         spool_dir=settings.data_dir / "spool",
+        runner=torch_runner,  # the service's studies train with torch, imported by a worker when one starts
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import threading
@@ -20,12 +21,13 @@ from advisor.jobs.executors import Executor
 from advisor.jobs.queue import Backoff
 from advisor.jobs.worker import Worker, WorkerOptions
 from advisor.science.recommendation import Recommendation
-from advisor.specs import StudySpec
+from advisor.specs import StudySpec, parse_spec
 from advisor.storage import migrate
 from advisor.storage import repository as repo
 from advisor.storage.db import Database, default_sqlite_url, normalize_url
 from api.security import create_token
 from api.settings import Settings
+from proxy_runs import torch_runner
 
 PG_ENV = "LORA_ADVISOR_TEST_PG_URL"
 FAST_JOB = {"seconds_per_run": 0.01}
@@ -74,6 +76,17 @@ def example_spec(root: Path) -> dict[str, Any]:
         "lr_range": [1e-5, 1e-2],
         "budget": {"proxy_seconds": 60},
     }
+
+
+@functools.cache
+def example_study_runs() -> int:
+    """Runs the `synthetic` study of `example_spec` stores: the real study logic on SyntheticRunner's surface,
+    the same runs every time (the calibration run included)."""
+    from advisor.jobs.control import JobControl
+    from advisor.jobs.functions import run_synthetic_study
+
+    payload = {"spec": parse_spec(example_spec(Path("/"))).model_dump(mode="json"), "seconds_per_run": 0.0}
+    return len(run_synthetic_study(payload, JobControl()).runs)
 
 
 def make_roots(root: Path) -> tuple[Path, Path]:
@@ -135,7 +148,12 @@ def token(db: Database, scopes: str = "read,submit") -> dict[str, str]:
 
 
 def worker_options(**overrides: Any) -> WorkerOptions:
-    values: dict[str, Any] = {"lease_seconds": 2.0, "poll_seconds": 0.05, "backoff": Backoff(0.05, 0.2)}
+    values: dict[str, Any] = {
+        "lease_seconds": 2.0,
+        "poll_seconds": 0.05,
+        "backoff": Backoff(0.05, 0.2),
+        "runner": torch_runner,
+    }
     values.update(overrides)
     return WorkerOptions(**values)
 

@@ -4,7 +4,7 @@ Starts `uvicorn` with the real app on 127.0.0.1 (SQLite in a temporary folder, n
 server's CPU goes to requests), seeds one finished study so the GET has an answer, then sends requests at
 a fixed arrival rate (open loop: a slow server cannot slow the offered load down) with httpx.
 
-    .venv/bin/python bench/api_load.py [--rate 200] [--seconds 10] [--post-rate 50]
+    .venv/bin/python -m bench.api_load [--rate 200] [--seconds 10] [--post-rate 50]
 
 Target (issue 5): p99 ≤ 20 ms at 200 req/s for the cached GET on 2 cores.
 """
@@ -26,8 +26,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from advisor.jobs.queue import submit_study
 from advisor.jobs.worker import Worker

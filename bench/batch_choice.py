@@ -10,12 +10,12 @@ and run cache) and choice seed:
    (B, LR) among the candidates' 32 configs, and the best LR at each batch;
 2. the advisor's study with candidates [2, 4, 8, 16] (the quality benchmark's budget: 10% of its grid's
    examples), stored in SQLite and looked up the way `advisor check` looks it up; its pick's regret (8 fresh
-   seeds against 16 of the best config, `quality.regret`), beside the regret of the same study with the
+   seeds against 16 of the best config, `common.regret`), beside the regret of the same study with the
    quality benchmark's candidates [4, 8, 16, 32], which cannot choose B = 2;
 3. `advisor check` on every (B, grid LR) at B = 2, 3, 4, 6 and 8 (3 and 6 are none of the candidates),
    against the best LR at the same batch and the best config anywhere: good ≤ 2%, bad > 5%.
 
-    python bench/batch_choice.py [--tasks NAME ...] [--choice-seed 0 3] [--cache FOLDER] [--json PATH]
+    python -m bench.batch_choice [--tasks NAME ...] [--choice-seed 0 3] [--cache FOLDER] [--json PATH]
 """
 
 from __future__ import annotations
@@ -30,27 +30,26 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from batch_rule import answer_summary, check_verdicts, retuned_lr, verdict_counts
-from quality import (
+from advisor.cli.recommend import open_database
+from bench.batch_rule import check_verdicts, retuned_lr
+from bench.common import (
     FULL,
     BenchConfig,
     Config,
     Task,
     Truth,
     advisor_spec,
+    answer_summary,
     ground_truth,
     method_label,
     only_tasks,
     regret,
     run_suite,
+    stored_answer,
+    stored_study,
+    verdict_counts,
     write_results,
 )
-from warm_start import stored_answer, stored_study
-
-from advisor.cli_recommend import open_database
 
 CANDIDATES = [2, 4, 8, 16]  # the quality benchmark's, shifted down one doubling
 CHECKED_BATCHES = (2, 3, 4, 6, 8)  # 3 and 6 are none of the candidates

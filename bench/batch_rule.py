@@ -18,7 +18,7 @@ measured nowhere else. Per task of `bench/quality.py` (same pretrained base, tas
 4. `advisor check`'s verdict on every (off-candidate batch, grid LR), next to its regret against the best
    config measured at any batch (3-seed means): good ≤ 2% (CI should pass), bad > 5% (CI should fail).
 
-    python bench/batch_rule.py [--tasks NAME ...] [--choice-seed 0 3] [--cache FOLDER] [--json PATH]
+    python -m bench.batch_rule [--tasks NAME ...] [--choice-seed 0 3] [--cache FOLDER] [--json PATH]
 """
 
 from __future__ import annotations
@@ -33,27 +33,26 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from quality import (  # the sibling benchmark: same base, tasks, ground truth and regret
+from advisor.check import decide
+from advisor.cli.recommend import open_database
+from bench.common import (  # the quality benchmark's base, tasks, ground truth and regret
     FRESH_SEEDS,
     FULL,
     BenchConfig,
     Task,
     Truth,
     advisor_spec,
+    answer_summary,
     ground_truth,
     method_label,
     only_tasks,
     run_suite,
+    stored_answer,
+    stored_study,
     truth_loss,
+    verdict_counts,
     write_results,
 )
-from warm_start import BAD_REGRET, GOOD_REGRET, stored_answer, stored_study
-
-from advisor.check import decide
-from advisor.cli_recommend import open_database
 
 OFF_CANDIDATE_BATCHES = (2, 6)  # below the smallest candidate, and between B* = 4 and the next one
 # The rules a user might follow when the batch changes: keep the LR, Adam's square root, linear scaling.
@@ -120,32 +119,6 @@ def check_verdicts(
                 }
             )
     return verdicts
-
-
-def answer_summary(answer: dict[str, Any]) -> dict[str, Any]:
-    """A stored answer's numbers that the check acts on."""
-    return {
-        "batch_size": answer["batch_size"],
-        "learning_rate": answer["learning_rate"],
-        # κ as `advisor check` applies it (the stored rule's, held within its bounds)
-        "kappa": decide(answer, batch_size=1, learning_rate=1.0).kappa,
-        "band": answer["details"].get("band"),
-        "lr_interval": (answer["details"].get("confidence") or {}).get("lr_interval"),
-    }
-
-
-def verdict_counts(verdicts: list[dict[str, Any]], regret_key: str = "regret") -> dict[str, Any]:
-    good = [v for v in verdicts if v[regret_key] <= GOOD_REGRET]
-    bad = [v for v in verdicts if v[regret_key] > BAD_REGRET]
-    passed = [v for v in verdicts if v["outcome"] == "pass"]
-    return {
-        "good": len(good),
-        "good_passed": sum(v["outcome"] == "pass" for v in good),
-        "bad": len(bad),
-        "bad_failed": sum(v["outcome"] == "fail" for v in bad),
-        "passed": len(passed),
-        "worst_passed_regret": max((v[regret_key] for v in passed), default=None),
-    }
 
 
 def run_task(

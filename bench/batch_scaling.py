@@ -6,11 +6,11 @@ candidate, B = 4. This benchmark grows one task (`add`, LoRA r = 8, the quality 
 range) from 900 to 3600 training examples and measures, at each size:
 
 - the ground truth: the dense grid (4 batch sizes × 8 LRs, full runs on the 3 truth seeds) and what each
-  batch size's best LR loses against the best (`quality.batch_penalties`);
+  batch size's best LR loses against the best (`common.batch_penalties`);
 - the advisor on its 10% budget (choice seeds 0 and 3): the batch size and LR it picks and their regret
   (8 fresh seeds against the grid best's 16), as `bench/quality.py` scores them.
 
-    python bench/batch_scaling.py [--records 1000 2000 4000] [--cache FOLDER] [--json FILE] [--reprint JSON]
+    python -m bench.batch_scaling [--records 1000 2000 4000] [--cache FOLDER] [--json FILE] [--reprint JSON]
 """
 
 from __future__ import annotations
@@ -25,27 +25,24 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import quality  # the quality benchmark's base model, ground truth, advisor budget and regret
+from bench import common  # the quality benchmark's base model, ground truth, advisor budget and regret
 
 CHOICE_SEEDS = (0, 3)
 
 
-def sized_task(records: int) -> quality.Task:
+def sized_task(records: int) -> common.Task:
     """`add` with LoRA r = 8 on `records` instruction records (a tenth held out)."""
-    return quality.Task(f"add_lora_{records}", "lora", 8, records, (1e-3, 1e-1), mixes=("add",))
+    return common.Task(f"add_lora_{records}", "lora", 8, records, (1e-3, 1e-1), mixes=("add",))
 
 
 def measure(base: Path, folder: Path, records: int, cache: Path | None) -> dict[str, Any]:
     started = time.perf_counter()
     task = sized_task(records)
-    truth = quality.ground_truth(base, folder, task, quality.FULL, cache)
+    truth = common.ground_truth(base, folder, task, common.FULL, cache)
     picks = []
     for seed in CHOICE_SEEDS:
-        config, examples, rec = quality.advisor(truth.trainer, truth.grid_examples, seed)
-        value, se = quality.regret(truth.trainer, config, truth.best)
+        config, examples, rec = common.advisor(truth.trainer, truth.grid_examples, seed)
+        value, se = common.regret(truth.trainer, config, truth.best)
         picks.append(
             {
                 "choice_seed": seed,
@@ -61,7 +58,7 @@ def measure(base: Path, folder: Path, records: int, cache: Path | None) -> dict[
         "records": records,
         "train_examples": truth.trainer.full_examples(),
         "grid_best": {"batch_size": truth.best[0], "learning_rate": truth.best[1], "loss": truth.best_loss},
-        "batch_penalties": quality.batch_penalties(truth),
+        "batch_penalties": common.batch_penalties(truth),
         "advisor": picks,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -104,13 +101,13 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        base = quality.build_base(folder, quality.FULL)
+        base = common.build_base(folder, common.FULL)
         sizes = []
         for records in args.records:
             sizes.append(measure(base, folder, records, cache))
             print(f"N = {sizes[-1]['train_examples']}: done ({sizes[-1]['seconds']:.0f} s)", file=sys.stderr)
     summary = {"grid_best_batch": {s["train_examples"]: s["grid_best"]["batch_size"] for s in sizes}}
-    quality.write_results(args.json, started, quality.FULL, sizes, summary, choice_seeds=list(CHOICE_SEEDS))
+    common.write_results(args.json, started, common.FULL, sizes, summary, choice_seeds=list(CHOICE_SEEDS))
     print_table(sizes)
 
 

@@ -21,7 +21,7 @@ result per run, and the recomputed work. Phase 2's runs take `--outage-seconds-p
 studies are mid-run when the database goes down; phase 3's `--seconds-per-run` (1 s), its studies
 submitted one by one over the kill phase.
 
-    python bench/chaos.py [--quick] [--json bench/out/chaos.json]
+    python -m bench.chaos [--quick] [--json bench/out/chaos.json]
 """
 
 from __future__ import annotations
@@ -47,11 +47,9 @@ from typing import Any
 
 import httpx
 
+from advisor.jobs.functions import spec_tag
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from advisor.jobs.functions import spec_tag  # noqa: E402
-
 PG_SCRIPT = ROOT / "scripts" / "start_postgres.sh"
 ADVISOR = [sys.executable, "-m", "advisor.cli"]
 LEASE_SECONDS = 4.0  # short, so a killed worker's job is taken over within seconds

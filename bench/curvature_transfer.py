@@ -2,8 +2,8 @@
 
 The advisor uses one rule twice: LR*(method) ≈ LR*(LoRA) × (λ_max(method) / λ_max(LoRA))^(−β), β = 1, with
 λ_max the top Hessian eigenvalue at initialisation. It centres the LR grid of a PiSSA or OLoRA study with it
-(`proxy_runs.study.curvature_prior`, anchored at LoRA's usual 2e-4), and it derives other methods' answers
-from one study (`advisor.science.transfer.derive_method`). Here both are held against measured optima:
+(`advisor.study.curvature.curvature_prior`, anchored at LoRA's usual 2e-4), and it derives other methods'
+answers from one study (`advisor.science.transfer.derive_method`). Here both are held against measured optima:
 
 1. the quality benchmark's pretrained tiny Llama and one of its tasks (`reverse`, 900 training examples,
    rank 8, α = r, one epoch, cosine);
@@ -21,7 +21,7 @@ from one study (`advisor.science.transfer.derive_method`). Here both are held ag
    LR* only, no regret (one seed of so short a run cannot say it). About 20 min per method on a 2-core CPU,
    half of it the probe.
 
-    python bench/curvature_transfer.py [--quick] [--rank 8] [--smollm2 | --smollm2-only]
+    python -m bench.curvature_transfer [--quick] [--rank 8] [--smollm2 | --smollm2-only]
         [--smollm2-methods lora pissa] [--json FILE]
 """
 
@@ -38,18 +38,14 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from quality import FULL, QUICK, BenchConfig, Trainer, run_suite, task_spec, write_results
-
 from advisor.science.fits import fit_curve
-from advisor.science.planner import LATTICE_ANCHOR, METHOD_LR_CENTRE, lattice_index, lattice_lr
+from advisor.science.lr_grid import LATTICE_ANCHOR, METHOD_LR_CENTRE, lattice_index, lattice_lr
 from advisor.science.transfer import BETA_DEFAULT, curvature_ratio_lr
 from advisor.specs import parse_spec
+from bench.common import FULL, QUICK, BenchConfig, Trainer, run_suite, task_spec, write_results
 from proxy_runs.data import prepare_data
 from proxy_runs.models import load_model_and_tokenizer
-from proxy_runs.study import probe_lambda
+from proxy_runs.runner import TorchRunner
 
 METHODS = ("lora", "rslora", "pissa", "olora")
 BATCH_SIZE = 8
@@ -73,7 +69,8 @@ def measure_method(
     trainer: Trainer, lrs: list[float], seeds: tuple[int, ...] = MEASURE_SEEDS
 ) -> dict[str, Any]:
     """λ_max at initialisation and LR* of the sweep at BATCH_SIZE, on the mean loss over `seeds`."""
-    lam, probe = probe_lambda(trainer.spec, trainer.data)
+    measured = TorchRunner().probe(trainer.spec)  # the probe a study takes
+    lam, probe = measured.lambda_max, measured.evidence
     points = [(lr, mean_loss(trainer, lr, seeds)) for lr in lrs]
     curve = fit_curve(BATCH_SIZE, points)
     assert curve is not None, f"{trainer.spec.method}: every LR diverged"

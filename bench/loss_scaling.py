@@ -14,7 +14,7 @@ tiny-model tasks. This benchmark measures α where none of that came from: SmolL
 3. The forecast the advisor would make from each shorter length to the whole split with the prior alone,
    against the measured L*.
 
-    python bench/loss_scaling.py [--lrs 0.0033 0.0066 0.0132] [--json FILE]
+    python -m bench.loss_scaling [--lrs 0.0033 0.0066 0.0132] [--json FILE]
 
 Needs `make .venv/.models`. About 15 min on a 2-core CPU.
 """
@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from advisor.science.loss_forecast import forecast_loss, loss_measurement
 from advisor.specs import StudySpec, parse_spec

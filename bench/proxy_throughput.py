@@ -11,7 +11,7 @@ that idles while the next model loads), which hides an overhead of a few percent
 (BaLoRA's projection, RefLoRA's preconditioning) are also timed alone on the same model, after a real
 optimizer step, and reported as a fraction of a LoRA step: the "hooks" columns.
 
-    python bench/proxy_throughput.py [--quick] [--smollm2] [--json bench/out/proxy_throughput.json]
+    python -m bench.proxy_throughput [--quick] [--smollm2] [--json bench/out/proxy_throughput.json]
 """
 
 from __future__ import annotations
@@ -21,14 +21,12 @@ import json
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from peft import LoraConfig, PromptTuningConfig, TaskType, get_peft_model

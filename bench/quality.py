@@ -26,55 +26,50 @@ to the best config of a dense grid, and at what compute?
      real run's schedule and the worse two thirds stop after a ninth and after a third of it, so it tries
      several times as many configs; the best finished trial is its answer.
 
-    python bench/quality.py [--quick] [--choice-seed 0 [3 ...]] [--tasks upper ...] [--json FILE]
+    python -m bench.quality [--quick] [--choice-seed 0 [3 ...]] [--tasks upper ...] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import inspect
 import json
 import math
-import os
-import platform
 import random
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from advisor.method_catalog import METHODS
-from advisor.records import RunRecord, RunStatus
-from advisor.science.planner import lr_grid
-from advisor.science.recommendation import Recommendation
-from advisor.specs import StudySpec, parse_spec
-from proxy_runs import synthetic, tiny
-from proxy_runs.data import PreparedData, prepare_data
-from proxy_runs.engine import RunBudget, RunProgress, setup_proxy, train_proxy
-from proxy_runs.models import load_model_and_tokenizer
+from bench import common
+from bench.common import (
+    DEFAULT_CONFIG,
+    FRESH_SEEDS,
+    FULL,
+    QUICK,
+    REFERENCE_SEEDS,
+    TRUTH_SEEDS,
+    BenchConfig,
+    Config,
+    Task,
+    Trainer,
+    Truth,
+    advisor,
+    batch_penalties,
+    ground_truth,
+    loss_forecast_check,
+    method_label,
+    only_tasks,
+    regret,
+    run_suite,
+    write_results,
+)
+from bench.searches import Searched, lr_range_test, random_search, tpe_asha_search, tpe_search
+from proxy_runs.engine import setup_proxy, train_proxy
 from proxy_runs.probes.report import probe_noise_scale
-from proxy_runs.study import run_study
 
-DEFAULT_CONFIG = (16, 2e-4)  # Unsloth / Axolotl's LoRA default (science.md §6)
-ADVISOR_SHARE = 0.10  # the advisor's budget: 10% of the dense grid's compute
-EVAL_EXAMPLES = 96
-# Contenders are scored on these seeds: no choice and not the grid's best was made on any of them. A run's
-# loss at an LR 0.2% away is as different as another seed's (training these tiny models is chaotic at that
-# scale), so a contender's mean over 8 seeds carries about ±0.6% on these tasks.
-FRESH_SEEDS = (1, 2, 4, 5, 10, 11, 12, 13)
-# The yardstick of every regret on a task is the grid best's mean loss over these 16 fresh seeds. All 16
-# (task, choice seed) pairs of a task share it, so its error shifts them all alike: on 4 seeds that was
-# ±0.75%, as large as the regret target, and `add`'s reference happened to score 0.7% below its mean.
-REFERENCE_SEEDS = (*FRESH_SEEDS, 14, 15, 16, 17, 18, 19, 20, 21)
 # Until 2026-12-02 regrets were seed-paired differences on the first 4 fresh seeds; pairing does not help
 # here (seed effects are not shared between configs: paired differences spread as much as unpaired ones),
 # and the JSON keeps that figure as `regret_paired_4` for comparison.
@@ -82,277 +77,6 @@ PAIRED_SEEDS = FRESH_SEEDS[:4]
 # Every contender; `advisor_median` is the advisor's own study answered with LR*'s median, before the move
 # down for caution (`advisor.science.transfer.with_cautious_lr`): what that last step is worth.
 CONTENDERS = ("default", "lr_range_test", "advisor", "advisor_median", "random_search", "tpe", "tpe_asha")
-TRUTH_SEEDS = (0, 8, 9)
-
-
-class Searched(NamedTuple):
-    """A contender's answer and what it took: the examples it trained on, the configs it trained (full runs,
-    a study's runs, or trials under a pruner) and how many of those no pruner or budget stopped early (None
-    for a study, whose runs stop at rungs by design)."""
-
-    config: Config
-    examples: int
-    trained: int
-    finished: int | None
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str  # an instruction task of proxy_runs.synthetic, unless `mixes` names several
-    method: str
-    rank: int  # ignored by full fine-tuning
-    records: int  # 10% are held out for evaluation
-    lr_range: tuple[float, float]  # the search range every contender is given (2 decades: an 8-LR grid)
-    mixes: tuple[str, ...] = ()  # the synthetic tasks a mixed dataset draws from (default: `name` alone)
-
-    @property
-    def instruction_tasks(self) -> list[str]:
-        return list(self.mixes or (self.name,))
-
-
-@dataclass
-class BenchConfig:
-    tasks: list[Task]
-    batch_sizes: list[int]
-    epochs: float
-    pretrain_examples: int
-    hidden: int = 32
-    max_seq_len: int = 40
-    layers: int = 2
-
-
-FULL = BenchConfig(
-    [
-        Task("reverse", "lora", 8, 1000, (3e-3, 3e-1)),
-        # rsLoRA scales the adapter by α/√r instead of α/r: √32 ≈ 5.7× LoRA's at α = r, so a lower range.
-        Task("add", "rslora", 32, 1000, (1e-3, 1e-1)),
-        # DoRA at rank 4 on 450 examples wants large steps: its optimum sat on 0.2, the top of 3e-3 … 3e-1.
-        Task("upper", "dora", 4, 500, (5e-3, 5e-1)),
-        Task("repeat", "lora", 16, 2000, (3e-3, 3e-1)),
-        # Three more since 2026-12-02, for methods whose LR scale differs (ranges centred by a probe on
-        # seed 0 at B = 4 and 16, so that the dense grid's optimum is inside): PiSSA on a mixture of all
-        # four tasks (optimum near 0.03); full fine-tuning (rank ignored), whose loss falls far lower and
-        # whose bowl is flat from 0.003 to 0.02; LoRA+, which trains B at 16× the LR (optimum near 0.01).
-        Task("mixed", "pissa", 8, 1200, (3e-3, 3e-1), mixes=("reverse", "add", "upper", "repeat")),
-        Task("add_full", "full", 8, 600, (1e-3, 1e-1), mixes=("add",)),
-        Task("reverse_plus", "lora_plus", 8, 700, (1e-3, 1e-1), mixes=("reverse",)),
-    ],
-    [4, 8, 16, 32],
-    1.0,
-    8000,
-)
-QUICK = BenchConfig(
-    [Task("reverse", "lora", 8, 400, (3e-3, 2e-1)), Task("upper", "dora", 4, 400, (3e-3, 2e-1))],
-    [4, 8, 16],
-    1.0,
-    3000,
-)
-
-
-# 1. Base model and tasks ------------------------------------------------------------------------------------
-
-
-def build_base(folder: Path, cfg: BenchConfig) -> Path:
-    """Pretrain a tiny Llama in full on synthetic text; the tokenizer also knows the tasks' vocabulary."""
-    text = synthetic.text_records(2000, seed=1)
-    corpus = synthetic.corpus_of(text) + synthetic.corpus_of(synthetic.instruction_records(2000, seed=2))
-    init = tiny.save_tiny_model(
-        folder / "init", "llama", corpus, vocab_size=384, hidden=cfg.hidden, layers=cfg.layers
-    )
-    data_path = synthetic.write_jsonl(text, folder / "pretrain.jsonl")
-    spec = parse_spec(
-        {
-            "model": str(init),
-            "method": "full",
-            "dataset": {"path": str(data_path), "format": "text"},
-            "training": {"max_seq_len": 64, "warmup_ratio": 0.05, "epochs": 100, "packing": True},
-        }
-    )
-    setup = setup_proxy(spec)
-    record = train_proxy(
-        spec,
-        batch_size=16,
-        learning_rate=3e-3,
-        setup=setup,
-        eval_at_start=False,
-        budget=RunBudget(max_examples=cfg.pretrain_examples),
-        max_eval_examples=64,
-    )
-    print(
-        f"base model: pretrained on {record.examples_seen} text blocks, eval loss {record.eval_loss:.3f} "
-        f"({record.seconds:.0f} s)",
-        file=sys.stderr,
-    )
-    base = folder / "base"
-    setup.model.save_pretrained(base)  # type: ignore[operator]  # a PreTrainedModel behind nn.Module
-    setup.tokenizer.save_pretrained(base)
-    return base
-
-
-def task_spec(base: Path, folder: Path, task: Task, cfg: BenchConfig) -> StudySpec:
-    records = synthetic.instruction_records(task.records, seed=10, tasks=task.instruction_tasks)
-    path = synthetic.write_jsonl(records, folder / f"{task.name}.jsonl")
-    return parse_spec(
-        {
-            "model": str(base),
-            "dataset": {"path": str(path)},
-            "method": task.method,
-            "rank": task.rank,
-            "training": {"max_seq_len": cfg.max_seq_len, "epochs": cfg.epochs},
-            "batch_sizes": cfg.batch_sizes,
-            "lr_range": list(task.lr_range),
-        }
-    )
-
-
-# 2. True losses ---------------------------------------------------------------------------------------------
-
-
-# What a full run's loss depends on besides the task: the engine, the spec's defaults, the base model's making
-# and the full run itself. A cached loss is reused only where all of these, the machine's CPU and torch are
-# unchanged (runs are deterministic on one machine, not across machines). The study code is not among them:
-# a change to the advisor keeps the ground truth.
-RUN_SOURCES = (
-    "proxy_runs/engine.py",
-    "proxy_runs/data.py",
-    "proxy_runs/models.py",
-    "proxy_runs/loss.py",
-    "proxy_runs/tiny.py",
-    "proxy_runs/synthetic.py",
-    "proxy_runs/methods",
-    "advisor/specs.py",
-)
-
-
-def run_cache_file(folder: Path, task: Task, cfg: BenchConfig) -> Path:
-    """Where a task's full-run losses are kept between runs of this benchmark on one machine."""
-    root = Path(__file__).resolve().parents[1]
-    paths = [root / name for name in RUN_SOURCES]
-    sources = sorted(f for path in paths for f in ([path] if path.is_file() else path.rglob("*.py")))
-    digest = hashlib.sha256()
-    for source in sources:
-        digest.update(source.read_bytes())
-    for function in (build_base, task_spec, Trainer.loss):  # this file: the base model, the task, a run
-        digest.update(inspect.getsource(function).encode())
-    setting = {"task": asdict(task), "config": asdict(replace(cfg, tasks=[])), "torch": torch.__version__}
-    digest.update(json.dumps([setting, cpu_model()], sort_keys=True).encode())
-    return folder / f"{task.name}-{digest.hexdigest()[:16]}.json"
-
-
-def cpu_model() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor()
-
-
-@dataclass
-class Trainer:
-    """Full runs of one task, cached by (B, LR, seed) — in `cache_file` too, when given, so that a rerun
-    on the same machine trains only what it has not; counts the examples each caller spends."""
-
-    spec: StudySpec
-    data: PreparedData
-    cache: dict[tuple[int, float, int], float | None] = field(default_factory=dict)
-    seconds: dict[tuple[int, float, int], float] = field(default_factory=dict)  # each run's, when timed
-    untrained: float = math.nan  # eval loss before fine-tuning: what a diverged choice is worth
-    cache_file: Path | None = None
-
-    def __post_init__(self) -> None:
-        self._load()
-
-    def _load(self) -> None:
-        if self.cache_file is not None and self.cache_file.exists():
-            stored = json.loads(self.cache_file.read_text())
-            self.untrained = stored["untrained"]
-            for b, lr, s, loss, *timed in stored["runs"]:  # files written before 2026-12-02 hold no seconds
-                self.cache[(b, lr, s)] = loss
-                if timed and timed[0] is not None:
-                    self.seconds[(b, lr, s)] = timed[0]
-
-    def _store(self) -> None:
-        """Merge this trainer's runs into the cache file; replaced whole, so that two benchmarks sharing it
-        (two snapshots of the advisor side by side) never read half a file."""
-        if self.cache_file is None:
-            return
-        self._load()
-        runs = [[*key, loss, self.seconds.get(key)] for key, loss in self.cache.items()]
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.cache_file.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps({"untrained": self.untrained, "runs": runs}))
-        partial.replace(self.cache_file)
-
-    @staticmethod
-    def key(batch: int, lr: float, seed: int) -> tuple[int, float, int]:
-        """A run's key in the cache (the LR rounded so that grid LRs computed two ways meet)."""
-        return batch, round(lr, 12), seed
-
-    def training_seconds(self, configs: list[Config], seeds: tuple[int, ...]) -> float | None:
-        """What these runs took to train; None when any came from a cache written without times."""
-        times = [self.seconds.get(self.key(*config, seed)) for config in configs for seed in seeds]
-        return None if None in times else sum(t for t in times if t is not None)
-
-    def loss(self, batch: int, lr: float, seed: int = 0) -> float | None:
-        key = self.key(batch, lr, seed)
-        if key not in self.cache:
-            spec = self.spec.with_seed(seed)
-            record = train_proxy(
-                spec,
-                batch_size=batch,
-                learning_rate=lr,
-                setup=setup_proxy(spec, data=self.data),
-                eval_every=10**9,
-                max_eval_examples=EVAL_EXAMPLES,
-            )
-            self.untrained = record.metrics["evals"][0]["eval_loss"]
-            self.seconds[key] = record.seconds
-            self.cache[key] = record.eval_loss if record.status == "success" else None
-            self._store()
-        return self.cache[key]
-
-    def full_examples(self) -> int:
-        return self.spec.training.real_run_examples(len(self.data.train))
-
-    def score(self, batch: int, lr: float, seed: int = 0) -> float:
-        loss = self.loss(batch, lr, seed)
-        return self.untrained if loss is None else loss
-
-    def scores(self, batch: int, lr: float, seeds: tuple[int, ...] = FRESH_SEEDS) -> list[float]:
-        return [self.score(batch, lr, seed) for seed in seeds]
-
-    def fresh_score(self, batch: int, lr: float) -> float:
-        """Mean loss over seeds no contender chose with."""
-        return statistics.fmean(self.scores(batch, lr))
-
-
-Config = tuple[int, float]  # (batch size, LR)
-
-
-def truth_loss(trainer: Trainer, config: Config) -> float:
-    """A grid config's loss for picking the grid's best: its mean over TRUTH_SEEDS."""
-    return statistics.fmean(trainer.score(*config, seed) for seed in TRUTH_SEEDS)
-
-
-def grid_truth(trainer: Trainer, grid: list[Config]) -> tuple[Config, float]:
-    losses = {config: truth_loss(trainer, config) for config in grid}
-    best = min(losses, key=lambda c: losses[c])
-    return best, losses[best]
-
-
-def regret(
-    trainer: Trainer,
-    config: Config,
-    best: Config,
-    seeds: tuple[int, ...] = FRESH_SEEDS,
-    reference_seeds: tuple[int, ...] = REFERENCE_SEEDS,
-) -> tuple[float, float]:
-    """(regret, its standard error): the config's mean loss over `seeds` (FRESH_SEEDS) against the grid
-    best's over `reference_seeds` (REFERENCE_SEEDS), relative to the latter. Every contender picked its
-    config on a choice seed and the grid on TRUTH_SEEDS, so judging on those would reward whoever was
-    luckiest there (the grid's minimum of 32 noisy runs included)."""
-    mine, reference = trainer.scores(*config, seeds), trainer.scores(*best, reference_seeds)
-    yardstick = statistics.fmean(reference)
-    variance = statistics.variance(mine) / len(mine) + statistics.variance(reference) / len(reference)
-    return (statistics.fmean(mine) - yardstick) / yardstick, math.sqrt(variance) / yardstick
 
 
 def paired_regret(trainer: Trainer, config: Config, best: Config) -> float:
@@ -361,221 +85,7 @@ def paired_regret(trainer: Trainer, config: Config, best: Config) -> float:
     return statistics.fmean(paired) / statistics.fmean(trainer.scores(*best, PAIRED_SEEDS))
 
 
-# 3. Contenders ----------------------------------------------------------------------------------------------
-
-
-def lr_range_test(trainer: Trainer, lrs: list[float], seed: int, batch: int = 16, steps: int = 8) -> Searched:
-    """Short runs at every LR; fastai's pick: the LR of the lowest loss divided by 10."""
-    losses = {}
-    spec = trainer.spec.with_seed(seed)
-    for lr in lrs:
-        record = train_proxy(
-            spec,
-            batch_size=batch,
-            learning_rate=lr,
-            eval_at_start=False,
-            setup=setup_proxy(spec, data=trainer.data),
-            budget=RunBudget(max_steps=steps),
-            max_eval_examples=EVAL_EXAMPLES,
-        )
-        finished = record.status == "success" and record.final_train_loss is not None
-        losses[lr] = float(record.final_train_loss) if finished else math.inf  # type: ignore[arg-type]
-    pick = (batch, min(losses, key=lambda lr: losses[lr]) / 10)
-    return Searched(pick, batch * steps * len(lrs), len(lrs), len(lrs))  # a short run at every LR
-
-
-def with_advisor_budget(spec: StudySpec, grid_examples: int) -> StudySpec:
-    """`spec` with the advisor's budget: ADVISOR_SHARE of the grid's examples."""
-    budget = {"proxy_examples": max(1, int(ADVISOR_SHARE * grid_examples)), "proxy_seconds": None}
-    return spec.model_copy(update={"budget": spec.budget.model_copy(update=budget)})
-
-
-def advisor_spec(trainer: Trainer, grid_examples: int, seed: int) -> StudySpec:
-    """The task's spec on `seed` with the advisor's budget."""
-    return with_advisor_budget(trainer.spec.with_seed(seed), grid_examples)
-
-
-def advisor(trainer: Trainer, grid_examples: int, seed: int) -> tuple[tuple[int, float], int, Recommendation]:
-    result = run_study(advisor_spec(trainer, grid_examples, seed))
-    rec = result.recommendation
-    assert isinstance(rec, Recommendation), rec
-    return (rec.batch_size, rec.learning_rate), rec.cost.examples_seen, rec
-
-
-def search(
-    trainer: Trainer,
-    budget_examples: int,
-    suggest: Callable[[int], tuple[int, float]],
-    tell: Callable[[float], None],
-    seed: int,
-) -> Searched:
-    """Full runs until the budget is spent (at least one); the best by its own eval loss wins."""
-    spent = 0
-    tried: list[tuple[float, tuple[int, float]]] = []  # (its own eval loss, config)
-    while not tried or spent + trainer.full_examples() <= budget_examples:
-        config = suggest(len(tried))
-        loss = trainer.score(*config, seed=seed)
-        tell(loss)
-        tried.append((loss, config))
-        spent += trainer.full_examples()
-    return Searched(min(tried)[1], spent, len(tried), len(tried))
-
-
-def random_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> Searched:
-    rng = random.Random(seed)
-    low, high = (math.log10(v) for v in trainer.spec.lr_range)
-    return search(
-        trainer,
-        budget,
-        lambda _: (rng.choice(cfg.batch_sizes), 10 ** rng.uniform(low, high)),
-        lambda _: None,
-        seed,
-    )
-
-
-def tpe_study(seed: int, pruner: Any = None) -> Any:
-    """An Optuna study with TPE (3 random trials first), and `pruner` when given."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
-    return optuna.create_study(sampler=sampler, pruner=pruner)
-
-
-def suggest_config(trial: Any, batch_sizes: list[int], lr_range: tuple[float, float]) -> Config:
-    return (
-        trial.suggest_categorical("batch_size", batch_sizes),
-        trial.suggest_float("learning_rate", *lr_range, log=True),
-    )
-
-
-def tpe_search(trainer: Trainer, cfg: BenchConfig, budget: int, seed: int) -> Searched:
-    study = tpe_study(seed)
-    trials: list[Any] = []
-
-    def suggest(_: int) -> tuple[int, float]:
-        trials.append(study.ask())
-        return suggest_config(trials[-1], cfg.batch_sizes, trainer.spec.lr_range)
-
-    def tell(loss: float) -> None:
-        study.tell(trials[-1], loss)
-
-    return search(trainer, budget, suggest, tell, seed)
-
-
-# Optuna's TPE with its successive-halving pruner (asynchronous successive halving, η = 3): what a user who
-# knows Optuna runs instead of plain TPE, and the multi-fidelity search the advisor's own halving competes
-# with. Every trial follows the real run's schedule and reports its eval loss after each ninth of the run;
-# the pruner compares trials after the first ninth and after a third (rungs 1, 3 and 9 ninths) and stops
-# those outside the best third there, so the budget buys many more configs than full runs do.
-ASHA_REPORTS = 9  # evaluations per trial: one per ninth of the run (the pruner's steps)
-ASHA_REDUCTION = 3
-
-
-def asha_trial(trainer: Trainer, config: Config, seed: int, trial: Any, allowance: float) -> RunRecord:
-    """Train `config` on the real run's schedule, reporting to `trial` after each ninth of the run; pruned
-    when its pruner says so or the examples reach `allowance` (what is left of the budget)."""
-    batch, lr = config
-    spec = trainer.spec.with_seed(seed)
-    full = trainer.full_examples()
-    eval_every = max(1, round(full / ASHA_REPORTS / batch))  # steps between reports
-
-    def should_stop(progress: RunProgress) -> bool:
-        if progress.examples_seen + batch > full:
-            return False  # the last step: a finished run is never pruned
-        if progress.step % eval_every == 0 and progress.eval_loss is not None:
-            # The pruner's step is the ninth of the run reached, so batch sizes whose ninths fall a few
-            # examples apart are still compared at the same rung.
-            trial.report(progress.eval_loss, step=round(progress.examples_seen * ASHA_REPORTS / full))
-            if trial.should_prune():
-                return True
-        return progress.examples_seen >= allowance
-
-    return train_proxy(
-        spec,
-        batch_size=batch,
-        learning_rate=lr,
-        setup=setup_proxy(spec, data=trainer.data),
-        eval_every=eval_every,
-        eval_at_start=False,
-        max_eval_examples=EVAL_EXAMPLES,
-        should_stop=should_stop,
-    )
-
-
-def tpe_asha_search(trainer: Trainer, batch_sizes: list[int], budget: int, seed: int) -> Searched:
-    """Trials until the examples they trained on reach `budget`; the answer is the finished trial of the
-    lowest final eval loss (a diverged trial is worth the untrained loss, as a diverged pick is)."""
-    import optuna
-    from optuna.trial import TrialState
-
-    study = tpe_study(
-        seed, optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ASHA_REDUCTION)
-    )
-    spent, trained, finished = 0, 0, []
-    while spent < budget:
-        trained += 1
-        trial = study.ask()
-        config = suggest_config(trial, batch_sizes, trainer.spec.lr_range)
-        record = asha_trial(trainer, config, seed, trial, budget - spent)
-        spent += record.examples_seen
-        if record.status in (RunStatus.SUCCESS, RunStatus.DIVERGED):
-            diverged = record.status == RunStatus.DIVERGED or record.eval_loss is None
-            loss = trainer.untrained if diverged else record.eval_loss
-            study.tell(trial, loss)
-            finished.append((loss, config))
-        else:  # pruned (by the pruner or the budget) or failed
-            study.tell(
-                trial, state=TrialState.PRUNED if record.status == RunStatus.PRUNED else TrialState.FAIL
-            )
-    if not finished:  # the first trial is never pruned, so only a budget below one run gets here
-        raise RuntimeError(f"TPE + ASHA finished no trial within {budget} examples")
-    return Searched(min(finished)[1], spent, trained, len(finished))
-
-
-# 4. One task, all contenders --------------------------------------------------------------------------------
-
-
-@dataclass
-class Truth:
-    """A task's ground truth: its trainer (which caches every full run) and the dense grid's best."""
-
-    trainer: Trainer
-    lrs: list[float]
-    grid: list[tuple[int, float]]
-    best: tuple[int, float]
-    best_loss: float
-    seconds: float | None  # the grid's training time on TRUTH_SEEDS; None when a cache holds no times
-
-    @property
-    def grid_examples(self) -> int:
-        return len(self.grid) * self.trainer.full_examples()
-
-
-def task_lrs(task: Task) -> list[float]:
-    """The dense grid's LRs: 4 per decade over the task's range."""
-    low, high = task.lr_range
-    return lr_grid(math.sqrt(low * high), half_width_decades=math.log10(high / low) / 2, bounds=task.lr_range)
-
-
-def ground_truth(
-    base: Path, folder: Path, task: Task, cfg: BenchConfig, cache_folder: Path | None = None
-) -> Truth:
-    spec = task_spec(base, folder, task, cfg)
-    loaded = load_model_and_tokenizer(spec.model)
-    data = prepare_data(
-        spec.dataset,
-        loaded.tokenizer,
-        is_seq2seq=False,
-        max_seq_len=spec.training.max_seq_len,
-        packing=spec.training.packing,
-    )
-    cache_file = run_cache_file(cache_folder, task, cfg) if cache_folder is not None else None
-    trainer = Trainer(spec, data, cache_file=cache_file)
-    lrs = task_lrs(task)
-    grid = [(b, lr) for b in cfg.batch_sizes for lr in lrs]
-    best, best_loss = grid_truth(trainer, grid)
-    return Truth(trainer, lrs, grid, best, best_loss, trainer.training_seconds(grid, TRUTH_SEEDS))
+# One task, all contenders -----------------------------------------------------------------------------------
 
 
 def choose(
@@ -639,37 +149,6 @@ def choose(
             for name, row in rows.items()
         },
     }
-
-
-def loss_forecast_check(trainer: Trainer, advised: Config, rec: Recommendation) -> dict[str, Any]:
-    """The advisor's predicted eval loss against what its pick reached in full runs (the mean over
-    FRESH_SEEDS), beside the top rung's L* that it used to report: relative errors, and whether the 90%
-    interval held the outcome."""
-    actual = trainer.fresh_score(*advised)
-    forecast = rec.evidence.get("loss_forecast") or {}
-    predicted, interval = rec.predicted_eval_loss, rec.predicted_eval_loss_interval
-    top_rung = forecast.get("from_loss")
-    return {
-        "actual": actual,
-        "predicted": predicted,
-        "interval": interval,
-        "top_rung_loss": top_rung,
-        "measured_at": forecast.get("measured_at"),
-        "error": predicted / actual - 1 if predicted is not None else None,
-        "top_rung_error": top_rung / actual - 1 if top_rung is not None else None,
-        "covered": interval is not None and interval[0] <= actual <= interval[1],
-    }
-
-
-def batch_penalties(truth: Truth) -> dict[int, dict[str, float]]:
-    """Per batch size, its best LR on the grid and how much worse than the grid's best it is (on the
-    TRUTH_SEEDS means, which picked the best: a slight winner's curse in the best's favour)."""
-    penalties = {}
-    for batch in sorted({b for b, _ in truth.grid}):
-        lr = min((c for c in truth.grid if c[0] == batch), key=lambda c: truth_loss(truth.trainer, c))[1]
-        loss = truth_loss(truth.trainer, (batch, lr))
-        penalties[batch] = {"learning_rate": lr, "regret": loss / truth.best_loss - 1}
-    return penalties
 
 
 NOISE_FRACTIONS = (0.0, 1 / 3, 1.0)  # where in the grid best's full run the noise scale is measured
@@ -840,11 +319,6 @@ def median_interval(tasks: list[dict[str, Any]], name: str, level: float = 0.9) 
     return medians[tail], medians[-tail - 1]
 
 
-def method_label(task: dict[str, Any]) -> str:
-    """'lora r8', or the method alone where it has no rank (full fine-tuning, prompt tuning)."""
-    return f"{task['method']} r{task['rank']}" if METHODS[task["method"]].uses_rank else task["method"]
-
-
 def print_table(tasks: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     names = list(tasks[0]["choices"][0]["contenders"])
     print(
@@ -933,7 +407,6 @@ def print_loss_forecasts(tasks: list[dict[str, Any]], overall: dict[str, Any] | 
 
 
 def main() -> None:
-    global ADVISOR_SHARE  # read by with_advisor_budget: one benchmark run, one share
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 tasks, 3 batch sizes, a shorter base model")
     parser.add_argument("--json", default="bench/out/quality.json")
@@ -967,7 +440,7 @@ def main() -> None:
     parser.add_argument(
         "--advisor-share",
         type=float,
-        default=ADVISOR_SHARE,
+        default=common.ADVISOR_SHARE,
         help="the advisor's budget as a share of the grid's examples (default 0.10, the issue's target; the "
         "other searchers get what the advisor spent)",
     )
@@ -982,7 +455,7 @@ def main() -> None:
         return
     if not 0 < args.advisor_share <= 1:
         parser.error(f"--advisor-share: must be in (0, 1], got {args.advisor_share}")
-    ADVISOR_SHARE = args.advisor_share
+    common.ADVISOR_SHARE = args.advisor_share  # read by with_advisor_budget: one benchmark run, one share
     scoring = set(args.choice_seed) & set(REFERENCE_SEEDS)
     if scoring:
         parser.error(f"--choice-seed: {sorted(scoring)} are scoring seeds {REFERENCE_SEEDS}")
@@ -1006,63 +479,15 @@ def main() -> None:
         summary,
         quick=args.quick,
         choice_seeds=args.choice_seed,
-        advisor_share=ADVISOR_SHARE,
+        advisor_share=common.ADVISOR_SHARE,
     )
     print_table(tasks, summary)
-
-
-def only_tasks(cfg: BenchConfig, names: list[str] | None, parser: argparse.ArgumentParser) -> BenchConfig:
-    """`cfg` with only the tasks `--tasks` named (all of them when it named none); an unknown name is a
-    usage error."""
-    if not names:
-        return cfg
-    unknown = set(names) - {t.name for t in cfg.tasks}
-    if unknown:
-        parser.error(f"--tasks: no task named {', '.join(sorted(unknown))}")
-    return replace(cfg, tasks=[t for t in cfg.tasks if t.name in names])
 
 
 def earlier_choices(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """An earlier run's choices by (task, choice seed)."""
     tasks = json.loads(path.read_text())["tasks"]
     return {(t["task"], c["choice_seed"]): c for t in tasks for c in t["choices"]}
-
-
-def run_suite(
-    cfg: BenchConfig, run_one: Callable[[Path, Path, Task], dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Pretrain the base model in a temporary folder, then `run_one(base, folder, task)` for every task."""
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        base = build_base(folder, cfg)
-        tasks = []
-        for task in cfg.tasks:
-            tasks.append(run_one(base, folder, task))
-            print(f"{task.name}: done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return tasks
-
-
-def write_results(
-    path: str,
-    started: float,
-    cfg: BenchConfig,
-    tasks: list[dict[str, Any]],
-    summary: dict[str, Any],
-    **settings: Any,
-) -> None:
-    """The benchmark's JSON: its config and `settings`, the machine, every task, the summary, the time."""
-    out = {
-        "config": asdict(cfg),
-        **settings,
-        "machine": "2-core CPU, no GPU",
-        "tasks": tasks,
-        "summary": summary,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(out, indent=2, default=float))
-    print(f"wrote {path} ({out['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ same FAQ in its original Swedish, a language SmolLM2 saw little of: another task
    at its default, LR range included: the planner has to find the region itself), on each choice seed
    (`--choice-seed`, default 0; not 1 or 2, the scoring seeds), with 10% of
    what the quality benchmark's dense grid would cost here (4 batch sizes × 8 LRs of full runs).
-3. **Optuna TPE with its successive-halving pruner** (`bench/quality.py`'s `tpe_asha_search`) on each choice
+3. **Optuna TPE with its successive-halving pruner** (`bench/searches.py`'s `tpe_asha_search`) on each choice
    seed, given the examples the advisor's study trained on and the same spec's batch sizes and LR range:
    the multi-fidelity search a user who knows Optuna would run instead.
 4. **The framework default** (B = 16, LR 2e-4), for scale.
@@ -23,7 +23,7 @@ same FAQ in its original Swedish, a language SmolLM2 saw little of: another task
    seeds, relative, ± its standard error; the grid best's spread over seeds 0–2 is the seed noise. Where
    the advisor's pick sits below LR*'s median (`lr_pick: cautious`), the median is scored beside it.
 
-    python bench/real_llm.py [--choice-seed 0 3 6] [--method pissa --start-lr 0.0036] [--cache FOLDER]
+    python -m bench.real_llm [--choice-seed 0 3 6] [--method pissa --start-lr 0.0036] [--cache FOLDER]
                              [--language sv] [--no-tpe] [--json FILE]
 
 Needs `make .venv/.models`. About an hour on a 2-core CPU (each full run is a few minutes); with `--cache`
@@ -44,18 +44,15 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from loss_scaling import FAQ_FILES, faq_spec  # the same model, data and spec as the loss forecast's prior
-from quality import DEFAULT_CONFIG, Config, Trainer, advisor_spec, cpu_model, regret, tpe_asha_search
-
 from advisor.method_catalog import METHODS
-from advisor.science.planner import lattice_index, lattice_lr
+from advisor.science.lr_grid import lattice_index, lattice_lr
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec
+from bench.common import DEFAULT_CONFIG, Config, Trainer, advisor_spec, cpu_model, regret
+from bench.loss_scaling import FAQ_FILES, faq_spec  # the loss forecast prior's model, data and spec
+from bench.searches import tpe_asha_search
 from proxy_runs.data import PreparedData
-from proxy_runs.study import run_study
+from proxy_runs.runner import run_study
 
 BATCH_SIZES = (4, 8, 16)
 START_LR = 0.02  # the middle of the first three LRs at each batch size

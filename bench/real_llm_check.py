@@ -17,9 +17,9 @@ r = 8 on the FAQ (`bench/real_llm.py`'s model, data, spec and run cache), as a C
 5. the pick's regret on fresh seeds 1 and 2 against the best config measured at any batch. With
    `--candidates 2 4 8` the study may choose B = 2 itself: choosing B on a real LLM, where B = 2 is best.
 
-    python bench/real_llm_check.py [--choice-seed 0 3 6] [--batches 2 6] [--candidates 4 8 16]
+    python -m bench.real_llm_check [--choice-seed 0 3 6] [--batches 2 6] [--candidates 4 8 16]
                                    [--cache FOLDER] [--json PATH]
-    python bench/real_llm_check.py --truth-only ...   # train the ground truth into the cache, beside a study
+    python -m bench.real_llm_check --truth-only ...   # train the ground truth into the cache, beside a study
 
 Needs `make .venv/.models`. One seed of truth per LR (the best config's seed noise is 0.4–0.65% here, a
 quarter of the good threshold); each full run takes 2–4 min on a 2-core CPU, each study 9–12 min.
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,16 +37,22 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from batch_rule import answer_summary, verdict_counts
-from quality import Config, Trainer, advisor_spec, cpu_model, regret
-from real_llm import BATCH_SIZES, FRESH_SEEDS, NOMINAL_GRID_CONFIGS, batch_lrs, faq_trainer
-from warm_start import BAD_REGRET, GOOD_REGRET, stored_answer, stored_study
-
 from advisor.check import decide
-from advisor.cli_recommend import open_database
+from advisor.cli.recommend import open_database
+from bench.common import (
+    BAD_REGRET,
+    GOOD_REGRET,
+    Config,
+    Trainer,
+    advisor_spec,
+    answer_summary,
+    cpu_model,
+    regret,
+    stored_answer,
+    stored_study,
+    verdict_counts,
+)
+from bench.real_llm import BATCH_SIZES, FRESH_SEEDS, NOMINAL_GRID_CONFIGS, batch_lrs, faq_trainer
 
 STUDY_BATCH = 4  # B* of every SmolLM2 LoRA study so far (`bench/real_llm.py`), and the truth's best batch
 # Where each batch's truth starts: B* = 4's best LR, moved by √B (Adam's rule) to the nearest lattice LR.

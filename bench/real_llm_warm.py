@@ -13,12 +13,12 @@ context (`advisor.science.knowledge`). This benchmark measures that path as a us
    fingerprint, the same model, method, rank and size bucket):
    - instant: the store's answer before any compute;
    - warm: a 10% study (choice seed 0, `--next-share`) that starts from the store.
-   Both are scored against the Swedish ground truth of `bench/real_llm.py --language sv` (run it first
+   Both are scored against the Swedish ground truth of `python -m bench.real_llm --language sv` (run it first
    with the same `--cache`); the cold 10% study is that benchmark's advisor row on seed 0.
 3. **Regret:** a pick's mean eval loss over seeds 1 and 2 against the grid best's on the same seeds (and,
    where a pick sits below LR*'s median for `lr_pick: cautious`, the median's beside it).
 
-    python bench/real_llm_warm.py --cache bench/out/run_cache [--first-share 0.25] [--json FILE]
+    python -m bench.real_llm_warm --cache bench/out/run_cache [--first-share 0.25] [--json FILE]
 
 Needs `make .venv/.models`. About 50 minutes on a 2-core CPU.
 """
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,16 +35,11 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from quality import Config, Trainer, advisor_spec, cpu_model, regret
-from real_llm import FRESH_SEEDS, NOMINAL_GRID_CONFIGS, batch_lrs, faq_trainer, median_scores
-from warm_start import instant_answer, stored_study
-
-from advisor.cli_recommend import open_database
+from advisor.cli.recommend import open_database
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec
+from bench.common import Config, Trainer, advisor_spec, cpu_model, instant_answer, regret, stored_study
+from bench.real_llm import FRESH_SEEDS, NOMINAL_GRID_CONFIGS, batch_lrs, faq_trainer, median_scores
 
 CHOICE_SEED = 0
 TRUTH_START_LR = {"en": 0.02, "sv": 0.0112}  # where `real_llm.py` started each language's ground truth

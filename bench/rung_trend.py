@@ -18,7 +18,7 @@ the real run's length two ways and reports the error in decades:
 Both move from the same top-rung reading, so the difference is what the rungs add. The errors ignore the
 study's later steps (the caution offset, horizon runs on `repeat`): they compare the two moves, not picks.
 
-    python bench/rung_trend.py [--choice-seed 0 3 6 7] [--tasks reverse ...] [--cache FOLDER]
+    python -m bench.rung_trend [--choice-seed 0 3 6 7] [--tasks reverse ...] [--cache FOLDER]
         [--rung-sd 0.15 0.3] [--json FILE] [--reprint JSON]
 """
 
@@ -28,31 +28,27 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import quality  # the quality benchmark's base model, tasks, budget and run cache
-
-from advisor.science.fits import LogMeasurement, Observation, SurfaceFit, fit_surface, loglog_line
+from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.knowledge import ExponentPrior
+from advisor.science.length_scaling import LogMeasurement, loglog_line
+from bench import common  # the quality benchmark's base model, tasks, budget and run cache
 
 ANCHOR_SD = 0.15  # decades: a top rung's single-seed LR* (its bootstrap spread is 0.1–0.3 on these tasks)
 
 
-def real_run_lr_star(truth: quality.Truth, batch: int) -> float | None:
+def real_run_lr_star(truth: common.Truth, batch: int) -> float | None:
     """LR*(batch) of the real run: the study's fit over the dense grid's row at `batch`, truth seeds only."""
     full = truth.trainer.full_examples()
     observations = [
         Observation(batch, lr, truth.trainer.loss(batch, lr, seed), seed, full, full)
         for lr in truth.lrs
-        for seed in quality.TRUTH_SEEDS
+        for seed in common.TRUTH_SEEDS
     ]
     fit = fit_surface(observations, batch_candidates=[batch])
     return fit.curves[batch].lr_star if isinstance(fit, SurfaceFit) and batch in fit.curves else None
@@ -85,13 +81,13 @@ def moved_errors(
 
 
 def measure_task(
-    base: Path, folder: Path, task: quality.Task, seeds: list[int], cache: Path | None, rung_sds: list[float]
+    base: Path, folder: Path, task: common.Task, seeds: list[int], cache: Path | None, rung_sds: list[float]
 ) -> dict[str, Any]:
-    truth = quality.ground_truth(base, folder, task, quality.FULL, cache)
+    truth = common.ground_truth(base, folder, task, common.FULL, cache)
     full = truth.trainer.full_examples()
     studies = []
     for seed in seeds:
-        (batch, _), _, rec = quality.advisor(truth.trainer, truth.grid_examples, seed)
+        (batch, _), _, rec = common.advisor(truth.trainer, truth.grid_examples, seed)
         readings = rung_readings(rec.evidence, batch)
         real = real_run_lr_star(truth, batch)
         if real is None or not readings:
@@ -170,16 +166,16 @@ def main() -> None:
     if bad := [sd for sd in args.rung_sd if sd <= 0]:
         parser.error(f"--rung-sd: must be positive, got {bad}")
     torch.set_num_threads(1)  # tiny models: one thread is as fast, and the machine is shared
-    cfg = quality.only_tasks(quality.FULL, args.tasks, parser)
+    cfg = common.only_tasks(common.FULL, args.tasks, parser)
     cache = Path(args.cache) if args.cache else None
     started = time.perf_counter()
-    tasks = quality.run_suite(
+    tasks = common.run_suite(
         cfg,
         lambda base, folder, task: measure_task(base, folder, task, args.choice_seed, cache, args.rung_sd),
     )
     totals = summary(tasks)
-    quality.write_results(
-        args.json, started, quality.FULL, tasks, totals, choice_seeds=args.choice_seed, rung_sd=args.rung_sd
+    common.write_results(
+        args.json, started, common.FULL, tasks, totals, choice_seeds=args.choice_seed, rung_sd=args.rung_sd
     )
     print_table(tasks, totals)
 

@@ -21,7 +21,7 @@ dense grid on the target itself:
    Compute is counted in wall-clock seconds of the whole study (probes, calibration and target runs
    included) against the target grid's seconds on one seed, and in examples on each model.
 
-    python bench/sibling_transfer.py [--quick] [--choice-seed 0 3 ...] [--json FILE]
+    python -m bench.sibling_transfer [--quick] [--choice-seed 0 3 ...] [--json FILE]
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -38,10 +37,11 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from quality import (  # the sibling benchmark: same pretraining, ground truth and regret
+from advisor.records import CONFIRMATION_ROLE
+from advisor.science.recommendation import Recommendation
+from advisor.specs import StudySpec
+from advisor.study.sibling import proxy_spec_for
+from bench.common import (  # the quality benchmark's pretraining, ground truth and regret
     FULL,
     QUICK,
     TRUTH_SEEDS,
@@ -57,11 +57,7 @@ from quality import (  # the sibling benchmark: same pretraining, ground truth a
     regret,
     write_results,
 )
-
-from advisor.records import CONFIRMATION_ROLE
-from advisor.science.recommendation import Recommendation
-from advisor.specs import StudySpec
-from proxy_runs.study import prepared_data, proxy_spec_for, run_study
+from proxy_runs.runner import prepared_data, run_study
 
 TARGET_SIZE = {"hidden": 64, "layers": 4}  # the sibling is the quality benchmark's hidden 32, 2 layers
 

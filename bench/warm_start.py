@@ -28,14 +28,13 @@ a config's mean loss over 8 fresh seeds against the grid best's over 16):
 
 Compute is counted as in `quality.py` (examples seen, a share of the dense grid); instant answers cost none.
 
-    python bench/warm_start.py [--quick] [--json bench/out/warm_start.json] [--cache FOLDER]
+    python -m bench.warm_start [--quick] [--json bench/out/warm_start.json] [--cache FOLDER]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -43,11 +42,17 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from quality import (  # the sibling benchmark: same base, tasks, ground truth and regret
+from advisor.check import decide
+from advisor.cli.recommend import open_database
+from advisor.method_catalog import METHODS
+from advisor.science.recommendation import Recommendation
+from advisor.specs import StudySpec
+from advisor.storage import repository as repo
+from advisor.storage.db import Database
+from bench.common import (  # the quality benchmark's base, tasks, ground truth and regret
+    BAD_REGRET,
     FULL,
+    GOOD_REGRET,
     QUICK,
     BenchConfig,
     Config,
@@ -55,53 +60,22 @@ from quality import (  # the sibling benchmark: same base, tasks, ground truth a
     Truth,
     advisor_spec,
     ground_truth,
+    instant_answer,
     loss_forecast_check,
     method_label,
     regret,
     run_suite,
+    stored_answer,
+    stored_study,
     task_spec,
     truth_loss,
     write_results,
 )
-
-from advisor.check import decide
-from advisor.cli_recommend import knowledge_store, open_database, run_leased, start_study
-from advisor.method_catalog import METHODS
-from advisor.science.knowledge import StudyContext, stored_priors
-from advisor.science.recommendation import Recommendation
-from advisor.specs import StudySpec
-from advisor.storage import repository as repo
-from advisor.storage.db import Database
-from advisor.storage.knowledge import lookup
 from proxy_runs.data import PreparedData
-from proxy_runs.study import run_study
+from proxy_runs.runner import run_study
 
 FIRST_SEED, NEXT_SEED = 0, 3  # the stored study's choice seed; the next question's (neither scores)
 OUTCOME_SPREAD = 10**0.5  # the user's full runs: the answer's LR and half a decade either side
-# `advisor check` should pass a grid config within 2% of the grid's best loss and fail one over 5% worse
-# (seed noise is 0.6–2.5% on these tasks, so between the two either verdict is defensible).
-GOOD_REGRET, BAD_REGRET = 0.02, 0.05
-
-
-def context_of(spec: StudySpec, data: PreparedData) -> StudyContext:
-    """The warm-start context of a spec on its prepared data, as `run_study` builds it."""
-    return StudyContext.from_spec(
-        spec, n_train=len(data.train), fingerprint=data.fingerprint.get("content_sha256")
-    )
-
-
-def stored_study(db: Database, spec: StudySpec) -> tuple[int, Recommendation]:
-    """A whole study the way `advisor recommend` runs it: stored, leased, its answer written by the queue."""
-    lease = start_study(db, spec)
-    result = run_leased(db, lease, spec, budget=None)
-    assert isinstance(result.recommendation, Recommendation), result.recommendation
-    return lease.study_id, result.recommendation
-
-
-def instant_answer(db: Database, spec: StudySpec, data: PreparedData) -> Recommendation:
-    priors = stored_priors(knowledge_store(db), context_of(spec, data))
-    assert priors.provisional is not None, "the store holds a comparable study, so there is an instant answer"
-    return priors.provisional
 
 
 def report_outcome(
@@ -128,24 +102,10 @@ def report_outcome(
     return runs
 
 
-def stored_answer(db: Database, spec: StudySpec, dataset_examples: int) -> dict[str, Any]:
-    """What `advisor check` reads for the spec's context: the lookup that POST /v1/check runs."""
-    with db.transaction(write=False) as session:
-        return lookup(
-            session,
-            model=spec.model,
-            method=spec.method,
-            rank=spec.rank,
-            alpha=spec.alpha,
-            dataset_fingerprint=None,
-            dataset_examples=dataset_examples,
-        )
-
-
 def check_verdicts(db: Database, spec: StudySpec, truth: Truth) -> dict[str, Any]:
     """`advisor check` on every grid config, against what the store answers for the task's context (the
     lookup and `decide` that POST /v1/check and `advisor check --offline` run), next to each config's
-    regret on the grid's own seeds (the mean over quality.TRUTH_SEEDS): a CI hook should pass the good configs
+    regret on the grid's own seeds (the mean over common.TRUTH_SEEDS): a CI hook should pass the good configs
     and fail the bad ones."""
     answer = stored_answer(db, spec, len(truth.trainer.data.train))
     verdicts: list[dict[str, Any]] = [

@@ -226,21 +226,6 @@ def spill_seconds(checkpoint_nbytes: int, speed: SpillSpeed, promoted_share: flo
 
 
 @dataclass(frozen=True)
-class ShelfCapacity:
-    """Bytes a study's paused runs may hold in memory and on disk."""
-
-    memory_bytes: int = SHELF_CAPACITY_BYTES
-    disk_bytes: int = 0
-
-    def runs(self, checkpoint_nbytes: int) -> int:
-        """How many paused runs of `checkpoint_nbytes` each fit."""
-        return self.memory_bytes // max(checkpoint_nbytes, 1) + self.disk_bytes // max(checkpoint_nbytes, 1)
-
-    def shelf(self) -> CheckpointShelf:
-        return CheckpointShelf(self.memory_bytes, spill_bytes=self.disk_bytes)
-
-
-@dataclass(frozen=True)
 class _Spilled:
     path: Path
     nbytes: int

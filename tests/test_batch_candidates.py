@@ -4,27 +4,24 @@ its devices when the spec lists none, and extended a power of two past an edge t
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from advisor.jobs.control import JobControl
 from advisor.jobs.functions import run_synthetic_study
-from advisor.records import RunConfig, RunRecord, RunStatus
 from advisor.science.planner import (
     MIN_REAL_RUN_STEPS,
-    StudyPlan,
     batch_candidates,
     batch_edge_limit,
     batch_grid_reasoning,
     batch_past_edge,
     plan_study,
 )
+from advisor.science.study_plan import StudyPlan
 from advisor.specs import StudySpec, parse_spec
-from proxy_runs import study
-from proxy_runs.study import BATCH_EXTENSION_LRS, _batch_edge, _Ledger, rung_fits, successive_halving
+from advisor.study.answer import batch_edge, rung_fits
+from advisor.study.halving import BATCH_EXTENSION_LRS, successive_halving
+from advisor.study.ledger import Ledger
+from advisor.study.synthetic import Surface, SyntheticRunner
 
 
 def spec(**fields: Any) -> StudySpec:
@@ -126,69 +123,38 @@ def test_an_edge_extends_by_a_power_of_two_within_the_devices_the_real_runs_step
     )
 
 
-RunToRung = Callable[..., RunRecord]
+def bowl_surface(best_batch: int) -> Surface:
+    """A bowl in log LR around LR*(B) = 2e-4·√(B/8) at any length, deepest at `best_batch` and 0.02 higher
+    per doubling away from it; a second seed measures a little noise."""
+    return Surface(
+        floor=2.0,
+        width=0.1,
+        best_batch=best_batch,
+        batch_cost=0.02,
+        length_exponent=0.0,
+        slow=0.0,
+        noise=5e-4,
+    )
 
 
-def bowl_surface(best_batch: int) -> RunToRung:
-    """A proxy run replaced by a closed form, measured at the rung it stops at: a bowl in log LR around
-    LR*(B) = 2e-4·√(B/8), deepest at `best_batch` and 0.02 higher per doubling away from it."""
-
-    def run_to_rung(
-        spec: StudySpec, data: object, config: tuple[int, float], *, top_examples: int, stop_at: int, **_: Any
-    ) -> RunRecord:
-        batch, lr = config
-        lr_star = 2e-4 * math.sqrt(batch / 8)
-        loss = 2.0 + 0.1 * math.log10(lr / lr_star) ** 2 + 0.02 * abs(math.log2(batch / best_batch))
-        loss += 1e-3 * (spec.training.seed % 2)  # a second seed measures a little noise
-        evals = [{"step": stop_at // batch, "examples_seen": stop_at, "eval_loss": loss}]
-        return RunRecord(
-            status=RunStatus.SUCCESS if stop_at >= top_examples else RunStatus.PRUNED,
-            config=RunConfig(
-                method=spec.method,
-                rank=spec.rank,
-                alpha=float(spec.alpha or spec.rank),
-                batch_size=batch,
-                learning_rate=lr,
-                micro_batch_size=batch,
-                accumulation_steps=1,
-                planned_steps=top_examples // batch,
-                warmup_steps=0,
-                max_seq_len=spec.training.max_seq_len,
-                seed=spec.training.seed,
-                device="cpu",
-                precision="fp32",
-            ),
-            spec={},
-            eval_loss=loss,
-            examples_seen=stop_at,
-            metrics={"steps": [], "evals": evals, "oom_events": []},
-        )
-
-    return run_to_rung
-
-
-def halve(
-    monkeypatch: pytest.MonkeyPatch, study_spec: StudySpec, n_train: int, best_batch: int
-) -> tuple[StudyPlan, str | None]:
+def halve(study_spec: StudySpec, n_train: int, best_batch: int) -> tuple[StudyPlan, str | None]:
     """The plan after a successive halving on `bowl_surface(best_batch)`, and the batch edge B* sits on in the
     answer's fit (None inside)."""
-    monkeypatch.setattr(study, "run_to_rung", bowl_surface(best_batch))
+    runner = SyntheticRunner(bowl_surface(best_batch), train_examples=n_train)
     plan = plan_study(study_spec, n_train=n_train)
-    ledger = _Ledger(0, None, budget_examples=plan.budget_examples)
-    by_rung = successive_halving(study_spec, None, plan, ledger)  # type: ignore[arg-type]  # the fake reads no data
-    return plan, _batch_edge(rung_fits(by_rung, plan.batch_sizes))
+    ledger = Ledger(0, None, budget_examples=plan.budget_examples)
+    halving = successive_halving(runner, study_spec, plan, ledger)
+    return halving.plan, batch_edge(rung_fits(halving.by_rung, halving.plan.batch_sizes))
 
 
 BIG_BUDGET = {"proxy_seconds": None, "proxy_examples": 10**7}
 
 
-def test_b_star_on_the_smallest_derived_candidate_extends_the_batch_grid_below_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_b_star_on_the_smallest_derived_candidate_extends_the_batch_grid_below_it() -> None:
     """The real run's B = 64 puts the candidates at 2 … 64; the best batch is 1, so B* = 2 sits on the edge at
     the first rung, and the study tries B = 1 at LRs around LR*(2)."""
     study_spec = spec(training={"batch_size": 64}, budget=BIG_BUDGET)
-    plan, edge = halve(monkeypatch, study_spec, 20_000, best_batch=1)
+    plan, edge = halve(study_spec, 20_000, best_batch=1)
     assert plan.batch_origin is not None and plan.batch_origin.sizes == [2, 4, 8, 16, 32, 64]
     assert plan.extended_batch_sizes == [1] and plan.batch_sizes == [1, 2, 4, 8, 16, 32, 64]
     assert edge is None  # B* = 1: no smaller batch exists, so no edge is left open
@@ -196,13 +162,11 @@ def test_b_star_on_the_smallest_derived_candidate_extends_the_batch_grid_below_i
     assert "extended them to [1]" in said and "still sits" not in said  # B = 1: nothing smaller exists
 
 
-def test_b_star_on_the_largest_derived_candidate_extends_until_the_real_run_would_lack_steps(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_b_star_on_the_largest_derived_candidate_extends_until_the_real_run_would_lack_steps() -> None:
     """2,000 examples × 3 epochs allow B ≤ 111: the candidates stop at 32 (the six smallest), B* = 32 at the
     top edge adds 64, and B* = 64 stays on the edge, as 128 would leave the real run 46 steps."""
     study_spec = spec(training={"epochs": 3}, budget=BIG_BUDGET)
-    plan, edge = halve(monkeypatch, study_spec, 2_000, best_batch=256)
+    plan, edge = halve(study_spec, 2_000, best_batch=256)
     assert plan.extended_batch_sizes == [64] and edge == "high"
     assert len([c for c in plan.configs if c[0] == 64]) >= BATCH_EXTENSION_LRS
     said = " ".join(batch_grid_reasoning(plan, 64, edge))
@@ -210,8 +174,8 @@ def test_b_star_on_the_largest_derived_candidate_extends_until_the_real_run_woul
     assert "B* = 64 still sits on the largest batch size compared: B = 128 would leave the real run" in said
 
 
-def test_an_explicit_list_keeps_its_edge(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_explicit_list_keeps_its_edge() -> None:
     study_spec = spec(batch_sizes=[2, 4, 8, 16, 32, 64], budget=BIG_BUDGET)
-    plan, edge = halve(monkeypatch, study_spec, 20_000, best_batch=1)
+    plan, edge = halve(study_spec, 20_000, best_batch=1)
     assert plan.extended_batch_sizes == [] and plan.batch_sizes == [2, 4, 8, 16, 32, 64] and edge == "low"
     assert batch_grid_reasoning(plan, 2, edge) == []  # the surface's own sentence says to add a batch

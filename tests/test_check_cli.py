@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import uvicorn
 
-from advisor.cli_check import add_check
+from advisor.cli.check import add_check
 from advisor.science.recommendation import Band, Confidence, Cost, Recommendation, kappa_rule
 from advisor.specs import parse_spec
 from advisor.storage.db import Database, default_sqlite_url

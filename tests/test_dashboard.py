@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from advisor.records import CONFIRMATION_ROLE
 from advisor.storage.db import Database
-from advisor.storage.models import ProxyRun, Study
+from advisor.storage.models import ProxyRun, RecommendationRow, Study
 from api import testing
 from api.app import create_app
 from api.dashboard import sample
@@ -155,26 +157,37 @@ def test_study_page_charts_hold_the_stored_runs(
     assert resumed and all(base == resumed.get(x, 0) for x, base, _ in bars)
     assert {t["name"] for t in timeline} >= {"promoted", "pruned", "top rung"}
 
-    first_rung: dict[tuple[int, float], ProxyRun] = {}  # each config's first run (its lowest rung)
-    for run in sorted(runs, key=lambda r: -r.examples_seen):
-        first_rung[(run.batch_size, run.learning_rate)] = run
-    expected = {config: run.eval_loss for config, run in first_rung.items()}
+    by_config: dict[tuple[int, float], list[ProxyRun]] = {}
+    for run in runs:  # the halving's runs on the proxy (not the calibration, other lengths or the target)
+        if run.meta.get("role") not in {"calibration", "trend", "horizon", CONFIRMATION_ROLE}:
+            by_config.setdefault((run.batch_size, run.learning_rate), []).append(run)
+    expected = {}  # each config's loss at its first (lowest) rung, repeats there averaged
+    for config, group in by_config.items():
+        first = min(r.examples_seen for r in group)
+        losses = [r.eval_loss for r in group if r.examples_seen == first and r.eval_loss is not None]
+        expected[config] = statistics.fmean(losses) if losses else None
     for trace in figure(page, "chart-loss-lr"):
         if trace["name"].startswith("B="):
             batch = int(trace["name"][2:])
             for lr, loss in zip(trace["x"], trace["y"], strict=True):
-                assert math.isclose(loss, expected[(batch, lr)])
+                assert math.isclose(loss, expected[(batch, lr)] or math.nan)
 
     heat = next(t for t in figure(page, "chart-heatmap") if t["type"] == "heatmap")
     for row, batch in zip(heat["z"], heat["y"], strict=True):
         for loss, log_lr in zip(row, heat["x"], strict=True):
             match = [v for (b, lr), v in expected.items() if b == int(batch) and math.isclose(lr, 10**log_lr)]
-            assert match and (loss is None or math.isclose(loss, match[0]))
+            assert (loss is None or math.isclose(loss, match[0] or math.nan)) if match else loss is None
 
     curves = figure(page, "chart-curves")
     assert len(curves) == sum(1 for r in runs if r.metrics["evals"])
-    assert [t["name"] for t in figure(page, "chart-probes")] == ["lora r8", "median λ_max (study)"]
-    assert page.locator("#reasoning li").count() == 3
+    # the study probed its sibling proxy and its target (stored reports), and says the medians it used
+    probes = [t["name"] for t in figure(page, "chart-probes")]
+    assert probes == ["lora r8 · tiny-llama-proxy", "lora r8 · tiny-llama", "median λ_max (study)"]
+    with db.transaction(write=False) as session:
+        reasoning = (
+            session.query(RecommendationRow).filter_by(study_id=ids["lora"]).one().payload["reasoning"]
+        )
+    assert page.locator("#reasoning li").count() == len(reasoning) > 3
     path = screenshot(page, "dashboard-study")
     assert path.stat().st_size > 20_000
 

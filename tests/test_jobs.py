@@ -28,7 +28,7 @@ from advisor.storage.errors import Conflict, StaleAttempt
 from advisor.storage.models import Job, ProxyRun, RecommendationRow, Study
 from api import testing
 
-RUNS_PER_STUDY = 8  # 2 batch sizes × 4 learning rates in testing.example_spec
+RUNS_PER_STUDY = testing.example_study_runs()  # a whole study of testing.example_spec, on its surface
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

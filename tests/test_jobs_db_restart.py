@@ -41,7 +41,7 @@ def test_database_restart_fails_readiness_then_recovers_with_no_stuck_job(
         token_id=None,
         dataset_fingerprint=None,
         idempotency=None,
-        options={"seconds_per_run": 0.4},
+        options={"seconds_per_run": 0.15},
     )
     with (
         TestClient(create_app(settings, db=db, start_workers=False)) as client,
@@ -68,5 +68,8 @@ def test_database_restart_fails_readiness_then_recovers_with_no_stuck_job(
         )
     with db.transaction(write=False) as session:
         assert session.scalars(select(Job.state)).all() == ["succeeded"]
-        assert len(session.scalars(select(ProxyRun.id).where(ProxyRun.study_id == study_id)).all()) == 8
+        assert (
+            len(session.scalars(select(ProxyRun.id).where(ProxyRun.study_id == study_id)).all())
+            == testing.example_study_runs()
+        )
     db.dispose()

@@ -77,7 +77,7 @@ def test_a_study_runs_as_a_ray_task(ray_cluster: None, tmp_path: Path) -> None:
     )
     with db.transaction(write=False) as session:
         runs = session.scalars(select(ProxyRun).where(ProxyRun.study_id == study_ids[0])).all()
-    assert len(runs) == 8
+    assert len(runs) == testing.example_study_runs()
     assert {run.meta["pid"] for run in runs} != {os.getpid()}  # ran in a Ray worker process, not here
     db.dispose()
 

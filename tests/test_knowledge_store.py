@@ -237,7 +237,7 @@ def test_a_second_study_starts_from_the_run_length_trend_the_first_one_measured(
     (shrunk) correction."""
     import torch
 
-    from advisor.cli_recommend import run_leased, start_study
+    from advisor.cli.recommend import run_leased, start_study
     from proxy_runs.synthetic import corpus_of, instruction_records, write_jsonl
     from proxy_runs.tiny import save_tiny_model
 

@@ -41,9 +41,9 @@ def test_upgrade_downgrade_upgrade(url: str) -> None:
     assert tables(db) == set(Base.metadata.tables)
     migrate.downgrade(url, "base")
     assert tables(db) == set()
-    assert migrate.current_revision(db) is None
+    assert migrate.current_revision(db.engine) is None
     migrate.upgrade(url)
-    assert migrate.current_revision(db) == migrate.head_revision()
+    assert migrate.current_revision(db.engine) == migrate.head_revision()
     db.dispose()
 
 

@@ -1,37 +1,21 @@
-"""The reference fine-tune of `bench/recipe_fidelity.py` trains the way the config says: it reads each tool's
-keys by the tool's rules, adapts the layers the config targets, packs only when told, takes the loss on the
-response only, clips at the config's max_grad_norm and nowhere else, and keeps a warm-up written in steps at
-its share of the run at another batch. The benchmark's ground truth is only as good as this loop, and the
-loop never goes through `proxy_runs`, so it is checked here on its own (a few steps on a tiny model; the
-benchmark itself is not run).
+"""The reference fine-tune of `bench/recipe_fidelity.py` (`bench/reference_loop.py`) trains the way the config
+says: it reads each tool's keys by the tool's rules, adapts the layers the config targets, packs only when
+told, takes the loss on the response only, clips at the config's max_grad_norm and nowhere else, and keeps a
+warm-up written in steps at its share of the run at another batch. The benchmark's ground truth is only as
+good as this loop, and the loop never goes through `proxy_runs`, so it is checked here on its own (a few
+steps on a tiny model; the benchmark itself is not run).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from bench import reference_loop as fidelity
 from proxy_runs import synthetic
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "recipe_fidelity.py"
-
-
-def load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("recipe_fidelity", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-fidelity = load_bench()
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,12 @@ import pytest
 import torch
 
 from advisor.records import EvalPoint, RunRecord, RunStatus
-from advisor.science.planner import Rung, StudyPlan, halving_cost, paused_runs_needed, plan_study
+from advisor.science.planner import paused_runs_needed, plan_study
+from advisor.science.study_plan import Rung, StudyPlan, halving_cost
 from advisor.specs import StudySpec, parse_spec
+from advisor.study.halving import run_to_rung, shelf_key
+from advisor.study.run import plan_with_paused_runs
+from advisor.study.runner import ShelfRoom
 from proxy_runs.data import PreparedData
 from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
 from proxy_runs.methods import METHOD_REGISTRY
@@ -19,11 +23,10 @@ from proxy_runs.resume import (
     SHELF_MEMORY_SHARE,
     CheckpointShelf,
     RunCheckpoint,
-    ShelfCapacity,
     available_memory_bytes,
     shelf_memory_bytes,
 )
-from proxy_runs.study import plan_with_paused_runs, prepared_data, run_to_rung, shelf_key
+from proxy_runs.runner import TorchRunner, prepared_data
 from tests.conftest import make_spec
 
 STEPS = 8  # the run's plan
@@ -167,14 +170,14 @@ def test_a_promoted_config_goes_on_from_its_paused_run(
     """run_to_rung with a shelf: rung 1 is the same run as without one, for a third of its examples, whether
     its checkpoint waited in memory or on disk."""
     spec = parse_spec(make_spec(tiny_llama, instruction_jsonl))
-    data = prepared_data(spec)
+    runner = TorchRunner()
     capacity = (10**9, 0) if where == "memory" else (0, 10**9)
     shelf = CheckpointShelf(capacity[0], spill_bytes=capacity[1], spill_parent=tmp_path)
     config = (4, 3e-3)
-    first = run_to_rung(spec, data, config, top_examples=72, stop_at=8, eval_examples=8, shelf=shelf)
+    first = run_to_rung(runner, spec, config, top_examples=72, stop_at=8, eval_examples=8, paused=shelf)
     assert first.status == RunStatus.PRUNED and shelf.paused_at(shelf_key(spec, config)) == 8
-    resumed = run_to_rung(spec, data, config, top_examples=72, stop_at=24, eval_examples=8, shelf=shelf)
-    restarted = run_to_rung(spec, data, config, top_examples=72, stop_at=24, eval_examples=8)
+    resumed = run_to_rung(runner, spec, config, top_examples=72, stop_at=24, eval_examples=8, paused=shelf)
+    restarted = run_to_rung(runner, spec, config, top_examples=72, stop_at=24, eval_examples=8)
     assert _curve(resumed) == _curve(restarted)
     assert (resumed.examples_trained, restarted.examples_trained) == (16, 24)
     assert len(shelf) == 1  # rung 1's own pause, ready for rung 2
@@ -216,14 +219,14 @@ def test_a_plan_that_can_hold_its_paused_runs_buys_more_with_the_same_budget(
 
 def _plan_with_paused_runs(
     tiny_llama: Path, instruction_jsonl: Path, seconds_per_example: float, disk_bytes: int = 2**40
-) -> tuple[StudyPlan, ShelfCapacity]:
+) -> tuple[StudyPlan, ShelfRoom]:
     spec = _study_of_32_configs(tiny_llama, instruction_jsonl)
-    room = ShelfCapacity(memory_bytes=3 * 2**20, disk_bytes=disk_bytes)  # memory holds 3 runs of 1 MiB
+    room = ShelfRoom(memory_bytes=3 * 2**20, disk_bytes=disk_bytes)  # memory holds 3 runs of 1 MiB
 
     def plan_for(pausable: int) -> StudyPlan:
         return plan_study(spec, n_train=900, pausable_runs=pausable)
 
-    return plan_with_paused_runs(plan_for, 2**20, seconds_per_example, room)
+    return plan_with_paused_runs(TorchRunner(), plan_for, 2**20, seconds_per_example, room)
 
 
 def test_paused_runs_beyond_memory_go_to_disk_when_retraining_would_take_longer(

@@ -13,22 +13,24 @@ from advisor.science.fits import (
     KAPPA_PRIOR,
     BootstrapSummary,
     GridEdge,
-    LogMeasurement,
     Observation,
     SurfaceFit,
     bootstrap_optimum,
-    bowl_coefficient,
     cautious_offset,
     confidence_score,
     fit_curve,
     fit_surface,
-    loglog_line,
-    lr_star_sd,
     shrink_kappa,
     truncated_normal_mean,
+)
+from advisor.science.length_scaling import (
+    LogMeasurement,
+    bowl_coefficient,
+    loglog_line,
+    lr_star_sd,
     vertex_of_pair,
 )
-from advisor.science.planner import lr_grid
+from advisor.science.lr_grid import lr_grid
 from advisor.science.recommendation import NoRecommendation
 
 BATCHES = [8, 16, 32, 64]

@@ -9,21 +9,17 @@ import re
 import pytest
 
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
+from advisor.science.lr_grid import CurvaturePrior, extend_lr_grid, extension_bounds, lr_grid
 from advisor.science.planner import (
-    CONFIRM_EXTENSIONS,
     CONFIRM_RUNS,
     HORIZON_BRACKET_RUNS,
     HORIZON_MIN_RATIO,
-    HORIZON_RUNS,
     TOP_EXTRAS,
     TREND_LRS,
-    CurvaturePrior,
-    extend_lr_grid,
-    extension_bounds,
-    lr_grid,
     plan_study,
     rung_schedule,
 )
+from advisor.science.study_plan import CONFIRM_EXTENSIONS, HORIZON_RUNS
 from advisor.specs import StudySpec, parse_spec
 
 

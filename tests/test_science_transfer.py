@@ -7,7 +7,7 @@ import math
 import pytest
 
 from advisor.science.fits import Observation, SurfaceFit, bootstrap_optimum, fit_surface
-from advisor.science.planner import lr_grid
+from advisor.science.lr_grid import lr_grid
 from advisor.science.recommendation import Cost, Recommendation
 from advisor.science.transfer import (
     BETA_BAND,

@@ -21,10 +21,10 @@ from advisor.specs import parse_spec
 from advisor.storage.db import Database, default_sqlite_url
 from advisor.storage.knowledge_store import DatabaseKnowledgeStore
 from advisor.storage.models import Outcome
+from advisor.study.answer import apply_outcome_correction
 from api import testing
 from api.app import create_app
 from api.security import create_token
-from proxy_runs.study import _apply_outcome_correction
 
 LR_RANGE = (1e-5, 1e-2)
 VICTIM_LR, VICTIM_INTERVAL = 3e-4, (2e-4, 4.5e-4)
@@ -157,7 +157,7 @@ def test_thirty_hostile_outcomes_from_one_token_move_no_other_tokens_answer_beyo
     assert context is not None
     correction = lr_correction(store.outcomes(context))
     assert correction.reporters == 1 and not correction.corroborated
-    victims_next = _apply_outcome_correction(_answer(VICTIM_LR, VICTIM_INTERVAL), correction)
+    victims_next = apply_outcome_correction(_answer(VICTIM_LR, VICTIM_INTERVAL), correction)
     assert VICTIM_INTERVAL[0] <= victims_next.learning_rate <= VICTIM_INTERVAL[1]
 
     query = {"model": "tiny-llama", "method": "lora", "rank": 8}
@@ -200,5 +200,5 @@ def test_three_independent_reporters_that_agree_do_move_an_answer() -> None:
 
     correction = lr_correction([report(f"token {i}") for i in range(3)])
     assert correction.corroborated and correction.factor == pytest.approx(4 ** (3 / 5))
-    moved = _apply_outcome_correction(_answer(VICTIM_LR, VICTIM_INTERVAL), correction)
+    moved = apply_outcome_correction(_answer(VICTIM_LR, VICTIM_INTERVAL), correction)
     assert moved.learning_rate > VICTIM_INTERVAL[1]

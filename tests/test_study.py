@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import time
@@ -12,46 +11,41 @@ from pathlib import Path
 import pytest
 import torch
 
-from advisor.cli_recommend import LogProgress, add_recommend, render
+from advisor.cli.recommend import LogProgress, add_recommend, render
 from advisor.records import CONFIRMATION_ROLE, HALVING_ROLE, RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.knowledge import SIZE_EXPONENT, ExponentPrior
 from advisor.science.loss_forecast import LOSS_EXPONENT
-from advisor.science.planner import (
-    Rung,
-    StudyPlan,
-    extension_bounds,
-    lattice_index,
-    lattice_lr,
-    paused_runs_needed,
-    plan_study,
-)
+from advisor.science.lr_grid import extension_bounds, lattice_index, lattice_lr
+from advisor.science.planner import paused_runs_needed, plan_study
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
+from advisor.science.study_plan import Rung, StudyPlan
 from advisor.specs import BudgetSpec, StudySpec, parse_spec
-from proxy_runs.data import Example, PreparedData
-from proxy_runs.engine import setup_proxy
-from proxy_runs.resume import ShelfCapacity, checkpoint_bytes
-from proxy_runs.study import (
-    UNMEASURED_NOISE,
-    StudyResult,
+from advisor.study import StudyResult
+from advisor.study.answer import UNMEASURED_NOISE, Fits, thin_data_caveat
+from advisor.study.answer import recommend_from_rungs as answer_from_rungs
+from advisor.study.curvature import ProbeLog, curvature_prior
+from advisor.study.halving import loss_at, promote, successive_halving
+from advisor.study.ledger import Ledger
+from advisor.study.run_length import (
     TrendResult,
-    _apply_size_trend,
-    _forecast_real_run_loss,
-    _Ledger,
     bracketing_lr,
-    curvature_prior,
     deepest_bowl,
     horizon_lrs,
-    loss_at,
-    prepared_data,
-    promote,
-    recommend_from_rungs,
-    run_study,
-    successive_halving,
-    thin_data_caveat,
 )
+from advisor.study.run_length import apply_size_trend as _apply_size_trend
+from advisor.study.run_length import forecast_real_run_loss as _forecast_real_run_loss
+from advisor.study.runner import DataSummary, ShelfRoom
+from proxy_runs.runner import TorchRunner, run_study
 from proxy_runs.synthetic import corpus_of, instruction_records, write_jsonl
 from proxy_runs.tiny import save_tiny_model
+
+
+def recommend_from_rungs(
+    fits: Fits, by_rung: dict[int, list[Observation]], *, spec: StudySpec, cost: Cost, evidence: dict
+) -> Recommendation | NoRecommendation:
+    """The study's answer from these rungs (`advisor.study.answer.recommend_from_rungs`'s recommendation)."""
+    return answer_from_rungs(fits, by_rung, spec=spec, cost=cost, evidence=evidence).recommendation
 
 
 @pytest.fixture(scope="module")
@@ -135,20 +129,19 @@ def test_a_halving_whose_paused_runs_wait_on_disk_in_a_shelf_of_the_promoted_thi
 ) -> None:
     """No memory and disk room for only the runs rung 1 promotes: the shelf keeps the lowest losses, every
     promoted config still resumes, and each rung measures what a shelf in memory measured, loss for loss."""
-    data = prepared_data(tiny_spec)
-    plan = plan_study(tiny_spec, n_train=len(data.train), pausable_runs=10**6)
-    setup = setup_proxy(tiny_spec, data=data)
-    paused_bytes = checkpoint_bytes(sum(p.numel() for p in setup.model.parameters() if p.requires_grad))
+    runner = TorchRunner()
+    data = runner.prepare(tiny_spec)
+    plan = plan_study(tiny_spec, n_train=data.train_examples, pausable_runs=10**6)
+    paused_bytes = runner.calibrate(tiny_spec, 4).checkpoint_bytes
     needed = paused_runs_needed(len(plan.configs))
     assert needed < len(plan.configs)  # the disk cannot hold all of rung 0
 
-    def halving(capacity: ShelfCapacity) -> tuple[dict[int, list[Observation]], list]:
-        ledger = _Ledger(0, None, budget_examples=10**9)
-        fresh = copy.deepcopy(plan)  # a halving records its grid's extensions in the plan
-        return successive_halving(tiny_spec, data, fresh, ledger, capacity), ledger.runs
+    def halving(room: ShelfRoom) -> tuple[dict[int, list[Observation]], list]:
+        ledger = Ledger(0, None, budget_examples=10**9)
+        return successive_halving(runner, tiny_spec, plan, ledger, room).by_rung, ledger.runs
 
-    in_memory, _ = halving(ShelfCapacity(memory_bytes=2**30))
-    on_disk, runs = halving(ShelfCapacity(memory_bytes=0, disk_bytes=needed * (paused_bytes + 4096)))
+    in_memory, _ = halving(ShelfRoom(memory_bytes=2**30))
+    on_disk, runs = halving(ShelfRoom(memory_bytes=0, disk_bytes=needed * (paused_bytes + 4096)))
 
     def losses(by_rung: dict[int, list[Observation]]) -> dict[int, list[tuple[int, float, float | None]]]:
         return {k: [(o.batch_size, o.learning_rate, o.loss) for o in v] for k, v in by_rung.items()}
@@ -255,13 +248,13 @@ def test_advisor_recommend_prints_json_with_a_progress_bar_on_stderr(
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(tiny_spec.model_dump_json())
 
-    def fake_study(spec: StudySpec, **options: object) -> StudyResult:
+    def fake_study(spec: StudySpec, runner: object, **options: object) -> StudyResult:
         assert options["budget_override"] == 5.0
         progress = options["progress"]
         progress(1, 2, "B=4 LR=0.01 to 24 examples: pruned")  # type: ignore[operator]
         return result
 
-    monkeypatch.setattr("proxy_runs.study.run_study", fake_study)
+    monkeypatch.setattr("advisor.study.run_study", fake_study)
     parser = argparse.ArgumentParser()
     add_recommend(parser.add_subparsers())
     args = parser.parse_args(["recommend", str(spec_file), "--budget", "5", "--json"])
@@ -329,9 +322,11 @@ def short_top_rung(
     plan = plan_study(spec, n_train=3000)
     plan.rungs[-1] = Rung(300, 3)
     cost = Cost(proxy_seconds=0, examples_seen=0, runs=0)
-    rec = recommend_from_rungs({300: top_fit}, {300: top_runs}, spec=spec, cost=cost, evidence={})
-    assert isinstance(rec, Recommendation)
-    return plan, top_fit, rec
+    answer = answer_from_rungs({300: top_fit}, {300: top_runs}, spec=spec, cost=cost, evidence={})
+    assert isinstance(answer.recommendation, Recommendation)
+    read = answer.fits[300]  # with the noise level the answer assumed
+    assert isinstance(read, SurfaceFit)
+    return plan, read, answer.recommendation
 
 
 def test_single_seed_runs_that_measure_no_noise_never_claim_lr_star_exactly(tiny_spec: StudySpec) -> None:
@@ -491,9 +486,10 @@ def test_an_answer_from_below_the_top_rung_says_so(tiny_spec: StudySpec) -> None
     shallow = fit_surface(shallow_runs)
     assert isinstance(shallow, SurfaceFit)
     cost = Cost(proxy_seconds=0, examples_seen=0, runs=0)
-    rec = recommend_from_rungs({100: shallow}, {100: shallow_runs}, spec=tiny_spec, cost=cost, evidence={})
-    assert isinstance(rec, Recommendation)
-    moved = _apply_size_trend(rec, plan, shallow, shallow_runs, None, None)
+    answer = answer_from_rungs({100: shallow}, {100: shallow_runs}, spec=tiny_spec, cost=cost, evidence={})
+    rec, read = answer.recommendation, answer.fits[100]
+    assert isinstance(rec, Recommendation) and isinstance(read, SurfaceFit)
+    moved = _apply_size_trend(rec, plan, read, shallow_runs, None, None)
     assert (
         "the budget stopped the halving at 100 examples into its 300-example schedule" in moved.reasoning[-1]
     )
@@ -519,9 +515,9 @@ def test_a_seconds_budget_caps_what_is_left_by_the_throughput_measured_at_that_b
     at_four = [r for r in result.runs if r.config.batch_size == 4 and r.examples_seen > 0]
     # A resumed run's seconds are those of the examples it trained itself, after its pause.
     per_example = sum(r.seconds for r in at_four) / sum(r.examples_trained for r in at_four)
-    ledger = _Ledger(0, None, runs=at_four, budget_examples=10**9, hard_deadline=time.perf_counter() + 60)
+    ledger = Ledger(0, None, runs=at_four, budget_examples=10**9, hard_deadline=time.perf_counter() + 60)
     assert ledger.examples_left(4) == pytest.approx(60 / per_example, rel=0.05)  # time binds, not examples
-    untimed = _Ledger(0, None, runs=at_four, budget_examples=sum(r.examples_trained for r in at_four) + 100)
+    untimed = Ledger(0, None, runs=at_four, budget_examples=sum(r.examples_trained for r in at_four) + 100)
     assert untimed.examples_left(4) == 100  # an examples budget alone: what is left of it
 
 
@@ -534,11 +530,10 @@ def test_an_answer_from_too_little_data_is_low_confidence_and_says_why(tiny_spec
     cost = Cost(proxy_seconds=0, examples_seen=0, runs=0)
     rec = recommend_from_rungs({300: fit}, {300: top_runs}, spec=tiny_spec, cost=cost, evidence={})
     assert isinstance(rec, Recommendation) and rec.confidence.label != "low"
-    example = Example(input_ids=[1, 2], labels=[1, 2])
-    plenty = PreparedData(train=[example] * 144, eval=[example] * 16, is_seq2seq=False)
+    plenty = DataSummary(train_examples=144, eval_examples=16)
     assert thin_data_caveat(rec, tiny_spec, plenty) == rec
 
-    thin = thin_data_caveat(rec, tiny_spec, PreparedData([example] * 2, [example], is_seq2seq=False))
+    thin = thin_data_caveat(rec, tiny_spec, DataSummary(train_examples=2, eval_examples=1))
     assert thin.confidence.label == "low" and thin.confidence.score <= 0.3
     assert "fewer than the smallest batch size 4" in thin.reasoning[-1]
     assert "mean over 1 held-out examples" in thin.reasoning[-1]
@@ -560,19 +555,15 @@ def test_a_spec_without_batch_sizes_compares_batches_derived_from_its_data_and_s
 
 
 def test_pissa_is_centred_by_its_curvature_ratio_to_lora_and_lora_is_not(tiny_spec: StudySpec) -> None:
-    from proxy_runs.data import prepare_data
-    from proxy_runs.models import load_model_and_tokenizer
-
-    loaded = load_model_and_tokenizer(tiny_spec.model)
-    data = prepare_data(tiny_spec.dataset, loaded.tokenizer, is_seq2seq=False, max_seq_len=32, packing=False)
+    probes = ProbeLog(TorchRunner())
     wide = tiny_spec.model_copy(update={"method": "pissa", "lr_range": (1e-6, 1e-2)})
-    prior, evidence = curvature_prior(wide, data, seconds_per_example=1e-3, budget=None, beta=1.0)
+    prior, evidence = curvature_prior(probes, wide, seconds_per_example=1e-3, budget=None, beta=1.0)
     assert prior is not None and prior.reference_lr == 2e-4
     assert prior.lr_centre() == pytest.approx(2e-4 / evidence["ratio"], rel=1e-6)
     assert evidence["method"]["median_lambda_max"] > 0 and evidence["lora"]["median_lambda_max"] > 0
     lora = wide.model_copy(update={"method": "lora"})
-    assert curvature_prior(lora, data, seconds_per_example=1e-3, budget=None, beta=1.0) == (None, {})
+    assert curvature_prior(probes, lora, seconds_per_example=1e-3, budget=None, beta=1.0) == (None, {})
     narrow = wide.model_copy(update={"lr_range": (1e-4, 1e-2)})  # 2 decades: the range is searched whole
-    assert curvature_prior(narrow, data, seconds_per_example=1e-3, budget=None, beta=1.0)[0] is None
-    slow = curvature_prior(wide, data, seconds_per_example=1.0, budget=60.0, beta=1.0)
+    assert curvature_prior(probes, narrow, seconds_per_example=1e-3, budget=None, beta=1.0)[0] is None
+    slow = curvature_prior(probes, wide, seconds_per_example=1.0, budget=60.0, beta=1.0)
     assert slow[0] is None and "exceed 15% of the budget" in slow[1]["skipped"]

@@ -7,12 +7,16 @@ between units of work, which raises when it should stop, so a canceled or supers
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import AdvisorError
 
 if TYPE_CHECKING:  # the science imports scipy; a job that never warm-starts should not pay for it
     from advisor.science.knowledge import KnowledgeStore
+    from advisor.study.runner import ProxyRunner
+
+RunnerFactory = Callable[[], "ProxyRunner"]  # a fresh runner per study: `proxy_runs.torch_runner` in service
 
 
 class JobCanceled(AdvisorError):
@@ -28,12 +32,13 @@ class PermanentJobError(AdvisorError):
 
 
 class JobControl:
-    def __init__(self, *, store: KnowledgeStore | None = None) -> None:
+    def __init__(self, *, store: KnowledgeStore | None = None, runner: RunnerFactory | None = None) -> None:
         self.canceled = threading.Event()
         self.lost = threading.Event()
         self.fraction: float | None = None
         self.message: str | None = None
-        self.store = store  # stored studies and outcomes for a study's warm start, when the runner has them
+        self.store = store  # stored studies and outcomes for a study's warm start, when the worker has them
+        self.runner = runner  # what trains a study's proxy runs; the worker's entry point chose it
 
     def check(self) -> None:
         if self.lost.is_set():
@@ -49,7 +54,7 @@ class JobControl:
         self.check()
 
     def study_progress(self, done: int, total: int, message: str) -> None:
-        """proxy_runs.study.run_study's hook: `done` of `total` planned runs. Extensions can run past the
+        """advisor.study.run_study's hook: `done` of `total` planned runs. Extensions can run past the
         plan, and the warm start reports with total 0 (a message, no fraction), so the fraction is clipped."""
         fraction = min(max(done / total, 0.0), 1.0) if total > 0 else None
         self.progress(fraction, message)

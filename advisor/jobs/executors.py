@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from advisor.jobs.control import JobControl
+from advisor.jobs.control import JobControl, RunnerFactory
 from advisor.jobs.functions import get_job_function
 from advisor.jobs.queue import JobResult
 
@@ -31,9 +31,9 @@ class LocalExecutor:
         return get_job_function(function)(payload, control)
 
 
-def _run_in_ray(function: str, payload: dict[str, Any]) -> JobResult:
+def _run_in_ray(function: str, payload: dict[str, Any], runner: RunnerFactory | None) -> JobResult:
     # Inside the Ray worker there is no lease to keep; cancellation arrives as ray.cancel from the owner.
-    return get_job_function(function)(payload, JobControl())
+    return get_job_function(function)(payload, JobControl(runner=runner))
 
 
 @dataclasses.dataclass
@@ -54,7 +54,7 @@ class RayExecutor:
     def execute(self, function: str, payload: dict[str, Any], control: JobControl) -> JobResult:
         ray = self._connect()
         task = ray.remote(num_gpus=self.num_gpus, num_cpus=self.num_cpus, max_retries=0)(_run_in_ray)
-        ref = task.remote(function, payload)
+        ref = task.remote(function, payload, control.runner)
         while True:
             ready, _ = ray.wait([ref], timeout=self.poll_seconds)
             if ready:

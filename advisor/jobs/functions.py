@@ -1,18 +1,17 @@
 """Job functions by name: what a queued job runs. Names arrive from the database, never import paths.
 
-`study` runs the real thing (proxy_runs.study.run_study: torch, imported only here and only when run).
-`synthetic` exercises the queue, not the science: it answers from a closed-form loss surface with a fixed
-time per run, so the fault tests (kill -9, retries, stale writes) run in seconds. Its records say
-`"source": "synthetic"`, and it runs only when LORA_ADVISOR_JOB_FUNCTION names it.
+`study` runs a study (`advisor.study.run_study`) with the runner the worker was started with (torch's, from
+`proxy_runs.torch_runner`, in `advisor serve` and `advisor worker`). `synthetic` runs the same study logic on
+`advisor.study.synthetic.SyntheticRunner`'s closed-form loss surface with a fixed time per run, so the queue's
+fault tests (kill -9, retries, stale writes) run in seconds. Its records say `"source": "synthetic"`, and it
+runs only when LORA_ADVISOR_JOB_FUNCTION names it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
+import itertools
 import json
-import math
 import os
 import re
 import time
@@ -24,9 +23,10 @@ from advisor.errors import SpecError
 from advisor.hub_ids import check_stored_references
 from advisor.jobs.control import JobControl, PermanentJobError
 from advisor.jobs.queue import JobResult
-from advisor.records import RunConfig, RunRecord, RunStatus
-from advisor.science.planner import batch_candidates
+from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec, parse_spec
+from advisor.study import StudyResult, run_study
+from advisor.study.synthetic import Surface, SyntheticRunner
 
 if TYPE_CHECKING:
     from advisor.science.knowledge import KnowledgeStore
@@ -78,11 +78,15 @@ def _confined_references(spec: StudySpec) -> StudySpec:
 
 @register_job_function("study")
 def run_study_job(payload: dict[str, Any], control: JobControl) -> JobResult:
-    spec = _confined_references(_spec(payload))  # before torch is imported: a refusal costs nothing
-    study = importlib.import_module("proxy_runs.study")  # torch: imported by the worker, never by the API
+    spec = _confined_references(_spec(payload))  # before a runner starts: a refusal costs nothing
+    if control.runner is None:
+        raise PermanentJobError(
+            "this worker has no proxy runner to train studies with (start it with `advisor worker` or "
+            "`advisor serve`, which give it one)"
+        )
     store, opened = knowledge_store(control)
     try:
-        result = study.run_study(spec, progress=control.study_progress, store=store)
+        result = run_study(spec, control.runner(), progress=control.study_progress, store=store)
     except SpecError as exc:  # the model or data the spec names cannot be used: retrying will not help
         if exc.retryable:
             raise
@@ -108,126 +112,46 @@ def knowledge_store(control: JobControl) -> tuple[KnowledgeStore | None, Databas
     return DatabaseKnowledgeStore(db), db
 
 
-def study_result_to_job_result(result: Any) -> JobResult:
-    """proxy_runs.study.StudyResult → what the queue stores; tolerant of fields the science adds later."""
-    recommendation = getattr(result, "recommendation", None)
-    payload: dict[str, Any] | None = None
-    if recommendation is not None and hasattr(recommendation, "model_dump"):
-        payload = recommendation.model_dump(mode="json")
-    available = recommendation is not None and type(recommendation).__name__ != "NoRecommendation"
-    probes = [
-        p.model_dump(mode="json") if hasattr(p, "model_dump") else dict(p)
-        for p in getattr(result, "probes", None) or []
-    ]
-    runs = list(getattr(result, "runs", []))
+def study_result_to_job_result(result: StudyResult) -> JobResult:
+    """A finished study as the queue stores it: its runs, its probes' reports and its answer."""
+    recommendation = result.recommendation
+    available = isinstance(recommendation, Recommendation)
     return JobResult(
-        runs=runs,
-        recommendation=payload,
+        runs=list(result.runs),
+        recommendation=recommendation.model_dump(mode="json"),
         recommendation_available=available,
-        batch_size=getattr(recommendation, "batch_size", None) if available else None,
-        learning_rate=getattr(recommendation, "learning_rate", None) if available else None,
-        dataset_examples=getattr(result, "dataset_examples", None) or _training_examples(runs),
-        probes=probes,
+        batch_size=recommendation.batch_size if isinstance(recommendation, Recommendation) else None,
+        learning_rate=recommendation.learning_rate if isinstance(recommendation, Recommendation) else None,
+        dataset_examples=result.dataset_examples,
+        probes=list(result.probes),
     )
 
 
-def _training_examples(runs: list[Any]) -> int | None:
-    """The training split's size as the runs' dataset fingerprint recorded it (the warm start's bucket)."""
-    for run in runs:
-        n_train = (getattr(run, "dataset_fingerprint", None) or {}).get("n_train")
-        if n_train:
-            return int(n_train)
-    return None
-
-
-# synthetic -----------------------------------------------------------------------------------------
-
-LR_POINTS = 4  # learning rates per batch size, log-spaced over the spec's lr_range
-# The synthetic surface reads no data: a spec without batch_sizes gets the candidates a real study would
-# derive for a training split of this many examples.
-SYNTHETIC_TRAIN_EXAMPLES = 2_000
-
-
-def synthetic_optimum(batch_size: int) -> float:
-    # LR optimum grows like √batch (the square-root scaling rule for Adam), 2e-4 at batch 8.
-    return 2e-4 * math.sqrt(batch_size / 8)
+# synthetic ---------------------------------------------------------------------------------------
 
 
 @register_job_function("synthetic")
 def run_synthetic_study(payload: dict[str, Any], control: JobControl) -> JobResult:
-    """One 'run' per (batch, lr) on a grid; payload options: seconds_per_run, trace_dir (a file per run
-    executed, so tests can see at-least-once execution), fail_attempts (raise on the first n calls)."""
+    """A whole study, run by the real study logic on `SyntheticRunner`'s closed-form loss surface (no model,
+    no data). Payload options: seconds_per_run (each run sleeps that long), surface (`Surface` fields),
+    trace_dir (a file per run executed, so tests can see at-least-once execution), fail_attempts (raise on
+    the first n calls)."""
     spec = _spec(payload)
-    seconds = float(payload.get("seconds_per_run", 0.05))
     _maybe_fail(payload)
-    low, high = (math.log10(x) for x in spec.lr_range)
-    grid = [
-        (b, 10 ** (low + (high - low) * i / (LR_POINTS - 1)))
-        for b in batch_candidates(spec, SYNTHETIC_TRAIN_EXAMPLES).sizes
-        for i in range(LR_POINTS)
-    ]
-    runs = []
-    for index, (batch, lr) in enumerate(grid):
-        control.progress(index / len(grid), f"run {index + 1}/{len(grid)}: batch {batch}, lr {lr:.2e}")
-        time.sleep(seconds)
-        _trace(payload, index)
-        runs.append(_synthetic_run(spec, batch, lr, seconds))
-    best = min(
-        (r for r in runs if r.status == RunStatus.SUCCESS),
-        key=lambda r: r.eval_loss or math.inf,
-        default=None,
-    )
-    recommendation = (
-        None
-        if best is None
-        else {
-            "batch_size": best.config.batch_size,
-            "learning_rate": best.config.learning_rate,
-            "eval_loss": best.eval_loss,
-            "source": "synthetic",
-        }
-    )
-    return JobResult(
-        runs=runs,
-        recommendation=recommendation or {"reason": "every run diverged"},
-        recommendation_available=best is not None,
-        batch_size=best.config.batch_size if best else None,
-        learning_rate=best.config.learning_rate if best else None,
-    )
+    runs_started = itertools.count()
 
+    def trace(_spec: StudySpec, _config: tuple[int, float]) -> None:
+        control.check()  # a canceled or superseded job stops between runs, as a real study does
+        _trace(payload, next(runs_started))
 
-def _synthetic_run(spec: StudySpec, batch: int, lr: float, seconds: float) -> RunRecord:
-    distance = math.log10(lr / synthetic_optimum(batch))
-    diverged = distance > 1.0  # 10× past the optimum blows up
-    loss = 1.0 + 0.25 * distance**2 + 0.5 / math.sqrt(batch)
-    config = RunConfig(
-        method=spec.method,
-        rank=spec.rank,
-        alpha=float(spec.alpha or spec.rank),
-        batch_size=batch,
-        learning_rate=lr,
-        micro_batch_size=batch,
-        accumulation_steps=1,
-        planned_steps=10,
-        warmup_steps=0,
-        max_seq_len=spec.training.max_seq_len,
-        seed=spec.training.seed,
-        device="none",
-        precision="fp32",
+    try:
+        surface = Surface(**payload.get("surface", {}))
+    except TypeError as exc:
+        raise PermanentJobError(f"synthetic job: bad surface option ({exc})") from None
+    runner = SyntheticRunner(
+        surface, seconds_per_run=float(payload.get("seconds_per_run", 0.05)), on_run=trace
     )
-    evals = [{"step": s, "examples_seen": s * batch, "eval_loss": loss + 1.0 / s} for s in (2, 5, 10)]
-    return RunRecord(
-        status=RunStatus.DIVERGED if diverged else RunStatus.SUCCESS,
-        config=config,
-        spec=spec.model_dump(mode="json"),
-        eval_loss=None if diverged else loss,
-        best_eval_loss=None if diverged else loss,
-        steps=10,
-        examples_seen=10 * batch,
-        seconds=seconds,
-        metrics={"steps": [], "evals": [] if diverged else evals, "oom_events": []},
-        meta={"job_function": "synthetic", "pid": os.getpid()},
-    )
+    return study_result_to_job_result(run_study(spec, runner, progress=control.study_progress))
 
 
 def _trace(payload: dict[str, Any], index: int) -> None:

@@ -11,13 +11,9 @@ from __future__ import annotations
 import dataclasses
 
 from advisor.errors import AdvisorError, SpecError
-from advisor.science.planner import (
-    DEFAULT_SECONDS_PER_EXAMPLE,
-    MIN_BATCH_SIZES,
-    MIN_LRS,
-    cheapest_first_rung,
-    first_lr_grid,
-)
+from advisor.science.lr_grid import first_lr_grid
+from advisor.science.planner import MIN_BATCH_SIZES, MIN_LRS, cheapest_first_rung
+from advisor.science.study_plan import DEFAULT_SECONDS_PER_EXAMPLE
 from advisor.specs import StudySpec
 
 

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from advisor.jobs import queue
-from advisor.jobs.control import JobCanceled, JobControl, LeaseLost, PermanentJobError
+from advisor.jobs.control import JobCanceled, JobControl, LeaseLost, PermanentJobError, RunnerFactory
 from advisor.jobs.executors import Executor, make_executor
+from advisor.jobs.heartbeat import keep_lease
 from advisor.jobs.spool import ResultSpool
 from advisor.storage import repository as repo
 from advisor.storage.db import Database
@@ -50,6 +51,10 @@ class WorkerOptions:
     executor_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Where finished results wait out a database outage; None: a folder in the system's temporary directory.
     spool_dir: Path | None = None
+    # What trains a study's proxy runs (`proxy_runs.torch_runner` from the entry points); None: this worker
+    # runs only jobs that bring their own (`synthetic`). A module-level callable: options travel to spawned
+    # worker processes and Ray tasks by pickling.
+    runner: RunnerFactory | None = None
 
 
 def default_spool_dir() -> Path:
@@ -107,9 +112,14 @@ class Worker:
         if lease is None:
             return False
         # Warm start: the study reads what this database already knows about similar contexts.
-        control = JobControl(store=DatabaseKnowledgeStore(self.db))
+        control = JobControl(store=DatabaseKnowledgeStore(self.db), runner=self.options.runner)
         done = threading.Event()
-        beat = threading.Thread(target=self._heartbeat_loop, args=(lease, control, done), daemon=True)
+        beat = threading.Thread(
+            target=keep_lease,
+            args=(self.db, lease, control, done),
+            kwargs={"on_outage": self._note_outage},
+            daemon=True,
+        )
         beat.start()
         try:
             self._execute(lease, control)
@@ -190,20 +200,10 @@ class Worker:
                     return False
                 time.sleep(min(1.0, self.options.poll_seconds))
 
-    def _heartbeat_loop(self, lease: queue.Lease, control: JobControl, done: threading.Event) -> None:
-        interval = lease.lease_seconds / 3  # two missed beats still leave the lease alive
-        while not done.wait(interval):
-            try:
-                if queue.heartbeat(self.db, lease=lease, progress=control.fraction, message=control.message):
-                    control.canceled.set()
-            except StaleAttempt:
-                control.lost.set()
-                return
-            except DatabaseUnavailable as exc:
-                # A busy worker learns of an outage here: once the database is back, it too must leave the
-                # leases that expired meanwhile to their holders for a while (`_in_outage_grace`).
-                self._outage_seen = True
-                log.warning("heartbeat failed, will retry: %s", exc)
+    def _note_outage(self) -> None:
+        # Once the database is back, this worker too must leave the leases that expired meanwhile to their
+        # holders for a while (`_in_outage_grace`).
+        self._outage_seen = True
 
     def _touch(self) -> None:
         # Announce liveness for /readyz at most every few seconds, not on every poll.

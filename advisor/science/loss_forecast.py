@@ -32,7 +32,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from advisor.science.fits import Z90, LogMeasurement, loglog_line
+from advisor.science.fits import Z90
+from advisor.science.length_scaling import LogMeasurement, loglog_line
 
 LOSS_EXPONENT = -0.05  # log10 L* against log10 N: the prior slope, −α
 LOSS_EXPONENT_SD = 0.05

@@ -47,18 +47,25 @@ Numbers a plan is made of:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 from advisor.errors import SpecError
-from advisor.specs import MAX_BATCH_SIZE, StudySpec, TrainingSpec
+from advisor.science.lr_grid import (
+    CurvaturePrior,
+    first_lr_grid,
+)
+from advisor.science.study_plan import (
+    CONFIRM_EXTENSIONS,
+    DEFAULT_SECONDS_PER_EXAMPLE,
+    ETA,
+    HORIZON_RUNS,
+    BatchCandidates,
+    Rung,
+    StudyPlan,
+    halving_cost,
+)
+from advisor.specs import StudySpec, TrainingSpec
 
-POINTS_PER_DECADE = 4
-LATTICE_ANCHOR = 2e-4  # grid points are 2e-4 × 10^(k/4)
-ETA = 3  # successive halving keeps the best 1/η at each rung
 MIN_TOP_CONFIGS = 3  # the top rung keeps ≥ 3 configs: the winner and its LR neighbours, for a local fit
-LR_BOUNDS = (1e-8, 1.0)  # no extension goes beyond these, whatever the edge says
-EXTENSION_STEPS = 2  # an edge extends the grid by half a decade
-EXTENSION_REACH = 10.0  # ... and extensions may go this factor past either end of the spec's lr_range
 MIN_LRS = 5  # a tight budget narrows the LR grid to no fewer points than this (±half a decade)
 MIN_BATCH_SIZES = 2  # ... and then drops the largest batch sizes, keeping at least this many to compare
 TOP_EXTRAS = 4  # runs of top-rung length reserved for an edge at the top rung and second-seed replicates
@@ -73,7 +80,6 @@ MIN_REAL_RUN_STEPS = ETA**2 * TREND_MIN_STEPS
 # 13 LRs that is 78 rung-0 configs, half again the old fixed default's [8, 16, 32, 64]; a tight budget drops
 # the largest first (down to MIN_BATCH_SIZES), and an edge extends the grid a power of two past either end.
 MAX_DERIVED_BATCH_SIZES = 6
-HORIZON_RUNS = 2  # LRs at B* trained at the horizon: two points and the top rung's bowl width fix a vertex
 # ... and one more half a decade above the pair, run only when the loss still falls at the pair's upper LR:
 # two points on one side of the bowl bound the vertex from below only (SmolLM2's pair, 0.00112 → 3.277 and
 # 0.00356 → 3.186 on 264 examples, where the full runs' optimum is 0.0063). Planned when the budget affords
@@ -90,203 +96,6 @@ PROXY_RANK = 8  # arXiv 2602.09492: B* is roughly rank-invariant, so a sibling p
 # the proxy's rungs that this share affords: the longer, the less their loss is noise.
 CONFIRM_SHARE = 0.25
 CONFIRM_RUNS = 3
-CONFIRM_EXTENSIONS = 1
-DEFAULT_SECONDS_PER_EXAMPLE = 0.02  # before calibration; the study measures the real throughput
-# The method's usual LR when nothing better is known (LoRA 2e-4 in arXiv 2602.04998; BaLoRA ≈ 3e-6…8e-6
-# in arXiv 2605.31484).
-METHOD_LR_CENTRE = {"balora": 5e-6, "pissa": 2e-5, "olora": 1e-5, "full": 2e-5, "prompt_tuning": 3e-3}
-
-
-@dataclass(frozen=True)
-class CurvaturePrior:
-    """LR* ≈ reference_lr × (λ_max / reference_lambda)^(−β): centre the grid from a measured sharpness.
-
-    The reference pair (λ, LR*) comes from a stored study of the same family (warm start) or from the
-    method's usual LR at the proxy's own λ; β defaults to 1 (η* ∝ 1/λ_max in arXiv 2602.04998;
-    our band 0.7–1.5).
-    """
-
-    lambda_max: float
-    reference_lambda: float
-    reference_lr: float
-    beta: float = 1.0
-    source: str = "probe"
-
-    def lr_centre(self) -> float:
-        return self.reference_lr * (self.lambda_max / self.reference_lambda) ** (-self.beta)
-
-
-@dataclass(frozen=True)
-class BatchCandidates:
-    """The effective batches a study starts from; for derived ones, what they were derived from and how far an
-    edge may extend them (`batch_edge_limit`)."""
-
-    sizes: list[int]
-    derived_from: str | None = None  # e.g. "2,000 examples × 3 epochs on 1 device"; None: the spec's list
-    smallest: int = 1  # the real run's devices: a data-parallel run takes at least one example per device
-    largest: int = MAX_BATCH_SIZE  # the largest batch that leaves the real run MIN_REAL_RUN_STEPS steps
-    rule: str = ""  # how `sizes` follow from the bounds, in words
-
-    @property
-    def derived(self) -> bool:
-        return self.derived_from is not None
-
-    def describe(self) -> str:
-        """Which batches, and for derived ones why these."""
-        if self.derived_from is None:
-            return f"{self.sizes} (the spec's batch_sizes)"
-        return f"{self.sizes}, derived from {self.derived_from}: {self.rule}"
-
-    def evidence(self) -> dict[str, object]:
-        return {
-            "sizes": self.sizes,
-            "derived_from": self.derived_from,
-            "smallest": self.smallest,
-            "largest": self.largest,
-            "rule": self.rule,
-        }
-
-
-@dataclass(frozen=True)
-class Rung:
-    examples: int  # examples seen by each config at this rung (equal for every batch size)
-    configs: int  # how many configs reach it
-
-
-@dataclass
-class StudyPlan:
-    proxy_model: str
-    proxy_is_target: bool
-    proxy_rank: int
-    batch_sizes: list[int]
-    learning_rates: list[float]
-    rungs: list[Rung]
-    # Run lengths at which LR* is measured at B*: [top rung], [trend size, top rung] or [top rung, horizon].
-    dataset_sizes: list[int]
-    seeds: list[int]
-    # Examples the real run sees (epochs × training split, or max_steps × its batch), where trends aim.
-    full_examples: int = 0
-    confirm_lrs: int = 0  # short runs of this many LRs on the target, when the budget allows
-    confirm_examples: int = 0  # ... each to this rung's length, on the rungs' schedule
-    # Seconds per training example on the target over the proxy's: what a target example costs in proxy
-    # examples under a seconds budget (1 under an examples budget, where examples count alike).
-    target_cost_ratio: float = 1.0
-    top_extras: int = 0  # runs of top-rung length after halving: an edge at the top, second seeds
-    trend_runs: int = 0  # complete runs on dataset_sizes[0] examples at B*, for the dataset-size trend
-    # Complete runs on dataset_sizes[-1] examples at B*, towards the real run's length: the pair, and with
-    # HORIZON_BRACKET_RUNS more a run reserved above it (estimates count it; a study may leave it unspent).
-    horizon_runs: int = 0
-    seconds_per_example: float = DEFAULT_SECONDS_PER_EXAMPLE
-    run_overhead_seconds: float = 0.0  # model setup and evaluations, per run
-    eta: int = ETA
-    budget_examples: float = math.inf  # the study's hard cap, in training examples over all its runs
-    dropped_batch_sizes: list[int] = field(default_factory=list)  # candidates the budget could not afford
-    batch_origin: BatchCandidates | None = None  # where the candidates came from (None: given as is)
-    extended_batch_sizes: list[int] = field(default_factory=list)  # added past an edge B* landed on
-    resumes_promotions: bool = False  # promoted configs go on from their paused runs instead of restarting
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def configs(self) -> list[tuple[int, float]]:
-        return [(b, lr) for b in self.batch_sizes for lr in self.learning_rates]
-
-    @property
-    def top_examples(self) -> int:
-        return self.rungs[-1].examples
-
-    @property
-    def trend_examples(self) -> int | None:
-        """Examples of each trend run (a complete run on a subset); None without a trend study."""
-        return self.dataset_sizes[0] if self.dataset_sizes[0] < self.top_examples else None
-
-    @property
-    def horizon_examples(self) -> int | None:
-        """Examples of each horizon run (longer than the top rung); None without horizon runs."""
-        return self.dataset_sizes[-1] if self.dataset_sizes[-1] > self.top_examples else None
-
-    @property
-    def estimated_runs(self) -> int:
-        halving = sum(r.configs for r in self.rungs)
-        return halving + self.top_extras + self.trend_runs + self.horizon_runs + self.confirm_lrs
-
-    @property
-    def estimated_examples(self) -> int:
-        halving = halving_cost(self.rungs, resumes=self.resumes_promotions)
-        extras = (
-            self.top_extras * self.top_examples
-            + self.trend_runs * (self.trend_examples or 0)
-            + self.horizon_runs * (self.horizon_examples or 0)
-        )
-        return halving + extras + self.confirm_lrs * self.confirm_examples
-
-    @property
-    def estimated_seconds(self) -> float:
-        dearer_target = self.confirm_lrs * self.confirm_examples * (self.target_cost_ratio - 1)
-        return (
-            self.estimated_examples + dearer_target
-        ) * self.seconds_per_example + self.estimated_runs * self.run_overhead_seconds
-
-    @property
-    def target_reserve_examples(self) -> float:
-        """What the proxy's runs leave for the target's (an edge's run included), in examples as the budget
-        counts them."""
-        runs = self.confirm_lrs + CONFIRM_EXTENSIONS if self.confirm_lrs else 0
-        return runs * self.confirm_examples * self.target_cost_ratio
-
-    @property
-    def target_reserve_seconds(self) -> float:
-        return self.target_reserve_examples * self.seconds_per_example
-
-    @property
-    def grid_examples(self) -> int:
-        """What the full grid of full-length runs would cost: the yardstick for the study's savings."""
-        return len(self.configs) * (self.full_examples or self.rungs[-1].examples)
-
-    def dropped_batch_note(self, batch_size: int) -> str | None:
-        """What an answer at the largest batch size the budget kept must add: larger ones were not tried."""
-        if not self.dropped_batch_sizes or batch_size != max(self.batch_sizes):
-            return None
-        return (
-            f"B* = {batch_size} is the largest batch size the budget allowed: {self.dropped_batch_sizes} "
-            "were left out; raise the budget to test them."
-        )
-
-    def _batches_text(self) -> str:
-        """How the batch sizes came about, when not as the spec listed them."""
-        derived_from = self.batch_origin.derived_from if self.batch_origin else None
-        parts = [f"derived from {derived_from}"] if derived_from else []
-        if self.extended_batch_sizes:
-            parts.append(f"extended past an edge to {self.extended_batch_sizes}")
-        return f" ({'; '.join(parts)})" if parts else ""
-
-    def _extras_text(self) -> str:
-        parts = [f"{self.top_extras} top-rung runs (edge, second seed)"] if self.top_extras else []
-        if self.trend_runs:
-            parts.append(f"a dataset-size trend of {self.trend_runs} runs × {self.trend_examples} examples")
-        if self.horizon_runs:
-            most = "up to " if self.horizon_runs > HORIZON_RUNS else ""
-            parts.append(f"{most}{self.horizon_runs} horizon runs × {self.horizon_examples} examples at B*")
-        if self.confirm_lrs:
-            parts.append(f"{self.confirm_lrs} target runs × {self.confirm_examples} examples at B*")
-        return f", then {' and '.join(parts)}" if parts else ""
-
-    def describe(self) -> str:
-        """The plan and its cost, said up front."""
-        proxy = "the target model itself" if self.proxy_is_target else f"proxy {self.proxy_model}"
-        lrs = f"{self.learning_rates[0]:.2g} … {self.learning_rates[-1]:.2g}"
-        rungs = ", ".join(f"{r.configs}×{r.examples}" for r in self.rungs)
-        return (
-            f"Study on {proxy} (rank {self.proxy_rank}): "
-            f"batch sizes {self.batch_sizes}{self._batches_text()}, "
-            f"{len(self.learning_rates)} LRs {lrs} (4 per decade); successive halving η={self.eta} over "
-            f"rungs configs×examples [{rungs}]"
-            + (", promoted configs resuming their runs" if self.resumes_promotions else "")
-            + f"{self._extras_text()}. Estimated cost: "
-            f"{self.estimated_runs} runs, {self.estimated_examples} examples, "
-            f"~{self.estimated_seconds:.0f} s "
-            f"({self.estimated_examples / max(self.grid_examples, 1):.0%} of the full grid)."
-            + "".join(f" Note: {note}." for note in self.notes)
-        )
 
 
 # 1. The candidate batch sizes -------------------------------------------------------------------------------
@@ -415,87 +224,6 @@ def batch_grid_reasoning(plan: StudyPlan, batch_size: int, edge_side: str | None
 # 2. The LR grid ---------------------------------------------------------------------------------------------
 
 
-def lattice_index(lr: float) -> int:
-    """Nearest k with lr ≈ 2e-4 × 10^(k/4)."""
-    return round(POINTS_PER_DECADE * math.log10(lr / LATTICE_ANCHOR))
-
-
-def lattice_lr(index: int) -> float:
-    return float(f"{LATTICE_ANCHOR * 10 ** (index / POINTS_PER_DECADE):.3g}")
-
-
-def lr_grid(
-    centre: float, *, half_width_decades: float = 1.0, bounds: tuple[float, float] = LR_BOUNDS
-) -> list[float]:
-    """4 points per decade, centred on the lattice point nearest `centre`, clipped to `bounds`."""
-    middle, half = lattice_index(centre), round(half_width_decades * POINTS_PER_DECADE)
-    grid = [lattice_lr(k) for k in range(middle - half, middle + half + 1)]
-    return [lr for lr in grid if bounds[0] <= lr <= bounds[1]]
-
-
-def extend_lr_grid(
-    grid: list[float], side: str, *, steps: int = EXTENSION_STEPS, bounds: tuple[float, float] = LR_BOUNDS
-) -> list[float]:
-    """The new LRs beyond the grid's low or high end (half a decade by default); [] at the bounds."""
-    end = lattice_index(min(grid) if side == "low" else max(grid))
-    direction = -1 if side == "low" else 1
-    new = [lattice_lr(end + direction * i) for i in range(1, steps + 1)]
-    return [lr for lr in new if bounds[0] <= lr <= bounds[1]]
-
-
-def extension_bounds(spec: StudySpec) -> tuple[float, float]:
-    """How far edge extensions may take the LR grid: a decade past either end of the spec's lr_range.
-
-    The range only places the first grid, and it is a guess: the default's top, 1e-2, lies below the best
-    LR of LoRA on SmolLM2-135M (0.0112 at B = 4, `bench/real_llm.py`), where a hard top would leave the
-    optimum on the edge and the answer at the last LR below it. Diverged runs stop at once, so looking past
-    the high end costs little."""
-    low, high = spec.lr_range
-    return max(low / EXTENSION_REACH, LR_BOUNDS[0]), min(high * EXTENSION_REACH, LR_BOUNDS[1])
-
-
-def grid_centre(spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | None) -> float:
-    """Explicit centre > curvature prior > the method's usual LR, kept inside `first_grid_bounds`."""
-    centre = lr_centre or (prior.lr_centre() if prior else METHOD_LR_CENTRE.get(spec.method, LATTICE_ANCHOR))
-    low, high = first_grid_bounds(spec, prior, lr_centre)
-    return min(max(centre, low), high)
-
-
-def first_grid_bounds(
-    spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | None
-) -> tuple[float, float]:
-    """Where the first LR grid may lie: the spec's lr_range, or as far as extensions reach when a
-    measurement centres it (a curvature prior, or a stored study's answer).
-
-    A measured centre outranks the range, which is a guess. Clipped to the range, a centre near its top
-    gave a lopsided grid: the warm Swedish study on SmolLM2 (`bench/real_llm_warm.py`, centre 0.0076 from
-    an English study) ran 0.00063 … 0.0063, every point at or below the centre, and a tight budget then
-    narrowed that grid from both ends, further away from it."""
-    return extension_bounds(spec) if prior or lr_centre else spec.lr_range
-
-
-def grid_span(spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | None) -> tuple[float, float]:
-    """(centre, half-width in decades) of the first LR grid.
-
-    With a prior: ±1 decade around it. Without one, a user's lr_range of at most 3 decades is taken as
-    the prior itself and covered whole; a wider one (the default 1e-6 … 1e-2) is searched ±1.5 decades
-    around the method's usual LR, and edges extend it.
-    """
-    if prior or lr_centre:
-        return grid_centre(spec, prior, lr_centre), 1.0
-    low, high = spec.lr_range
-    span = math.log10(high / low)
-    if span <= 3.0:
-        return math.sqrt(low * high), span / 2
-    return grid_centre(spec, None, None), 1.5
-
-
-def first_lr_grid(spec: StudySpec, prior: CurvaturePrior | None, lr_centre: float | None) -> list[float]:
-    """The LRs every batch size starts with, before halving and edge extensions."""
-    centre, half_width = grid_span(spec, prior, lr_centre)
-    return lr_grid(centre, half_width_decades=half_width, bounds=first_grid_bounds(spec, prior, lr_centre))
-
-
 # 3. Successive halving and the budget -----------------------------------------------------------------------
 
 
@@ -520,13 +248,6 @@ def paused_runs_needed(n_configs: int) -> int:
     and the leader's 2 LR neighbours (promoted whatever their rank). The shelf keeps the paused runs with the
     lowest loss (`proxy_runs.resume`), so it needs room for those, not for all of rung 0."""
     return min(n_configs, max(MIN_TOP_CONFIGS, math.ceil(n_configs / ETA)) + 2)
-
-
-def halving_cost(rungs: list[Rung], *, resumes: bool) -> int:
-    """Training examples of the whole halving: each rung's configs to its length, or only from the rung below
-    when promoted configs resume their paused runs."""
-    starts = [0, *(r.examples for r in rungs[:-1])] if resumes else [0] * len(rungs)
-    return sum(r.configs * (r.examples - start) for r, start in zip(rungs, starts, strict=True))
 
 
 def _fit_budget(

@@ -36,8 +36,8 @@ from advisor.science.fits import (
     cautious_offset,
     confidence_score,
     fit_curve,
-    interval_sd,
 )
+from advisor.science.length_scaling import interval_sd
 from advisor.science.recommendation import (
     Band,
     BandPair,

@@ -158,7 +158,7 @@ class Database:
         from advisor.storage.migrate import current_revision, head_revision
 
         try:
-            current = current_revision(self)
+            current = current_revision(self.engine)
         except OperationalError as exc:
             raise DatabaseUnavailable(f"database unavailable: {str(exc.orig).splitlines()[0]}") from None
         head = head_revision()

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-
-if TYPE_CHECKING:
-    from advisor.storage.db import Database
+from sqlalchemy import Engine
 
 
 def migrations_dir() -> Path:
@@ -45,6 +42,7 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
-def current_revision(db: Database) -> str | None:
-    with db.engine.connect() as connection:
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database behind `engine` is at; None for an empty database."""
+    with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from advisor.records import EXTRA_RUN_ROLES
+from advisor.records import CONFIRMATION_ROLE, EXTRA_RUN_ROLES
 
 Figure = dict[str, Any]
 FAILED_STATUSES = frozenset({"diverged", "failed", "canceled"})
@@ -77,12 +77,18 @@ def _layout(title: str, x_title: str, y_title: str, *, x_log: bool = False, y_lo
 # one study ------------------------------------------------------------------------------------------
 
 
+# Runs off the halving's schedule, or not on the proxy: the 2-step calibration, the trend and horizon runs
+# (other lengths) and the target's confirmation runs (another model). Not compared at the first rung.
+NOT_AT_A_RUNG = frozenset({"calibration", "trend", "horizon", CONFIRMATION_ROLE})
+
+
 def first_rung_losses(runs: Sequence[RunPoint]) -> dict[tuple[int, float], float | None]:
     """Each config's eval loss at its first rung, where every config saw the same number of examples (the
     comparison successive halving itself makes); None when it diverged there. Repeats are averaged."""
     by_config: dict[tuple[int, float], list[RunPoint]] = defaultdict(list)
     for run in runs:
-        by_config[run.config].append(run)
+        if run.role not in NOT_AT_A_RUNG:
+            by_config[run.config].append(run)
     out: dict[tuple[int, float], float | None] = {}
     for config, group in by_config.items():
         first = min(r.examples_seen for r in group)
@@ -297,6 +303,8 @@ def probes(stored: Iterable[dict[str, Any]], evidence: dict[str, Any] | None) ->
         modules = [m for m in payload.get("modules") or [] if finite(m.get("eigenvalue")) is not None]
         if modules:
             name = f"{payload.get('method', payload.get('kind', 'probe'))} r{payload.get('rank', '?')}"
+            if payload.get("model"):  # a sibling study probes its proxy and its target: say which is which
+                name += f" · {payload['model']}"
             data.append(_bar(name, [m["name"] for m in modules], [m["eigenvalue"] for m in modules]))
     measured = {
         f"{side}: {probe.get('model', '')}": finite(probe.get("median_lambda_max"))

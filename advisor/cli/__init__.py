@@ -12,9 +12,9 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 
-from advisor.cli_check import add_check
-from advisor.cli_recommend import add_recommend
-from advisor.cli_service import add_db, add_serve, add_token, add_worker
+from advisor.cli.check import add_check
+from advisor.cli.recommend import add_recommend
+from advisor.cli.service import add_db, add_serve, add_token, add_worker
 from advisor.errors import AdvisorError, SpecError
 from advisor.method_catalog import METHODS
 from advisor.records import RunRecord
@@ -187,10 +187,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except json.JSONDecodeError as exc:
         print(f"error: invalid JSON: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:  # a stored study was marked canceled on the way out (cli_recommend)
+    except KeyboardInterrupt:  # a stored study was marked canceled on the way out (advisor.cli.recommend)
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -152,7 +152,7 @@ def run_db(args: argparse.Namespace) -> int:
         migrate.downgrade(url, args.revision)
     db = Database(url)
     try:
-        current, head = migrate.current_revision(db), migrate.head_revision()
+        current, head = migrate.current_revision(db.engine), migrate.head_revision()
     finally:
         db.dispose()
     state = "up to date" if current == head else "out of date: run `advisor db upgrade`"

@@ -38,8 +38,8 @@ if TYPE_CHECKING:  # the science imports scipy and the study torch: load them wh
     from advisor.science.recommendation import NoRecommendation, Recommendation
     from advisor.specs import StudySpec
     from advisor.storage.db import Database
+    from advisor.study import StudyResult
     from advisor.training_configs import MappedConfig
-    from proxy_runs.study import StudyResult
 
 EXIT_OK, EXIT_NO_RECOMMENDATION = 0, 1
 BAR_WIDTH = 30
@@ -137,7 +137,7 @@ def open_database(folder: Path) -> Database:
 
     url = default_sqlite_url(folder)
     db = Database(url)
-    if migrate.current_revision(db) != migrate.head_revision():
+    if migrate.current_revision(db.engine) != migrate.head_revision():
         migrate.upgrade(url)
     return db
 
@@ -221,7 +221,9 @@ def run_leased(db: Database, lease: Lease, spec: StudySpec, *, budget: float | N
     from advisor.jobs import queue
     from advisor.jobs.control import JobCanceled, JobControl, LeaseLost
     from advisor.jobs.functions import study_result_to_job_result
-    from proxy_runs.study import run_study
+    from advisor.jobs.heartbeat import keep_lease
+    from advisor.study import run_study
+    from proxy_runs import torch_runner
 
     control = JobControl(store=knowledge_store(db))
     done = threading.Event()
@@ -229,7 +231,9 @@ def run_leased(db: Database, lease: Lease, spec: StudySpec, *, budget: float | N
     beat.start()
     with interrupted_once():
         try:
-            result = run_study(spec, budget_override=budget, progress=reporter(control), store=control.store)
+            result = run_study(
+                spec, torch_runner(), budget_override=budget, progress=reporter(control), store=control.store
+            )
         except JobCanceled:
             queue.mark_canceled(db, lease=lease)
             raise
@@ -271,23 +275,6 @@ def interrupted_once() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-
-
-def keep_lease(db: Database, lease: Lease, control: JobControl, done: threading.Event) -> None:
-    """Heartbeats while the study runs, as a worker's: progress reaches the database, and a cancel through
-    the service (POST /v1/studies/{id}/cancel) stops the study at its next run."""
-    from advisor.jobs import queue
-    from advisor.storage.errors import DatabaseUnavailable, StaleAttempt
-
-    while not done.wait(lease.lease_seconds / 3):
-        try:
-            if queue.heartbeat(db, lease=lease, progress=control.fraction, message=control.message):
-                control.canceled.set()
-        except StaleAttempt:
-            control.lost.set()
-            return
-        except DatabaseUnavailable:
-            continue  # SQLite busy for longer than its timeout: the next beat tries again
 
 
 def reporter(control: JobControl) -> Callable[[int, int, str], None]:
