@@ -3,6 +3,7 @@ the stored numbers, auth follows the API's (bearer header or `?token=`), and a m
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -105,13 +106,18 @@ def test_study_page_embeds_the_stored_numbers(
     assert sorted(x for trace in timeline for x in trace["x"]) == sorted(r["run_index"] for r in runs)
     star = data["figures"]["chart-heatmap"]["data"][-1]
     assert star["name"] == "recommended" and star["y"] == [str(rec["batch_size"])]
+    for sentence in rec["details"]["reasoning"]:
+        assert html.escape(sentence) in page  # as the page escapes it
+    # A sibling proxy's loss is not the target's: that answer predicts none. A study of the model itself does.
+    assert rec["details"]["predicted_eval_loss"] is None
+    page = client.get(f"/dashboard/studies/{ids['qwen']}").text
+    data = embedded(page)
+    rec = client.get(f"/v1/studies/{ids['qwen']}").json()["recommendation"]
     low, high = rec["details"]["predicted_eval_loss_interval"]
     assert f"(90%: {low:.4f} – {high:.4f}, at the real run's length)" in page
     predicted = data["figures"]["chart-loss-lr"]["data"][-1]
     assert predicted["y"] == [rec["details"]["predicted_eval_loss"]]
     assert predicted["error_y"]["arrayminus"][0] == pytest.approx(predicted["y"][0] - low)
-    for sentence in rec["details"]["reasoning"]:
-        assert sentence in page
 
 
 def test_diverged_study_says_why(open_client: tuple[TestClient, Database, dict[str, int]]) -> None:

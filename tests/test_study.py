@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from advisor.cli.recommend import LogProgress, add_recommend, render
+from advisor.jobs.functions import study_result_to_job_result
 from advisor.records import CONFIRMATION_ROLE, HALVING_ROLE, RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
 from advisor.science.knowledge import SIZE_EXPONENT, ExponentPrior
@@ -216,6 +217,11 @@ def test_a_sibling_proxys_lr_moves_by_the_ratio_target_runs_measure_at_one_of_it
     proxy_lr = rec.evidence["transfer"]["proxy_learning_rate"]
     assert rec.learning_rate == pytest.approx(proxy_lr * ratio["target_lr"] / ratio["proxy_lr"])
     assert sum(r.examples_trained for r in result.runs) <= 900  # a resumed run pays for its new examples
+    # the proxy's and the target's curvature probes, module by module, go to the probes table
+    stored = study_result_to_job_result(result).probes
+    assert [p["model"] for p in stored] == [spec.proxy_model, spec.model] and all(
+        p["modules"] for p in stored
+    )
 
 
 @pytest.mark.slow
@@ -561,6 +567,12 @@ def test_pissa_is_centred_by_its_curvature_ratio_to_lora_and_lora_is_not(tiny_sp
     assert prior is not None and prior.reference_lr == 2e-4
     assert prior.lr_centre() == pytest.approx(2e-4 / evidence["ratio"], rel=1e-6)
     assert evidence["method"]["median_lambda_max"] > 0 and evidence["lora"]["median_lambda_max"] > 0
+    # both probes' per-module reports are kept for the probes table and the study page
+    assert [(r["kind"], r["method"]) for r in probes.reports] == [
+        ("hessian_top_eigenvalue", "pissa"),
+        ("hessian_top_eigenvalue", "lora"),
+    ]
+    assert all(m["eigenvalue"] > 0 for r in probes.reports for m in r["modules"])
     lora = wide.model_copy(update={"method": "lora"})
     assert curvature_prior(probes, lora, seconds_per_example=1e-3, budget=None, beta=1.0) == (None, {})
     narrow = wide.model_copy(update={"lr_range": (1e-4, 1e-2)})  # 2 decades: the range is searched whole
