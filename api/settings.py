@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # jobs
     workers: int = Field(default=1, ge=0, description="local worker processes embedded in `advisor serve`")
     executor: str = "local"
+    # Proxy runs one study trains at once, in worker processes (proxy_runs.parallel); read again by each
+    # worker from the same LORA_ADVISOR_PARALLEL, validated here so that a bad value stops the service.
+    parallel: int = Field(default=1, ge=1, le=256, description="proxy runs a study trains at once")
     ray_address: str | None = None
     ray_gpus_per_task: float = 1.0
     job_function: str = "study"

@@ -7,7 +7,7 @@ adapter for every run, and holds paused runs on a `CheckpointShelf` between rung
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -24,6 +24,7 @@ from advisor.study.runner import (
     PausedRuns,
     Probe,
     Progress,
+    RunRequest,
     Schedule,
     ShelfRoom,
 )
@@ -75,6 +76,8 @@ def summary_of(data: PreparedData) -> DataSummary:
 
 class TorchRunner:
     """Trains, probes and pauses proxy runs with torch, on CUDA when there is one."""
+
+    batched = False  # one run at a time, in this process (proxy_runs.parallel trains several at once)
 
     def __init__(self) -> None:
         self._data: dict[tuple[Any, ...], PreparedData] = {}
@@ -145,6 +148,9 @@ class TorchRunner:
             on_pause=(lambda checkpoint: shelf.put(key, checkpoint)) if shelf is not None else None,
             resume=shelf.take(key) if shelf is not None else None,
         )
+
+    def run_many(self, requests: Sequence[RunRequest], paused: PausedRuns | None = None) -> list[RunRecord]:
+        return [self.run(r.spec, r.config, r.schedule, r.stop_at, paused) for r in requests]
 
     def probe(self, spec: StudySpec) -> Probe:
         """Median λ_max over representative modules at initialisation, cheaply; (None, why) when the probes

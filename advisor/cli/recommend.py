@@ -83,6 +83,14 @@ def add_recommend(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--devices", type=_positive_int, help="the real run's data-parallel devices (default: the config's)"
     )
+    parser.add_argument(
+        "--parallel",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="proxy runs to train at once, each in a worker process of its own (one torch thread, or one "
+        "GPU, each); the pick is the same at any N (default: LORA_ADVISOR_PARALLEL, else 1)",
+    )
     parser.add_argument("--json", action="store_true", help="print the recommendation as JSON")
     parser.set_defaults(handler=run_recommend)
 
@@ -158,7 +166,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     try:
         lease = start_study(db, spec, mapped_from=mapped.report() if mapped is not None else None)
         print(f"study {lease.study_id} stored in {folder / 'advisor.db'}", file=sys.stderr)
-        result = run_leased(db, lease, spec, budget=args.budget)
+        result = run_leased(db, lease, spec, budget=args.budget, parallel=args.parallel)
     finally:
         db.dispose()
     if sys.stderr.isatty():
@@ -216,7 +224,9 @@ def start_study(db: Database, spec: StudySpec, *, mapped_from: dict[str, object]
     return lease
 
 
-def run_leased(db: Database, lease: Lease, spec: StudySpec, *, budget: float | None) -> StudyResult:
+def run_leased(
+    db: Database, lease: Lease, spec: StudySpec, *, budget: float | None, parallel: int | None = None
+) -> StudyResult:
     """Run the study under `lease`, then store its runs and recommendation the way a worker does."""
     from advisor.jobs import queue
     from advisor.jobs.control import JobCanceled, JobControl, LeaseLost
@@ -232,7 +242,11 @@ def run_leased(db: Database, lease: Lease, spec: StudySpec, *, budget: float | N
     with interrupted_once():
         try:
             result = run_study(
-                spec, torch_runner(), budget_override=budget, progress=reporter(control), store=control.store
+                spec,
+                torch_runner(parallel),
+                budget_override=budget,
+                progress=reporter(control),
+                store=control.store,
             )
         except JobCanceled:
             queue.mark_canceled(db, lease=lease)

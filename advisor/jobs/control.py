@@ -7,16 +7,13 @@ between units of work, which raises when it should stop, so a canceled or supers
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from advisor.errors import AdvisorError
+from advisor.study.runner import RunnerFactory
 
 if TYPE_CHECKING:  # the science imports scipy; a job that never warm-starts should not pay for it
     from advisor.science.knowledge import KnowledgeStore
-    from advisor.study.runner import ProxyRunner
-
-RunnerFactory = Callable[[], "ProxyRunner"]  # a fresh runner per study: `proxy_runs.torch_runner` in service
 
 
 class JobCanceled(AdvisorError):

@@ -20,7 +20,15 @@ from advisor.science.recommendation import NoRecommendation
 from advisor.science.study_plan import StudyPlan
 from advisor.specs import StudySpec
 from advisor.study.ledger import Ledger
-from advisor.study.runner import Config, PausedRuns, ProxyRunner, Schedule, ShelfKey, ShelfRoom
+from advisor.study.runner import (
+    Config,
+    PausedRuns,
+    ProxyRunner,
+    RunRequest,
+    Schedule,
+    ShelfKey,
+    ShelfRoom,
+)
 
 MAX_EXTENSIONS = 2  # grid extensions at rung 0 before the study accepts an edge
 # LRs a batch added past an edge starts with, on the lattice around LR*(B*): a bowl needs 3, and under Adam's
@@ -177,6 +185,40 @@ class _Rungs:
             eval_examples=eval_examples,
             paused=self.paused,
         )
+        self.record(record, config, stop_at, role)
+
+    def run_affordable(
+        self,
+        jobs: list[tuple[StudySpec, Config, int]],
+        stop_at: int,
+        eval_examples: int,
+        role: str = HALVING_ROLE,
+    ) -> None:
+        """The runs of `jobs` (spec, config, examples it costs) the budget affords, best first: a cut budget
+        drops the last. A batched runner trains them at once, chosen by their planned cost; otherwise each
+        is chosen by what the runs before it actually cost (a diverged run costs less than planned)."""
+        if not self.runner.batched:
+            for spec, config, cost in jobs:
+                if self.ledger.affords(cost):
+                    self.run(spec, config, stop_at, eval_examples, role)
+            return
+        chosen, planned = [], 0
+        for spec, config, cost in jobs:
+            if self.ledger.affords(planned + cost):
+                chosen.append((spec, config))
+                planned += cost
+        self.run_batch(chosen, stop_at, eval_examples, role)
+
+    def run_batch(
+        self, jobs: list[tuple[StudySpec, Config]], stop_at: int, eval_examples: int, role: str = HALVING_ROLE
+    ) -> None:
+        """`jobs` trained at once (`ProxyRunner.run_many`), counted in their order."""
+        schedule = Schedule(self.top, eval_examples)
+        requests = [RunRequest(spec, config, schedule, stop_at) for spec, config in jobs]
+        for (_, config), record in zip(jobs, self.runner.run_many(requests, self.paused), strict=True):
+            self.record(record, config, stop_at, role)
+
+    def record(self, record: RunRecord, config: Config, stop_at: int, role: str) -> None:
         self.by_rung[stop_at].append(observation(record, stop_at, self.top))
         self.ledger.add(
             record,
@@ -211,6 +253,10 @@ def _halve(
     by_rung = runs.by_rung
     alive, done = list(plan.configs), set()
     for extension in range(MAX_EXTENSIONS + 1):  # rung 0, extended while the optimum sits on a grid edge
+        waiting = [c for c in alive if c not in done]
+        if runner.batched and waiting and (not by_rung[first] or ledger.in_time()):
+            runs.run_batch([(spec, config) for config in waiting], first, first)
+            done.update(waiting)
         for config in [c for c in alive if c not in done]:
             if by_rung[first] and not ledger.in_time():
                 break  # out of time: fit what rung 0 has measured rather than overrun the budget
@@ -227,11 +273,13 @@ def _halve(
         promoted = promote(by_rung[previous.examples], rung.configs, plan.learning_rates)
         if paused is not None:
             paused.keep_only({shelf_key(spec, config) for config in promoted})
-        for config in promoted:
-            paused_at = paused.paused_at(shelf_key(spec, config)) if paused is not None else 0
-            if ledger.affords(rung.examples - paused_at):  # best first: a cut budget drops the weakest
-                # Evaluated every rung below: η points per run for its curve, the last at its own rung.
-                runs.run(spec, config, rung.examples, previous.examples)
+        costs = [
+            rung.examples - (paused.paused_at(shelf_key(spec, config)) if paused is not None else 0)
+            for config in promoted
+        ]
+        # Evaluated every rung below: η points per run for its curve, the last at its own rung.
+        jobs = [(spec, config, cost) for config, cost in zip(promoted, costs, strict=True)]
+        runs.run_affordable(jobs, rung.examples, previous.examples)
     plan = top_extras(runs, spec, plan)
     return Halving(by_rung, plan)
 
@@ -252,10 +300,10 @@ def top_extras(runs: _Rungs, spec: StudySpec, plan: StudyPlan) -> StudyPlan:
     left = plan.top_extras
     second_seed = spec.with_seed(spec.training.seed + 1)
     best = sorted((o for o in top_rung if not o.diverged), key=lambda o: float(o.loss or 0.0))
-    for obs in best[: min(2, left)]:
-        if ledger.affords(top):
-            extras.run(second_seed, (obs.batch_size, obs.learning_rate), top, below, "second seed")
-            left -= 1
+    seconds = [(second_seed, (o.batch_size, o.learning_rate), top) for o in best[: min(2, left)]]
+    before = len(top_rung)
+    extras.run_affordable(seconds, top, below, "second seed")
+    left -= len(top_rung) - before
     # Edge runs leave the trend study or horizon runs planned after them their share of the budget.
     reserve = plan.trend_runs * (plan.trend_examples or 0) + plan.horizon_runs * (plan.horizon_examples or 0)
     for _ in range(min(2, left)):

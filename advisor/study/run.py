@@ -198,6 +198,10 @@ def plan_with_paused_runs(
     `spill_seconds`, timed on this machine). Otherwise promoted configs restart, and the plan, which then
     costs more examples, says why."""
     room = room or runner.shelf_room()
+    if room.memory_bytes == room.disk_bytes == 0:  # e.g. runs in worker processes of their own
+        plan = plan_for(0)
+        note = "the runner keeps no paused runs (each trains in its own process): promoted configs restart"
+        return (replace(plan, notes=[*plan.notes, note]) if len(plan.rungs) > 1 else plan), room
     memory = ShelfRoom(room.memory_bytes)
     plan = plan_for(memory.runs(paused_bytes))
     if plan.resumes_promotions or len(plan.rungs) < 2:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from advisor.records import RunRecord
 from advisor.science.fits import Z90, Observation, SurfaceFit, bootstrap_optimum, fit_surface
 from advisor.science.knowledge import SIZE_EXPONENT, ExponentPrior
 from advisor.science.length_scaling import (
@@ -35,7 +37,7 @@ from advisor.specs import StudySpec
 from advisor.study.answer import Fits
 from advisor.study.halving import beyond_edge, observation, run_to_rung
 from advisor.study.ledger import Ledger
-from advisor.study.runner import ProxyRunner
+from advisor.study.runner import ProxyRunner, RunRequest, Schedule
 
 HORIZON_SPACING = 2  # lattice steps between the two horizon LRs: half a decade, a clear loss difference
 
@@ -70,14 +72,10 @@ def trend_study(
     lrs = [lattice_lr(centre + step) for step in (-1, 0, 1, 2)]
     observations: list[Observation] = []
     for _ in range(2):  # the planned LRs, then one step beyond an edge if the budget allows
-        for lr in lrs:
-            if ledger.affords(small):
-                record = run_to_rung(
-                    runner, spec, (batch, lr), top_examples=small, stop_at=small, eval_examples=small
-                )
-                observations.append(observation(record, small, small))
-                message = f"size trend B={batch} LR={lr:.3g} on {small} examples: {record.status}"
-                ledger.add(record, message, "trend")
+        for lr, record in _complete_runs(runner, spec, batch, lrs, small, ledger):
+            observations.append(observation(record, small, small))
+            message = f"size trend B={batch} LR={lr:.3g} on {small} examples: {record.status}"
+            ledger.add(record, message, "trend")
         fit = fit_surface(observations, batch_candidates=[batch])
         curve = fit.curves.get(batch) if isinstance(fit, SurfaceFit) else None
         lrs = beyond_edge(spec, curve) if curve is not None else []
@@ -86,6 +84,32 @@ def trend_study(
     if not isinstance(fit, SurfaceFit):
         return TrendResult(small, batch, skipped=f"no trend run finished ({fit.reason})")
     return TrendResult(small, batch, fit=fit, observations=observations)
+
+
+def _complete_runs(
+    runner: ProxyRunner, spec: StudySpec, batch: int, lrs: list[float], examples: int, ledger: Ledger
+) -> Iterator[tuple[float, RunRecord]]:
+    """Complete runs of `examples` at `batch` for the LRs the budget affords, in order, as the caller counts
+    each one: one at a time, or for a batched runner, all at once, chosen by their planned cost."""
+    if not runner.batched:
+        for lr in lrs:
+            if ledger.affords(examples):
+                yield (
+                    lr,
+                    run_to_rung(
+                        runner,
+                        spec,
+                        (batch, lr),
+                        top_examples=examples,
+                        stop_at=examples,
+                        eval_examples=examples,
+                    ),
+                )
+        return
+    chosen = [lr for i, lr in enumerate(lrs) if ledger.affords((i + 1) * examples)]
+    schedule = Schedule(examples, examples)
+    requests = [RunRequest(spec, (batch, lr), schedule, examples) for lr in chosen]
+    yield from zip(chosen, runner.run_many(requests), strict=True)
 
 
 def horizon_lrs(

@@ -8,7 +8,7 @@ in this package imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,6 +19,7 @@ from advisor.specs import StudySpec
 Progress = Callable[[int, int, str], None]  # (runs done, runs planned, what just happened)
 Config = tuple[int, float]  # (batch size, learning rate)
 ShelfKey = tuple[Config, int]  # a paused run: its config and seed
+RunnerFactory = Callable[[], "ProxyRunner"]  # a fresh runner per study (`proxy_runs.torch_runner` in service)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,16 @@ class Schedule:
 
     examples: int
     eval_examples: int
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run a study asks for: `config` of `spec` on `schedule`, stopped at `stop_at` examples seen."""
+
+    spec: StudySpec
+    config: Config
+    schedule: Schedule
+    stop_at: int
 
 
 @dataclass(frozen=True)
@@ -90,7 +101,15 @@ class PausedRuns(Protocol):
 
 class ProxyRunner(Protocol):
     """Trains and probes a study's proxy runs. Every method is deterministic in its arguments: a run's seed
-    and data order depend only on its spec and config."""
+    and data order depend only on its spec and config.
+
+    `batched` runners train several runs at once (`run_many`): the study then hands them every run of a rung
+    that the budget affords at once, chosen by the examples each is planned to cost, so that the study's runs
+    and pick do not depend on how many train side by side. Others get one run at a time, each chosen by what
+    the runs before it actually cost.
+    """
+
+    batched: bool
 
     def prepare(self, spec: StudySpec) -> DataSummary:
         """Load and split the spec's dataset for the spec's model (once; later calls reuse it)."""
@@ -110,6 +129,10 @@ class ProxyRunner(Protocol):
     ) -> RunRecord:
         """Train `config` on `schedule` and stop once `stop_at` examples are seen. With `paused`, the run goes
         on from its paused state there if it has one, and a run stopped short of the schedule pauses there."""
+        ...
+
+    def run_many(self, requests: Sequence[RunRequest], paused: PausedRuns | None = None) -> list[RunRecord]:
+        """Every request's record, in the requests' order (trained at once where the runner can)."""
         ...
 
     def probe(self, spec: StudySpec) -> Probe:

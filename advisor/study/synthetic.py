@@ -22,7 +22,7 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
@@ -34,6 +34,7 @@ from advisor.study.runner import (
     DataSummary,
     PausedRuns,
     Probe,
+    RunRequest,
     Schedule,
     ShelfRoom,
 )
@@ -112,6 +113,7 @@ class SyntheticRunner:
     seconds_per_run: float = 0.0
     on_run: Callable[[StudySpec, Config], None] | None = None
     runs: int = 0  # runs trained so far
+    batched: bool = False  # True: the study hands it a rung's runs at once, as to a parallel runner
 
     def prepare(self, spec: StudySpec) -> DataSummary:
         content = hashlib.sha256(spec.dataset.model_dump_json().encode()).hexdigest()
@@ -146,6 +148,9 @@ class SyntheticRunner:
         if shelf is not None and stopped and record.status != RunStatus.DIVERGED:
             shelf.paused[key] = end
         return record
+
+    def run_many(self, requests: Sequence[RunRequest], paused: PausedRuns | None = None) -> list[RunRecord]:
+        return [self.run(r.spec, r.config, r.schedule, r.stop_at, paused) for r in requests]
 
     def probe(self, spec: StudySpec) -> Probe:
         value = self.surface.lambda_max * self.surface.method_lambda.get(spec.method, 1.0)
