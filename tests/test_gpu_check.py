@@ -31,4 +31,6 @@ def test_the_gpu_check_runs_every_step_on_the_cpu_and_writes_what_each_measured(
     assert all(m["eigenvalue"] is not None for m in probes["modules"]) and probes["seconds_per_hvp"] > 0
     study = next(s for name, s in steps.items() if name.startswith("one whole study"))["result"]
     assert study["batch_size"] in (4, 8) and study["learning_rate"] > 0
+    parallel = next(s for name, s in steps.items() if name.startswith("the same study"))["result"]
+    assert parallel["batch_size"] in (4, 8) and parallel["learning_rate"] > 0  # runs in worker processes
     assert (tmp_path / "gpu_check.log").stat().st_size > 0 and check["not_done"]
