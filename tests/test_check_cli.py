@@ -96,6 +96,11 @@ def test_the_subcommand_plugs_into_an_argparse_parser() -> None:
     commands = argparse.ArgumentParser().add_subparsers()
     add_check(commands)
     assert "check" in commands.choices
+    help_text = " ".join(commands.choices["check"].format_help().split())
+    assert "exit codes: 0 inside the band; 1 outside it" in help_text  # what a CI pipeline reads
+    assert "3 nothing known about this recipe yet" in help_text
+    assert "SARIF 2.1.0 for code scanning" in help_text
+    assert "when nothing is known about this recipe" in help_text
 
 
 # --offline ------------------------------------------------------------------------------------------

@@ -86,6 +86,13 @@ def test_a_non_positive_learning_rate_is_a_usage_error(
     assert result.returncode == 2 and "--lr" in result.stderr
 
 
+def test_the_top_level_help_says_what_the_tool_does_and_its_exit_codes() -> None:
+    text = " ".join(advisor("--help").stdout.split())
+    assert "Batch size and learning rate for a LoRA fine-tune, from cheap proxy runs" in text
+    assert "exit codes: 0 a result was produced" in text and "3 `check` knows nothing yet" in text
+    assert "torch" not in text  # a note for developers, not for users
+
+
 def test_methods_lists_every_method() -> None:
     result = advisor("methods")
     assert result.returncode == 0

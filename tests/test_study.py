@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from advisor.cli.recommend import LogProgress, add_recommend, render
+from advisor.cli.recommend import LogProgress, add_recommend, open_database, render
 from advisor.jobs.functions import study_result_to_job_result
 from advisor.records import CONFIRMATION_ROLE, HALVING_ROLE, RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
@@ -22,6 +22,7 @@ from advisor.science.planner import paused_runs_needed, plan_study
 from advisor.science.recommendation import Cost, NoRecommendation, Recommendation
 from advisor.science.study_plan import Rung, StudyPlan
 from advisor.specs import BudgetSpec, StudySpec, parse_spec
+from advisor.storage.models import Study
 from advisor.study import StudyResult
 from advisor.study.answer import UNMEASURED_NOISE, Fits, thin_data_caveat
 from advisor.study.answer import recommend_from_rungs as answer_from_rungs
@@ -268,6 +269,10 @@ def test_advisor_recommend_prints_json_with_a_progress_bar_on_stderr(
     out, err = capsys.readouterr()
     assert json.loads(out)["learning_rate"] == result.recommendation.learning_rate  # type: ignore[union-attr]
     assert "[" in err and "1/2" in err
+    db = open_database(tmp_path / "data")  # the stored study says the budget it was given, not the spec's
+    with db.transaction(write=False) as session:
+        assert session.query(Study).one().spec["budget"]["proxy_seconds"] == 5.0
+    db.dispose()
 
 
 def test_progress_in_a_log_is_a_line_per_tenth_of_the_study_not_a_redrawn_bar(

@@ -167,7 +167,13 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="advisor", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="advisor",
+        description="Batch size and learning rate for a LoRA fine-tune, from cheap proxy runs, before the "
+        "expensive run. `advisor COMMAND --help` says more.",
+        epilog="exit codes: 0 a result was produced (a diverged run is a result), 1 the run failed or the "
+        "check failed, 2 bad input (the message names the field or flag), 3 `check` knows nothing yet",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(commands)

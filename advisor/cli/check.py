@@ -57,7 +57,13 @@ TOKEN_ENV, SERVER_ENV = "LORA_ADVISOR_TOKEN", "LORA_ADVISOR_URL"
 
 def add_check(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "check", help="CI hook: is a training config's batch size and LR in the band?"
+        "check",
+        help="CI hook: is a training config's batch size and LR in the band?",
+        description="Judge a training config's planned LR and effective batch against the recommended band.",
+        epilog=f"exit codes: {EXIT_PASS} inside the band; {EXIT_FAIL} outside it (or the recipe differs, "
+        f"unless --on-mismatch warn); {EXIT_USAGE} a config or flag that cannot be read or honoured; "
+        f"{EXIT_INDETERMINATE} nothing known about this recipe yet (--on-indeterminate pass turns it into "
+        f"{EXIT_PASS}; --submit starts a study of it)",
     )
     parser.add_argument("config", help="Axolotl, LLaMA-Factory, HF/TRL, torchtune YAML/JSON or a study spec")
     where = parser.add_mutually_exclusive_group()
@@ -66,8 +72,19 @@ def add_check(commands: argparse._SubParsersAction) -> None:
         "--offline", action="store_true", help="read the local database (LORA_ADVISOR_DATA_DIR)"
     )
     parser.add_argument("--token", help=f"API token (default: ${TOKEN_ENV})")
-    parser.add_argument("--format", choices=["text", "json", "sarif", "github"], default="text")
-    parser.add_argument("--on-indeterminate", choices=["pass", "fail"], default="fail")
+    parser.add_argument(
+        "--format",
+        choices=["text", "json", "sarif", "github"],
+        default="text",
+        help="text (default), json, SARIF 2.1.0 for code scanning, or GitHub Actions annotations",
+    )
+    parser.add_argument(
+        "--on-indeterminate",
+        choices=["pass", "fail"],
+        default="fail",
+        help=f"when nothing is known about this recipe: fail (default: exit {EXIT_INDETERMINATE}) or pass "
+        f"(exit {EXIT_PASS}, the answer still says nothing was known)",
+    )
     parser.add_argument("--model", help="override the config's model")
     parser.add_argument("--method", help="override the method (lora, dora, rslora, pissa, ...)")
     parser.add_argument("--rank", type=int, help="override the LoRA rank")

@@ -190,9 +190,17 @@ def study_from_file(args: argparse.Namespace) -> tuple[StudySpec, MappedConfig |
     if args.budget_examples:
         overrides["budget"] = {"proxy_seconds": None, "proxy_examples": args.budget_examples}
     if mapped.format != "study-spec":
-        return mapped.study_spec(**overrides), mapped
+        return _with_seconds_budget(mapped.study_spec(**overrides), args.budget), mapped
     spec = load_spec(args.spec)  # the spec as written, with its own error messages
-    return (parse_spec({**spec.model_dump(mode="json"), **overrides}) if overrides else spec), None
+    spec = parse_spec({**spec.model_dump(mode="json"), **overrides}) if overrides else spec
+    return _with_seconds_budget(spec, args.budget), None
+
+
+def _with_seconds_budget(spec: StudySpec, seconds: float | None) -> StudySpec:
+    """The spec with `--budget` as its seconds budget, so that the stored study says what it was given."""
+    if seconds is None:
+        return spec
+    return spec.model_copy(update={"budget": spec.budget.model_copy(update={"proxy_seconds": seconds})})
 
 
 def start_study(db: Database, spec: StudySpec, *, mapped_from: dict[str, object] | None = None) -> Lease:
