@@ -7,7 +7,7 @@ adapter for every run, and holds paused runs on a `CheckpointShelf` between rung
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -17,6 +17,7 @@ from advisor.science.knowledge import KnowledgeStore
 from advisor.specs import StudySpec
 from advisor.study import StudyResult
 from advisor.study import run_study as run_study_with
+from advisor.study.halving import shelf_key
 from advisor.study.runner import (
     Calibration,
     Config,
@@ -134,7 +135,7 @@ class TorchRunner:
         a training step's work)."""
         batch, lr = config
         shelf = paused if isinstance(paused, CheckpointShelf) else None
-        key: Hashable = (config, spec.training.seed)  # advisor.study.halving.shelf_key
+        key = shelf_key(spec, config)
         return train_proxy(
             spec,
             batch_size=batch,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from advisor.records import HALVING_ROLE, RunRecord, RunStatus
@@ -159,6 +160,33 @@ def beyond_edge(spec: StudySpec, curve: CurveFit) -> list[float]:
     return extend_lr_grid(tried, curve.edge, steps=1, bounds=extension_bounds(spec))
 
 
+def affordable_runs(
+    runner: ProxyRunner,
+    ledger: Ledger,
+    jobs: Sequence[tuple[RunRequest, int]],
+    paused: PausedRuns | None = None,
+) -> Iterator[tuple[RunRequest, RunRecord]]:
+    """The runs of `jobs` (a request and the examples it costs) the budget affords, best first: a cut budget
+    drops the last. Each is yielded for the caller to count before the next is chosen. One at a time, each is
+    chosen by what the runs before it actually cost (a diverged run costs less than planned); a batched
+    runner trains them at once, chosen by their planned cost, so what runs never depends on how many at once.
+    """
+    if not runner.batched:
+        for request, cost in jobs:
+            if ledger.affords(cost):
+                yield (
+                    request,
+                    runner.run(request.spec, request.config, request.schedule, request.stop_at, paused),
+                )
+        return
+    chosen, planned = [], 0
+    for request, cost in jobs:
+        if ledger.affords(planned + cost):
+            chosen.append(request)
+            planned += cost
+    yield from zip(chosen, runner.run_many(chosen, paused), strict=True)
+
+
 # 3. The halving --------------------------------------------------------------------------------------------
 
 
@@ -194,20 +222,11 @@ class _Rungs:
         eval_examples: int,
         role: str = HALVING_ROLE,
     ) -> None:
-        """The runs of `jobs` (spec, config, examples it costs) the budget affords, best first: a cut budget
-        drops the last. A batched runner trains them at once, chosen by their planned cost; otherwise each
-        is chosen by what the runs before it actually cost (a diverged run costs less than planned)."""
-        if not self.runner.batched:
-            for spec, config, cost in jobs:
-                if self.ledger.affords(cost):
-                    self.run(spec, config, stop_at, eval_examples, role)
-            return
-        chosen, planned = [], 0
-        for spec, config, cost in jobs:
-            if self.ledger.affords(planned + cost):
-                chosen.append((spec, config))
-                planned += cost
-        self.run_batch(chosen, stop_at, eval_examples, role)
+        """The runs of `jobs` (spec, config, examples it costs) the budget affords (`affordable_runs`)."""
+        schedule = Schedule(self.top, eval_examples)
+        requests = [(RunRequest(spec, config, schedule, stop_at), cost) for spec, config, cost in jobs]
+        for request, record in affordable_runs(self.runner, self.ledger, requests, self.paused):
+            self.record(record, request.config, stop_at, role)
 
     def run_batch(
         self, jobs: list[tuple[StudySpec, Config]], stop_at: int, eval_examples: int, role: str = HALVING_ROLE

@@ -12,11 +12,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from advisor.records import RunRecord
 from advisor.science.fits import Z90, Observation, SurfaceFit, bootstrap_optimum, fit_surface
 from advisor.science.knowledge import SIZE_EXPONENT, ExponentPrior
 from advisor.science.length_scaling import (
@@ -35,7 +33,7 @@ from advisor.science.study_plan import HORIZON_RUNS, StudyPlan
 from advisor.science.transfer import with_lr_scaled
 from advisor.specs import StudySpec
 from advisor.study.answer import Fits
-from advisor.study.halving import beyond_edge, observation, run_to_rung
+from advisor.study.halving import affordable_runs, beyond_edge, observation, run_to_rung
 from advisor.study.ledger import Ledger
 from advisor.study.runner import ProxyRunner, RunRequest, Schedule
 
@@ -71,10 +69,12 @@ def trend_study(
     centre = lattice_index(top.learning_rate)
     lrs = [lattice_lr(centre + step) for step in (-1, 0, 1, 2)]
     observations: list[Observation] = []
+    complete = Schedule(small, small)  # evaluated at the end only
     for _ in range(2):  # the planned LRs, then one step beyond an edge if the budget allows
-        for lr, record in _complete_runs(runner, spec, batch, lrs, small, ledger):
+        jobs = [(RunRequest(spec, (batch, lr), complete, small), small) for lr in lrs]
+        for request, record in affordable_runs(runner, ledger, jobs):
             observations.append(observation(record, small, small))
-            message = f"size trend B={batch} LR={lr:.3g} on {small} examples: {record.status}"
+            message = f"size trend B={batch} LR={request.config[1]:.3g} on {small} examples: {record.status}"
             ledger.add(record, message, "trend")
         fit = fit_surface(observations, batch_candidates=[batch])
         curve = fit.curves.get(batch) if isinstance(fit, SurfaceFit) else None
@@ -84,32 +84,6 @@ def trend_study(
     if not isinstance(fit, SurfaceFit):
         return TrendResult(small, batch, skipped=f"no trend run finished ({fit.reason})")
     return TrendResult(small, batch, fit=fit, observations=observations)
-
-
-def _complete_runs(
-    runner: ProxyRunner, spec: StudySpec, batch: int, lrs: list[float], examples: int, ledger: Ledger
-) -> Iterator[tuple[float, RunRecord]]:
-    """Complete runs of `examples` at `batch` for the LRs the budget affords, in order, as the caller counts
-    each one: one at a time, or for a batched runner, all at once, chosen by their planned cost."""
-    if not runner.batched:
-        for lr in lrs:
-            if ledger.affords(examples):
-                yield (
-                    lr,
-                    run_to_rung(
-                        runner,
-                        spec,
-                        (batch, lr),
-                        top_examples=examples,
-                        stop_at=examples,
-                        eval_examples=examples,
-                    ),
-                )
-        return
-    chosen = [lr for i, lr in enumerate(lrs) if ledger.affords((i + 1) * examples)]
-    schedule = Schedule(examples, examples)
-    requests = [RunRequest(spec, (batch, lr), schedule, examples) for lr in chosen]
-    yield from zip(chosen, runner.run_many(requests), strict=True)
 
 
 def horizon_lrs(

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from advisor.records import RunConfig, RunRecord, RunStatus
 from advisor.specs import StudySpec
+from advisor.study.halving import shelf_key
 from advisor.study.runner import (
     Calibration,
     Config,
@@ -139,7 +140,7 @@ class SyntheticRunner:
         if self.seconds_per_run:
             time.sleep(self.seconds_per_run)
         self.runs += 1
-        key = (config, spec.training.seed)  # advisor.study.halving.shelf_key
+        key = shelf_key(spec, config)
         shelf = paused if isinstance(paused, _Shelf) else None
         resumed = shelf.paused.pop(key, 0) if shelf is not None else 0
         end = min(stop_at, schedule.examples)
