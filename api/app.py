@@ -16,6 +16,7 @@ from advisor.storage.db import Database
 from api.access_log import redact_tokens_in_access_log
 from api.dashboard import router as dashboard_router
 from api.deps import Service
+from api.docs import install_offline_docs
 from api.middleware import ServiceMiddleware
 from api.problems import install_problem_handlers, problem_responses
 from api.routes import check, datasets, health, metrics, outcomes, recommendations, runs, studies, tokens
@@ -73,7 +74,10 @@ def create_app(
         description="Batch size and learning rate for LoRA fine-tunes, from proxy runs.",
         # Any route: ServiceMiddleware refuses a NUL character in any parameter or header with a 422.
         responses=problem_responses(422),
+        docs_url=None,  # api/docs.py serves /docs and /redoc without a CDN
+        redoc_url=None,
     )
+    install_offline_docs(app)
     app.state.service = service
     install_problem_handlers(app)
     for module in (studies, runs, recommendations, datasets, outcomes, tokens, check, health, metrics):

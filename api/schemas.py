@@ -158,11 +158,19 @@ class CheckIn(_In):
 
 
 class CheckOut(BaseModel):
-    verdict: str  # ok | warn | unknown
+    """One decision, `outcome`. `verdict` is the same decision in the vocabulary of the first release, kept
+    for the scripts that read it: ok = pass, warn = fail, unknown = indeterminate."""
+
+    verdict: str = Field(
+        deprecated=True,
+        description="the legacy spelling of `outcome` (ok = pass, warn = fail, unknown = indeterminate)",
+    )
     messages: list[str]
     recommendation: dict[str, Any]
-    # Added for `advisor check`: pass | fail | indeterminate, and the numbers behind it (advisor.check).
-    outcome: str | None = None
+    outcome: str | None = Field(
+        None,
+        description="the decision: pass | fail | indeterminate (advisor.check), as `advisor check` exits",
+    )
     effective_batch_size: int | None = None
     decision: Decision | None = None
 

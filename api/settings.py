@@ -73,8 +73,11 @@ class Settings(BaseSettings):
     # Proxy runs one study trains at once, in worker processes (proxy_runs.parallel); read again by each
     # worker from the same LORA_ADVISOR_PARALLEL, validated here so that a bad value stops the service.
     parallel: int = Field(default=1, ge=1, le=256, description="proxy runs a study trains at once")
-    ray_address: str | None = None
-    ray_gpus_per_task: float = 1.0
+    # executor "ray": the study runs in the worker, each proxy run as a Ray task on this cluster (docs/ray.md)
+    ray_address: str | None = None  # "head:6379"; None: RAY_ADDRESS, or the cluster `ray start` began here
+    ray_gpus_per_task: float = Field(
+        default=1.0, ge=0, description="GPUs each proxy run asks Ray for; 0.25 packs four runs on a GPU"
+    )
     job_function: str = "study"
     job_options: dict[str, Any] = Field(
         default_factory=dict, description="JSON merged into every job payload"

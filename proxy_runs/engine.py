@@ -176,6 +176,19 @@ def evaluate(setup: ProxySetup, examples: list[Example], micro: int, precision: 
     return loss_sum / max(tokens, 1)
 
 
+def untrained_eval_loss(setup: ProxySetup, spec: StudySpec, *, max_eval_examples: int) -> float | None:
+    """The eval loss of the freshly set-up proxy, before any step: the base model's loss on the held-out
+    split for every method whose adapter starts as the identity (LoRA, its variants, full fine-tuning).
+    None without held-out examples. Outcomes reported above it are not fine-tunes of this model and data."""
+    examples = setup.data.eval[:max_eval_examples]
+    if not examples:
+        return None
+    # The loss is the same at any micro-batch (token-weighted); only memory depends on it.
+    return evaluate(
+        setup, examples, spec.training.micro_batch_size or CPU_MICRO_BATCH, spec.training.precision
+    )
+
+
 # 3. The loop --------------------------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from advisor.study.runner import (
     ShelfRoom,
 )
 from proxy_runs.data import PreparedData, prepare_data
-from proxy_runs.engine import RunBudget, setup_proxy, train_proxy
+from proxy_runs.engine import RunBudget, setup_proxy, train_proxy, untrained_eval_loss
 from proxy_runs.models import load_model_and_tokenizer
 from proxy_runs.resume import (
     CheckpointShelf,
@@ -40,6 +40,7 @@ from proxy_runs.resume import (
     spill_disk_bytes,
     spill_seconds,
 )
+from proxy_runs.shared_shelf import FolderShelf
 
 MAX_EVAL_EXAMPLES = 128  # held-out examples per evaluation: enough to rank configs, cheap on CPU
 # A probe inside a study: 16 samples and a loose tolerance rank methods and models by λ_max cheaply.
@@ -97,12 +98,16 @@ class TorchRunner:
         """(seconds per training example, overhead seconds per run) from 2 steps at `batch_size`; the
         overhead is model setup plus one evaluation: what every run pays besides its training steps."""
         started = time.perf_counter()
+        setup = setup_proxy(spec, data=self.data(spec))
+        measured = time.perf_counter()
+        base_eval_loss = untrained_eval_loss(setup, spec, max_eval_examples=MAX_EVAL_EXAMPLES)
+        started += time.perf_counter() - measured  # once per study, not per run: not part of the overhead
         record = train_proxy(
             spec,
             batch_size=batch_size,
             learning_rate=1e-4,
             budget=RunBudget(max_steps=2),
-            setup=setup_proxy(spec, data=self.data(spec)),
+            setup=setup,
             max_eval_examples=MAX_EVAL_EXAMPLES,
             eval_every=2,
             eval_at_start=False,
@@ -118,6 +123,7 @@ class TorchRunner:
             max(0.0, total - train_seconds),
             record,
             checkpoint_bytes(record.trainable_params),
+            base_eval_loss,
         )
 
     def run(
@@ -134,7 +140,7 @@ class TorchRunner:
         an evaluation of MAX_EVAL_EXAMPLES costs about as much as the training (a forward pass is a third of
         a training step's work)."""
         batch, lr = config
-        shelf = paused if isinstance(paused, CheckpointShelf) else None
+        shelf = paused if isinstance(paused, CheckpointShelf | FolderShelf) else None
         key = shelf_key(spec, config)
         return train_proxy(
             spec,

@@ -337,6 +337,8 @@ def test_a_symlink_out_of_a_root_is_refused(env: Env, tmp_path: Path) -> None:
         "dataset.path",
     )
     assert "not a usable dataset" in body["detail"]  # the words of every refused path: nothing to probe
+    # and it says where datasets may be: the service's roots, the same in every answer
+    assert all(str(root) in body["detail"] for root in env.settings.dataset_roots)
 
 
 def test_uploads_fingerprint_then_feed_a_study(env: Env) -> None:
@@ -497,3 +499,15 @@ def test_serve_refuses_an_empty_database_through_the_cli(tmp_path: Path) -> None
         ["token", "create", "--name", "ci", "--scopes", "read,nope", "--database-url", url]
     )
     assert args.handler(args) == 2
+
+
+def test_the_api_docs_come_with_their_own_assets_not_a_cdn(env: Env) -> None:
+    for page, asset in (
+        ("/docs", "/docs-assets/swagger-ui-bundle.js"),
+        ("/redoc", "/docs-assets/redoc.standalone.js"),
+    ):
+        html = env.client.get(page)
+        assert html.status_code == 200 and asset in html.text
+        assert "cdn.jsdelivr" not in html.text and "fonts.googleapis" not in html.text
+        script = env.client.get(asset)
+        assert script.status_code == 200 and len(script.content) > 100_000  # the bundle itself

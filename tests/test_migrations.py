@@ -57,10 +57,24 @@ def test_models_and_migrations_do_not_drift(url: str) -> None:
     assert diff == [], f"models and migrations differ; add a migration for: {diff}"
 
 
+def test_the_per_token_quota_counts_read_an_index_not_the_whole_studies_table(tmp_path: Path) -> None:
+    db = testing.migrated(f"sqlite:///{tmp_path / 'quota.db'}")
+    since = dt.datetime(2026, 1, 1)
+    with db.engine.connect() as connection:
+        plan = connection.execute(
+            sa.text(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM studies WHERE token_id = 7 AND created_at >= :since"
+            ),
+            {"since": since},
+        ).all()
+    db.dispose()
+    assert any("ix_studies_token_created" in str(row) for row in plan), plan
+
+
 def test_migrations_ship_beside_the_package() -> None:
     folder = migrate.migrations_dir()
     assert (folder / "env.py").is_file() and list((folder / "versions").glob("*.py"))
-    assert migrate.head_revision() == "0003"
+    assert migrate.head_revision() == "0004"
 
 
 # Data migrations: what a stored spec meant when it was stored is what it means after the upgrade.

@@ -82,10 +82,11 @@ def test_a_worker_killed_mid_rung_costs_only_its_run_and_the_study_finishes(
         runner.close()
     assert (tmp_path / "died").exists()  # a worker did die
     assert isinstance(result.recommendation, Recommendation)
-    configs = [
-        (r.config.batch_size, r.config.learning_rate, r.examples_seen, r.config.seed) for r in result.runs
+    runs = [  # a run: its role, config, seed and length (a trend run may stop where a halving run paused)
+        (r.meta.get("role"), r.config.batch_size, r.config.learning_rate, r.examples_seen, r.config.seed)
+        for r in result.runs
     ]
-    assert len(configs) == len(set(configs))  # exactly one record per run
+    assert len(runs) == len(set(runs))  # exactly one record per run
     assert not any(r.status == RunStatus.FAILED for r in result.runs)  # the lost run was retried once
 
 
@@ -108,3 +109,9 @@ def test_real_proxy_runs_in_two_workers_make_the_same_pick_as_in_one(
         one.close()
         two.close()
     assert runs_of(serial) == runs_of(parallel)
+    # promoted configs went on from the runs they paused, in whichever worker took them: each trained only
+    # the examples past its pause (the checkpoints wait in a folder every worker reads)
+    resumed = [r for r in parallel.runs if r.examples_trained < r.examples_seen]
+    assert resumed and [r.examples_trained for r in resumed] == [
+        r.examples_trained for r in serial.runs if r.examples_trained < r.examples_seen
+    ]

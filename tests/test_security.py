@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from advisor.science.knowledge import lr_correction
 from advisor.science.recommendation import Band, Confidence, Cost, Recommendation, kappa_rule
-from advisor.specs import parse_spec
+from advisor.specs import StudySpec, parse_spec
 from advisor.storage.db import Database, default_sqlite_url
 from advisor.storage.knowledge_store import DatabaseKnowledgeStore
 from advisor.storage.models import Outcome
@@ -36,6 +36,7 @@ class Service:
     db: Database
     tokens: dict[str, tuple[int, dict[str, str]]]  # name → (token id, auth header)
     studies: dict[str, int]  # owner name → its finished study
+    spec: StudySpec  # what those studies studied
 
     def headers(self, name: str) -> dict[str, str]:
         return self.tokens[name][1]
@@ -77,7 +78,7 @@ def service(tmp_path: Path) -> Iterator[Service]:
     }
     settings = testing.make_settings(tmp_path, database_url=url)
     with TestClient(create_app(settings, db=db, start_workers=False)) as client:
-        yield Service(client, db, tokens, studies)
+        yield Service(client, db, tokens, studies, spec)
     db.dispose()
 
 
@@ -121,6 +122,21 @@ def test_an_lr_more_than_a_decade_outside_the_studys_searched_range_is_implausib
     assert response.status_code == 422 and problem_field(response) == "learning_rate"
     assert "more than a decade outside the LR range study" in response.json()["detail"]
     assert post(service, "attacker", outcome(own, learning_rate=0.09)).status_code == 201  # within reach
+
+
+def test_a_loss_above_the_studys_untrained_loss_is_implausible_unless_the_run_diverged(
+    service: Service,
+) -> None:
+    answer = _answer(VICTIM_LR, VICTIM_INTERVAL)
+    answer.evidence["base_eval_loss"] = 2.0  # what the study measured before any training
+    own = testing.store_finished_study(
+        service.db, service.spec, answer, dataset_examples=900, token_id=service.tokens["attacker"][0]
+    )
+    refused = post(service, "attacker", outcome(own, final_eval_loss=2.5))
+    assert refused.status_code == 422 and problem_field(refused) == "final_eval_loss"
+    assert "before any training" in refused.json()["detail"]
+    assert post(service, "attacker", outcome(own, final_eval_loss=2.1)).status_code == 201  # eval-split slack
+    assert post(service, "attacker", outcome(own, final_eval_loss=2.5, diverged=True)).status_code == 201
 
 
 def test_only_the_studys_owner_or_an_admin_reports_on_it(service: Service) -> None:

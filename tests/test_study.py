@@ -93,6 +93,18 @@ def test_a_tiny_study_recommends_an_lr_inside_the_searched_range(study: tuple[St
     assert "caution" not in rec.evidence  # the default lr_pick is LR*'s median, not a move below it
 
 
+def test_the_answer_carries_the_untrained_loss_every_finished_run_ends_below(
+    study: tuple[StudyResult, list],
+) -> None:
+    result, _ = study
+    rec = result.recommendation
+    assert isinstance(rec, Recommendation)
+    base = rec.evidence["base_eval_loss"]  # outcomes reported above it are refused (tests/test_security.py)
+    finished = [r.eval_loss for r in result.runs if r.status.value == "success" and r.eval_loss]
+    assert finished and min(finished) < base
+    assert rec.predicted_eval_loss is None or rec.predicted_eval_loss < base
+
+
 def test_successive_halving_prunes_runs_and_reports_progress(study: tuple[StudyResult, list]) -> None:
     result, seen = study
     statuses = [r.status for r in result.runs]

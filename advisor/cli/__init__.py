@@ -139,17 +139,30 @@ def add_demo(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "demo", help="write a tiny model and dataset to try the service; print a spec"
     )
-    parser.add_argument("--data-dir", default="data", help="the service's data directory (default: ./data)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="the service's data directory (default: LORA_ADVISOR_DATA_DIR, as the service reads it, else "
+        "./data): the model and dataset go under its models/ and datasets/, inside the service's roots",
+    )
     parser.set_defaults(handler=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from proxy_runs.demo import write_demo_assets
 
-    print(json.dumps(write_demo_assets(Path(args.data_dir).expanduser().resolve()), indent=2))
+    data_dir = args.data_dir or os.environ.get("LORA_ADVISOR_DATA_DIR") or "data"
+    spec = write_demo_assets(Path(data_dir).expanduser().resolve(), progress=_stderr_line)
+    print(json.dumps(spec, indent=2))
     return EXIT_OK
+
+
+def _stderr_line(message: str) -> None:
+    """Progress for people (stderr), so that stdout holds only the spec a script pipes on."""
+    print(message, file=sys.stderr, flush=True)
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # the science imports scipy and the study torch: load them wh
     from advisor.specs import StudySpec
     from advisor.storage.db import Database
     from advisor.study import StudyResult
+    from advisor.study.runner import ProxyRunner
     from advisor.training_configs import MappedConfig
 
 EXIT_OK, EXIT_NO_RECOMMENDATION = 0, 1
@@ -89,7 +91,33 @@ def add_recommend(commands: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="proxy runs to train at once, each in a worker process of its own (one torch thread, or one "
-        "GPU, each); the pick is the same at any N (default: LORA_ADVISOR_PARALLEL, else 1)",
+        "GPU, each; default: LORA_ADVISOR_PARALLEL, else 1); with --ray, the most runs in flight on the "
+        "cluster (default: LORA_ADVISOR_PARALLEL, else as many as the cluster has room for); the pick is "
+        "the same at any N",
+    )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="train each proxy run as a Ray task on the cluster at ADDRESS (head:6379, ray://head:10001, or "
+        "auto); the study itself runs here. Every node needs lora-advisor installed and the model and data "
+        "at the same paths (docs/ray.md)",
+    )
+    parser.add_argument(
+        "--ray-gpus-per-run",
+        type=_gpus,
+        default=0.0,
+        metavar="G",
+        help="with --ray: GPUs each run asks for; 1, or a fraction such as 0.25 to pack four runs on a GPU "
+        "(default 0: CPU, one core each)",
+    )
+    parser.add_argument(
+        "--ray-paused-runs-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --ray: a folder every node mounts at this path, where paused runs wait between rungs so "
+        "a promoted config resumes on any node (default: LORA_ADVISOR_RAY_PAUSED_RUNS_DIR; unset: promoted "
+        "configs restart)",
     )
     parser.add_argument("--json", action="store_true", help="print the recommendation as JSON")
     parser.set_defaults(handler=run_recommend)
@@ -102,6 +130,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _gpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of GPUs of at least 0, got {text}")
     return value
 
 
@@ -166,7 +204,13 @@ def run_recommend(args: argparse.Namespace) -> int:
     try:
         lease = start_study(db, spec, mapped_from=mapped.report() if mapped is not None else None)
         print(f"study {lease.study_id} stored in {folder / 'advisor.db'}", file=sys.stderr)
-        result = run_leased(db, lease, spec, budget=args.budget, parallel=args.parallel)
+        runs_on = RunsOn(
+            parallel=args.parallel,
+            ray_address=args.ray,
+            ray_gpus_per_run=args.ray_gpus_per_run,
+            ray_paused_runs_dir=args.ray_paused_runs_dir,
+        )
+        result = run_leased(db, lease, spec, budget=args.budget, runs_on=runs_on)
     finally:
         db.dispose()
     if sys.stderr.isatty():
@@ -232,16 +276,26 @@ def start_study(db: Database, spec: StudySpec, *, mapped_from: dict[str, object]
     return lease
 
 
+@dataclasses.dataclass(frozen=True)
+class RunsOn:
+    """Where the study's proxy runs train (`proxy_runs.torch_runner`'s arguments): in this process, in
+    `parallel` worker processes, or as tasks on the Ray cluster at `ray_address`."""
+
+    parallel: int | None = None
+    ray_address: str | None = None
+    ray_gpus_per_run: float = 0.0
+    ray_paused_runs_dir: Path | None = None
+
+
 def run_leased(
-    db: Database, lease: Lease, spec: StudySpec, *, budget: float | None, parallel: int | None = None
+    db: Database, lease: Lease, spec: StudySpec, *, budget: float | None, runs_on: RunsOn | None = None
 ) -> StudyResult:
     """Run the study under `lease`, then store its runs and recommendation the way a worker does."""
     from advisor.jobs import queue
-    from advisor.jobs.control import JobCanceled, JobControl, LeaseLost
+    from advisor.jobs.control import JobCanceled, JobControl, LeaseLost, StopsMidRung
     from advisor.jobs.functions import study_result_to_job_result
     from advisor.jobs.heartbeat import keep_lease
     from advisor.study import run_study
-    from proxy_runs import torch_runner
 
     control = JobControl(store=knowledge_store(db))
     done = threading.Event()
@@ -249,9 +303,12 @@ def run_leased(
     beat.start()
     with interrupted_once():
         try:
+            runner = _runner(runs_on or RunsOn())
+            if isinstance(runner, StopsMidRung):  # a cancel from the service stops the runs in flight on Ray
+                runner.stop_when(control.check)
             result = run_study(
                 spec,
-                torch_runner(parallel),
+                runner,
                 budget_override=budget,
                 progress=reporter(control),
                 store=control.store,
@@ -274,6 +331,17 @@ def run_leased(
             beat.join()
         queue.complete(db, lease=lease, result=study_result_to_job_result(result))
     return result
+
+
+def _runner(runs_on: RunsOn) -> ProxyRunner:
+    from proxy_runs import torch_runner
+
+    return torch_runner(
+        runs_on.parallel,
+        runs_on.ray_address,
+        ray_gpus_per_run=runs_on.ray_gpus_per_run,
+        ray_paused_runs_dir=runs_on.ray_paused_runs_dir,
+    )
 
 
 @contextlib.contextmanager

@@ -7,7 +7,8 @@ between units of work, which raises when it should stop, so a canceled or supers
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from advisor.errors import AdvisorError
 from advisor.study.runner import RunnerFactory
@@ -26,6 +27,15 @@ class LeaseLost(AdvisorError):
 
 class PermanentJobError(AdvisorError):
     """A failure retrying cannot fix (bad spec, missing component): the job fails on this attempt."""
+
+
+@runtime_checkable
+class StopsMidRung(Protocol):
+    """A runner whose runs train elsewhere (`proxy_runs.ray_runner.RayRunner`) and that can stop them
+    mid-rung: it calls `check` while they are in flight and, when `check` raises, cancels them and lets it
+    through. Other runners stop between runs, at the study's next progress report."""
+
+    def stop_when(self, check: Callable[[], None]) -> None: ...
 
 
 class JobControl:

@@ -2,8 +2,12 @@
 
 - `local`: in the worker process itself (workers are separate processes, started by `advisor serve` or
   `advisor worker`), so a crash or kill -9 takes one worker down and its lease expires.
-- `ray`: as a Ray task on an existing cluster (by address), requesting GPUs; the worker process keeps the
-  lease alive with heartbeats while it waits, and cancels the task when the study is canceled.
+- `ray`: in the worker process too (the study's control loop: plan, rungs, answer), while each proxy run
+  trains as a Ray task of its own on an existing cluster (by address), asking for `num_gpus` GPUs (a fraction
+  packs several runs onto one GPU) and `num_cpus` CPUs. The worker's runner factory is called with the
+  cluster's address and those resources (`proxy_runs.torch_runner`, which the entry points hand workers,
+  then returns a `proxy_runs.ray_runner.RayRunner`); a study canceled mid-rung cancels its runs' tasks.
+  Jobs that bring their own runner (`synthetic`) run here entirely.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from advisor.jobs.control import JobControl, RunnerFactory
+from advisor.jobs.control import JobControl
 from advisor.jobs.functions import get_job_function
 from advisor.jobs.queue import JobResult
+from advisor.study.runner import ProxyRunner
 
 
 class Executor(Protocol):
@@ -31,39 +36,35 @@ class LocalExecutor:
         return get_job_function(function)(payload, control)
 
 
-def _run_in_ray(function: str, payload: dict[str, Any], runner: RunnerFactory | None) -> JobResult:
-    # Inside the Ray worker there is no lease to keep; cancellation arrives as ray.cancel from the owner.
-    return get_job_function(function)(payload, JobControl(runner=runner))
+class RayRunnerFactory(Protocol):
+    """A runner factory that can put a study's runs on a Ray cluster (`proxy_runs.torch_runner`)."""
+
+    def __call__(
+        self, *, ray_address: str, ray_gpus_per_run: float, ray_cpus_per_run: float
+    ) -> ProxyRunner: ...
 
 
 @dataclasses.dataclass
 class RayExecutor:
-    address: str | None = None  # "ray://host:10001" or "host:6379"; None: the already-initialized cluster
-    num_gpus: float = 1.0  # per study task; 0 on CPU-only clusters
-    num_cpus: float = 1.0
-    poll_seconds: float = 0.5
+    address: str | None = None  # "host:6379" or "ray://host:10001"; None: RAY_ADDRESS, or the cluster joined
+    num_gpus: float = 1.0  # per proxy run (LORA_ADVISOR_RAY_GPUS_PER_TASK); fractions share a GPU; 0 on CPUs
+    num_cpus: float = 1.0  # per proxy run: its torch threads
     name: str = "ray"
 
-    def _connect(self) -> Any:
-        import ray  # optional dependency: only workers with executor "ray" need it
-
-        if not ray.is_initialized():
-            ray.init(address=self.address or "auto", ignore_reinit_error=True, log_to_driver=False)
-        return ray
-
     def execute(self, function: str, payload: dict[str, Any], control: JobControl) -> JobResult:
-        ray = self._connect()
-        task = ray.remote(num_gpus=self.num_gpus, num_cpus=self.num_cpus, max_retries=0)(_run_in_ray)
-        ref = task.remote(function, payload, control.runner)
-        while True:
-            ready, _ = ray.wait([ref], timeout=self.poll_seconds)
-            if ready:
-                return ray.get(ref)  # re-raises the task's exception (wrapped), which the worker records
-            try:
-                control.check()
-            except Exception:
-                ray.cancel(ref, force=True)
-                raise
+        if control.runner is not None:
+            control.runner = self._on_ray(cast(RayRunnerFactory, control.runner))
+        return get_job_function(function)(payload, control)
+
+    def _on_ray(self, make_runner: RayRunnerFactory) -> Callable[[], ProxyRunner]:
+        def runner_on_ray() -> ProxyRunner:
+            return make_runner(
+                ray_address=self.address or "auto",
+                ray_gpus_per_run=self.num_gpus,
+                ray_cpus_per_run=self.num_cpus,
+            )
+
+        return runner_on_ray
 
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor, "ray": RayExecutor}

@@ -53,7 +53,7 @@ class WorkerOptions:
     spool_dir: Path | None = None
     # What trains a study's proxy runs (`proxy_runs.torch_runner` from the entry points); None: this worker
     # runs only jobs that bring their own (`synthetic`). A module-level callable: options travel to spawned
-    # worker processes and Ray tasks by pickling.
+    # worker processes by pickling. The `ray` executor calls it with a Ray cluster's address (executors.py).
     runner: RunnerFactory | None = None
 
 

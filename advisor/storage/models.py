@@ -123,7 +123,11 @@ class ApiToken(Base):
 
 class Study(Base):
     __tablename__ = "studies"
-    __table_args__ = (Index("ix_studies_state_created", "state", "created_at"),)
+    __table_args__ = (
+        Index("ix_studies_state_created", "state", "created_at"),
+        # The per-token quotas count a token's active studies and its studies of the last day at every submit.
+        Index("ix_studies_token_created", "token_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     state: Mapped[str] = mapped_column(String(16), default=StudyState.QUEUED)

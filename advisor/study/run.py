@@ -150,6 +150,7 @@ def run_study(
         ),
         calibration.checkpoint_bytes,
         per_example,
+        priced_in_seconds=budget is not None,
     )
     # Extensions may use the budget the plan leaves unspent, up to 70% of it; halving then completes.
     ledger = Ledger(
@@ -177,6 +178,10 @@ def run_study(
     result = _finish(spec, replace(halving, plan=plan), ledger, fits, length_runs, priors, probes, data)
     if prior_evidence and isinstance(result.recommendation, Recommendation):
         result.recommendation.evidence["curvature_prior"] = prior_evidence
+    if calibration.base_eval_loss is not None and isinstance(result.recommendation, Recommendation):
+        # The proxy's held-out loss before training: no fine-tune of this data ends above it, so reported
+        # outcomes are bounded by it (api/routes/outcomes.py). A sibling proxy's is the looser bound.
+        result.recommendation.evidence["base_eval_loss"] = calibration.base_eval_loss
     if derive_methods and isinstance(result.recommendation, Recommendation):
         result.derived = derive_other_methods(probes, proxy, result.recommendation, derive_methods, beta)
     result.probes = list(probes.reports)
@@ -189,13 +194,17 @@ def plan_with_paused_runs(
     paused_bytes: int,
     seconds_per_example: float,
     room: ShelfRoom | None = None,
+    *,
+    priced_in_seconds: bool = True,
 ) -> tuple[StudyPlan, ShelfRoom]:
     """The plan for as many paused runs as the study can hold, and where it holds them; `room` is what this
     machine offers (the runner's `shelf_room` when not given).
 
     In memory first. When rung 0's runs do not all fit there, on disk as well, if that pays: every rung-0
     run is written and the promoted third read back, each saving rung 0's training (the runner's
-    `spill_seconds`, timed on this machine). Otherwise promoted configs restart, and the plan, which then
+    `spill_seconds`, timed on this machine). A budget of examples (`priced_in_seconds` False) counts no
+    seconds, so there disk always pays: its plan buys more runs, and it does not hang on a timing (two
+    studies of one spec make the same plan). Otherwise promoted configs restart, and the plan, which then
     costs more examples, says why."""
     room = room or runner.shelf_room()
     if room.memory_bytes == room.disk_bytes == 0:  # e.g. runs in worker processes of their own
@@ -206,28 +215,33 @@ def plan_with_paused_runs(
     plan = plan_for(memory.runs(paused_bytes))
     if plan.resumes_promotions or len(plan.rungs) < 2:
         return plan, memory
-    held = f"paused runs of {paused_bytes / 1e9:.2f} GB each exceed the {memory.memory_bytes / 1e9:.1f} GB"
+    held = (
+        f"paused runs of {paused_bytes / 1e9:.2f} GB each exceed the {memory.memory_bytes / 1e9:.1f} GB this "
+        "study may hold in memory"
+        if memory.memory_bytes
+        else f"the runner's workers share paused runs of {paused_bytes / 1e9:.2f} GB each only on disk"
+    )
     spilling = plan_for(room.runs(paused_bytes))
     if not spilling.resumes_promotions:
         note = (
-            f"{held} this study may hold in memory and the {room.disk_bytes / 1e9:.0f} GB on disk: promoted "
-            "configs restart"
+            f"{held}, and rung 0's paused runs exceed the {room.disk_bytes / 1e9:.0f} GB this study may use "
+            "on disk: promoted configs restart"
         )
         return replace(plan, notes=[*plan.notes, note]), memory
+    if not priced_in_seconds:
+        note = f"{held}: they go to a temporary folder on disk (a budget of examples does not count its time)"
+        return replace(spilling, notes=[*spilling.notes, note]), room
     promoted_share = spilling.rungs[1].configs / spilling.rungs[0].configs
     disk_seconds = runner.spill_seconds(paused_bytes, promoted_share)
     retrain_seconds = spilling.rungs[0].examples * seconds_per_example
     timing = f"~{disk_seconds:.1f} s of disk per promoted run (twice a speed test's), retraining rung 0 "
     if disk_seconds >= retrain_seconds:
         note = (
-            f"{held} this study may hold in memory, and disk is slower than retraining ({timing}"
-            f"{retrain_seconds:.1f} s): promoted configs restart"
+            f"{held}, and disk is slower than retraining ({timing}{retrain_seconds:.1f} s): promoted configs "
+            "restart"
         )
         return replace(plan, notes=[*plan.notes, note]), memory
-    note = (
-        f"{held} this study may hold in memory: the rest go to a temporary folder on disk ({timing}"
-        f"{retrain_seconds:.1f} s)"
-    )
+    note = f"{held}: they go to a temporary folder on disk ({timing}{retrain_seconds:.1f} s)"
     return replace(spilling, notes=[*spilling.notes, note]), room
 
 

@@ -36,13 +36,15 @@ class Calibration:
     """A short run at the largest batch that prices the plan in real seconds.
 
     `overhead_seconds` is what every run pays besides its training steps (model setup, one evaluation);
-    `checkpoint_bytes` what one paused run of this spec holds.
+    `checkpoint_bytes` what one paused run of this spec holds; `base_eval_loss` the held-out loss before any
+    training (the base model's, for adapters that start as the identity), None where it was not measured.
     """
 
     seconds_per_example: float
     overhead_seconds: float
     record: RunRecord
     checkpoint_bytes: int
+    base_eval_loss: float | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Outcomes are evidence, not commands (one token once moved every user's answer to
 reports). So:
 - only the study's owner, or an admin token, may report on a study;
 - the LR must lie in the study's searched range widened by a decade either way, and the loss must be
-  finite and positive (`OutcomeIn`'s bounds hold for reports that name no study);
+  finite, positive and no higher than the study's base model scored on the held-out split before any
+  training, within `BASE_LOSS_SLACK` (`OutcomeIn`'s bounds hold for reports that name no study);
 - the knowledge layer gives each reporter one vote (`advisor.science.knowledge.reporter_votes`);
 - each report is audited: who sent it, when, and the LR correction of its study's context before and after,
   stored with the outcome, returned, and logged on `advisor.audit`.
@@ -20,7 +21,7 @@ from fastapi import APIRouter
 from advisor.science.knowledge import lr_correction
 from advisor.storage import repository as repo
 from advisor.storage.knowledge_store import DatabaseKnowledgeStore
-from advisor.storage.models import Study
+from advisor.storage.models import RecommendationRow, Study
 from api.deps import ServiceDep, Submitter
 from api.problems import AUTHENTICATED_PROBLEMS, BODY_PROBLEMS, ApiProblem, problem_responses
 from api.schemas import OutcomeIn, OutcomeOut
@@ -29,6 +30,11 @@ from api.security import Principal
 router = APIRouter(prefix="/v1", tags=["outcomes"], responses=AUTHENTICATED_PROBLEMS)
 audit_log = logging.getLogger("advisor.audit")
 LR_REACH = 10.0  # an outcome's LR may lie this far outside the range its study searched
+# A real run evaluates on its own eval split, not the study's held-out examples (at most 256 of them, a few
+# % of sampling error): a reported loss may exceed the study's untrained loss by this share before it is
+# refused. Above it the report is of another model or data, or a run that diverged (report those with
+# diverged: true).
+BASE_LOSS_SLACK = 0.10
 
 
 @router.post(
@@ -45,6 +51,7 @@ def report_outcome(body: OutcomeIn, principal: Submitter, service: ServiceDep) -
             study = repo.get_study(session, study_id=body.study_id)  # 404 when there is none
             _check_reporter(study, principal)
             _check_plausible(study, body)
+            _check_below_base_loss(study, body, repo.recommendation_for_study(session, study_id=study.id))
         context = store.study_context(body.study_id)
     before = lr_correction(store.outcomes(context)).factor if context is not None else None
     with service.db.transaction() as session:
@@ -85,3 +92,24 @@ def _check_plausible(study: Study, body: OutcomeIn) -> None:
             f"learning_rate: {message}",
             errors=[{"field": "learning_rate", "message": message, "value": body.learning_rate}],
         )
+
+
+def _check_below_base_loss(study: Study, body: OutcomeIn, answer: RecommendationRow | None) -> None:
+    """A fine-tune that did not diverge ends below its untrained loss; the study measured that loss."""
+    base = ((answer.payload or {}).get("evidence") or {}).get("base_eval_loss") if answer else None
+    if body.final_eval_loss is None or body.diverged or not isinstance(base, int | float):
+        return
+    ceiling = float(base) * (1 + BASE_LOSS_SLACK)
+    if body.final_eval_loss <= ceiling:
+        return
+    message = (
+        f"{body.final_eval_loss:g} is above the loss study {study.id}'s model had before any training "
+        f"({float(base):.4g}, +{BASE_LOSS_SLACK:.0%} for eval-split differences); a run that got worse than "
+        "its start diverged: report it with diverged: true"
+    )
+    raise ApiProblem(
+        422,
+        "implausible outcome",
+        f"final_eval_loss: {message}",
+        errors=[{"field": "final_eval_loss", "message": message, "value": body.final_eval_loss}],
+    )

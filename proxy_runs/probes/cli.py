@@ -17,13 +17,14 @@ if TYPE_CHECKING:
     from proxy_runs.probes.report import ProbeReport
 
 ESTIMATOR_HELP = (
-    "lanczos (default; arXiv 2602.04998's), power (residual stop) or power_delta (naive baseline)"
+    "lora_block (default: LoRA's block Hessian at B = 0, one gradient and a few HVPs; Lanczos elsewhere), "
+    "lanczos (arXiv 2602.04998's), power (residual stop) or power_delta (naive baseline)"
 )
 
 
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="study spec (YAML or JSON)")
-    parser.add_argument("--estimator", default="lanczos", help=ESTIMATOR_HELP)
+    parser.add_argument("--estimator", default="lora_block", help=ESTIMATOR_HELP)
     parser.add_argument(
         "--modules",
         nargs="+",
@@ -42,7 +43,13 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
         "--tol", type=float, default=1e-3, help="stop when the residual ‖Hv − λv‖ ≤ tol·|λ| (default 1e-3)"
     )
     parser.add_argument("--samples", type=int, default=32, help="training examples the loss is taken over")
-    parser.add_argument("--micro-batch", type=int, default=2, help="examples per HVP micro-batch (2–4)")
+    parser.add_argument(
+        "--micro-batch",
+        type=int,
+        default=None,
+        help="examples per HVP micro-batch (default: the largest that fits 80%% of the GPU's free memory, or "
+        "on CPU LORA_ADVISOR_PROBE_MEMORY_GB or a quarter of the memory available)",
+    )
     parser.add_argument("--max-iter", type=int, default=100, help="HVP cap per module")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     parser.add_argument("--seed", type=int, default=0)

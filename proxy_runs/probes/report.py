@@ -1,9 +1,11 @@
 """`probe_spec`: λ_max per module (and optionally the gradient noise scale) for a study spec.
 
 This is arXiv 2602.04998's measurement in miniature: the model with the spec's method applied, at
-initialisation, in eval mode and fp32; a modest set of training examples in micro-batches of 2–4;
-Lanczos with full re-orthogonalisation on each sampled module's (A, B) pair. The report is plain data
-(pydantic) so the CLI, the API and the database store the same JSON.
+initialisation, in eval mode and fp32; a modest set of training examples, in the largest micro-batches that
+fit the memory (`sizing`); λ_max of each sampled module's (A, B) pair, by default through the block
+structure of LoRA's Hessian at B = 0 (`lora_block`: one gradient and a few HVPs), and by Lanczos with full
+re-orthogonalisation where that structure does not hold (PiSSA, OLoRA, DoRA, full fine-tuning). The report
+is plain data (pydantic) so the CLI, the API and the database store the same JSON.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from proxy_runs.engine import ProxySetup, setup_proxy
 from proxy_runs.meta import run_meta
 from proxy_runs.probes.estimators import EigenEstimate, get_estimator
 from proxy_runs.probes.hvp import Batch, OperatorStats, hessian_operator_for_model, trainable_parameters
+from proxy_runs.probes.lora_block import with_lora_block
 from proxy_runs.probes.modules import ModuleGroup, ModuleSelection, select_modules
 from proxy_runs.probes.noise import NoiseScale, gradient_noise_scale, model_batch_gradient
+from proxy_runs.probes.sizing import MicroBatchSizing, size_micro_batch
 
 DEFAULT_SAMPLES = 32  # arXiv 2602.04998 uses 500; 32 keeps a CPU probe to minutes and λ_max within a few %
-DEFAULT_MICRO_BATCH = 2  # the 2.8 GiB HVP peak of SmolLM2 at batch 2 fits any machine we run on
+MEASURED_SAMPLES = 2  # the micro-batch of longest samples whose HVP memory sizes the probe's micro-batch
 
 
 class ModuleProbe(BaseModel):
@@ -40,6 +44,7 @@ class ModuleProbe(BaseModel):
     seconds: float
     lowest_ritz: float | None = None  # Lanczos only: an upper bound on λ_min (negative: indefinite H)
     hvp_over_gradient: float | None = None
+    estimator: str | None = None  # the one that ran: lora_block falls back to lanczos off LoRA's structure
 
 
 class ProbeReport(BaseModel):
@@ -52,6 +57,7 @@ class ProbeReport(BaseModel):
     samples: int
     tokens: int
     micro_batch_size: int
+    micro_batch_sizing: dict[str, Any] | None = None  # how it was chosen, when it was not given
     modules: list[ModuleProbe]
     median_eigenvalue: float
     max_eigenvalue: float
@@ -89,19 +95,40 @@ def _module_probe(group: ModuleGroup, estimate: EigenEstimate, stats: OperatorSt
         seconds=round(estimate.seconds, 3),
         lowest_ritz=estimate.lowest_ritz,
         hvp_over_gradient=round(stats.hvp_over_gradient, 3),
+        estimator=estimate.estimator,
     )
 
 
-def _check_sizes(samples: int, micro_batch_size: int) -> None:
+def _check_sizes(samples: int, micro_batch_size: int | None) -> None:
     if samples < 1:
         raise SpecError("samples", "need at least one probe sample", value=samples, fix="use e.g. 32")
-    if not 1 <= micro_batch_size <= samples:
+    if micro_batch_size is not None and not 1 <= micro_batch_size <= samples:
         raise SpecError(
             "micro_batch_size",
             "must be between 1 and the number of samples",
             value=micro_batch_size,
-            fix="use 2–4: HVP memory grows with it (SmolLM2: 2.8 GiB at 2, 8.9 GiB at 8)",
+            fix="leave it out to size it to the memory: HVP memory grows with it (SmolLM2: 2.8 GiB at 2, "
+            "8.9 GiB at 8)",
         )
+
+
+def sized_micro_batch(
+    spec: StudySpec, setup: ProxySetup, examples: Sequence[Example], group: ModuleGroup
+) -> MicroBatchSizing:
+    """The largest micro-batch whose HVPs fit the memory budget (`proxy_runs.probes.sizing`), measured on
+    the longest samples and the earliest module probed (its second backward runs through the whole model)."""
+    longest = probe_batches(
+        examples[-MEASURED_SAMPLES:],
+        MEASURED_SAMPLES,
+        pad_id=setup.tokenizer.pad_token_id,
+        is_seq2seq=setup.is_seq2seq,
+    )
+    operator = hessian_operator_for_model(
+        setup.model, longest, is_seq2seq=setup.is_seq2seq, params=group.params
+    )
+    key = (spec.model, str(spec.training.max_seq_len), spec.method, str(spec.rank), str(setup.device))
+    resident = [*setup.model.parameters(), *setup.model.buffers()]
+    return size_micro_batch(key, operator, samples=len(examples), resident=resident)
 
 
 def probe_noise_scale(
@@ -132,20 +159,21 @@ def probe_noise_scale(
 def probe_spec(
     spec: StudySpec,
     *,
-    estimator: str = "lanczos",
+    estimator: str = "lora_block",
     modules: ModuleSelection = None,
     noise_scale: bool = False,
     tol: float = 1e-3,
     device: str | None = None,
     samples: int = DEFAULT_SAMPLES,
-    micro_batch_size: int = DEFAULT_MICRO_BATCH,
+    micro_batch_size: int | None = None,
     max_iter: int = 100,
     seed: int = 0,
     setup: ProxySetup | None = None,
 ) -> ProbeReport:
     """λ_max of each selected module's Hessian block at initialisation (and B_simple on request).
 
-    `setup` reuses an already loaded model (the spec's method applied); otherwise one is built.
+    `setup` reuses an already loaded model (the spec's method applied); otherwise one is built. Without
+    `micro_batch_size`, the largest that fits the memory (`sized_micro_batch`).
     """
     started = time.perf_counter()
     find = get_estimator(estimator)  # 1. validate the cheap things before loading a model
@@ -153,17 +181,21 @@ def probe_spec(
     setup = setup or setup_proxy(spec, device)
     # 2. the probe's samples, fixed for every module so that modules are compared on the same loss
     examples = probe_examples(setup.data.train, samples, seed)
-    batches = probe_batches(
-        examples, micro_batch_size, pad_id=setup.tokenizer.pad_token_id, is_seq2seq=setup.is_seq2seq
-    )
+    groups = select_modules(setup.model, modules)
+    sizing = None if micro_batch_size is not None else sized_micro_batch(spec, setup, examples, groups[0])
+    micro = sizing.micro_batch_size if sizing is not None else micro_batch_size
+    assert micro is not None
+    batches = probe_batches(examples, micro, pad_id=setup.tokenizer.pad_token_id, is_seq2seq=setup.is_seq2seq)
     totals = OperatorStats()
     results = []
-    for group in select_modules(setup.model, modules):
+    for group in groups:
         # 3. one module's (A, B) block of the Hessian, its top eigenvalue, and one gradient for scale
         operator = hessian_operator_for_model(
             setup.model, batches, is_seq2seq=setup.is_seq2seq, params=group.params
         )
-        estimate = find(operator, tol=tol, max_iter=max_iter, seed=seed)
+        estimate = find(
+            with_lora_block(operator, [group], setup.model), tol=tol, max_iter=max_iter, seed=seed
+        )
         operator.gradient()
         results.append(_module_probe(group, estimate, operator.stats))
         for name in ("hvps", "hvp_seconds", "gradients", "gradient_seconds"):
@@ -179,7 +211,8 @@ def probe_spec(
         tol=tol,
         samples=len(examples),
         tokens=sum(target_tokens(b, is_seq2seq=setup.is_seq2seq) for b in batches),
-        micro_batch_size=micro_batch_size,
+        micro_batch_size=micro,
+        micro_batch_sizing=sizing.to_dict() if sizing is not None else None,
         modules=results,
         median_eigenvalue=statistics.median(eigenvalues),
         max_eigenvalue=max(eigenvalues),
