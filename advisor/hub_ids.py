@@ -11,7 +11,7 @@ and every refusal reads the same, so that a submitter cannot probe the disk by c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from advisor.errors import SpecError
@@ -45,20 +45,17 @@ def exists_under(value: str, directories: list[Path]) -> bool:
     return False
 
 
-def refused_path(
-    field: str, value: str, *, kind: str, allow_hub: bool, roots: Sequence[Path] = ()
-) -> SpecError:
+def refused_path(field: str, value: str, *, kind: str, allow_hub: bool) -> SpecError:
     """The one error for every refused model or dataset path, whatever the reason (missing, outside the
     roots, `..`, unreadable, on disk but offered as a hub id): the same words for each, so the answer says
-    nothing about what lies on the server's disk. It names the `roots` (the service's configuration, the
-    same in every answer), so a user knows where to put the file."""
+    nothing about what lies on the server's disk, nor where its roots are; it says how the roots are set."""
     hub = " or a hub id (org/name) that names nothing on the server's disk" if allow_hub else ""
-    where = f" ({', '.join(str(root) for root in roots)})" if roots else ""
     return SpecError(
         field,
-        f"not a usable {kind}: give a file or folder inside the configured {kind} roots{where}{hub}",
+        f"not a usable {kind}: give a file or folder inside the configured {kind} roots{hub}",
         value=value,
-        fix=f"upload it, or place it under a root set in LORA_ADVISOR_{kind.upper()}_ROOTS",
+        fix=f"upload it, or place it under the service's data dir ({kind}s/, where `advisor demo` writes; "
+        f"LORA_ADVISOR_DATA_DIR) or a root set in LORA_ADVISOR_{kind.upper()}_ROOTS",
     )
 
 

@@ -44,7 +44,7 @@ def confine(value: str, *, roots: list[Path], field: str, allow_hub: bool, kind:
         return str(inside)
     if allow_hub and is_hub_id(value) and not exists_under(value, [*roots, Path.cwd()]):
         return value
-    raise refused_path(field, value, kind=kind, allow_hub=allow_hub, roots=roots)
+    raise refused_path(field, value, kind=kind, allow_hub=allow_hub)
 
 
 def confine_spec(

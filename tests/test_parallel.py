@@ -11,7 +11,7 @@ import pytest
 from advisor.records import RunStatus
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec, parse_spec
-from advisor.study import run_study
+from advisor.study import StudyResult, run_study
 from advisor.study.runner import ProxyRunner
 from advisor.study.synthetic import Surface, SyntheticRunner
 from proxy_runs.parallel import ParallelRunner
@@ -50,10 +50,10 @@ def synthetic_spec() -> StudySpec:
     )
 
 
-def runs_of(result: object) -> list[tuple[int, float, int, float | None, str]]:
+def runs_of(result: StudyResult) -> list[tuple[int, float, int, float | None, str]]:
     return [
         (r.config.batch_size, r.config.learning_rate, r.examples_seen, r.eval_loss, str(r.status))
-        for r in result.runs  # type: ignore[attr-defined]
+        for r in result.runs
     ]
 
 

@@ -44,6 +44,7 @@ from proxy_runs.ray_cluster import LoopbackCluster, loopback_cluster  # noqa: E4
 from proxy_runs.ray_runner import RayRunner  # noqa: E402
 from proxy_runs.runner import TorchRunner  # noqa: E402
 from tests.conftest import PG_ENV, make_spec  # noqa: E402
+from tests.test_parallel import runs_of, synthetic_spec  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -90,13 +91,6 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def runs_of(result: StudyResult) -> list[tuple[int, float, int, float | None, str]]:
-    return [
-        (r.config.batch_size, r.config.learning_rate, r.examples_seen, r.eval_loss, str(r.status))
-        for r in result.runs
-    ]
-
-
 def pick_of(result: StudyResult) -> tuple[int, float]:
     assert isinstance(result.recommendation, Recommendation)
     return result.recommendation.batch_size, result.recommendation.learning_rate
@@ -120,18 +114,6 @@ def test_a_study_on_two_nodes_makes_the_runs_and_the_pick_of_one_torch_runner(
 
 
 # A Ray worker process dies mid-run ------------------------------------------------------------------------
-
-
-def synthetic_spec() -> StudySpec:
-    return parse_spec(
-        {
-            "model": "org/model",
-            "dataset": {"path": "data.jsonl"},
-            "batch_sizes": [4, 8, 16],
-            "lr_range": [1e-5, 1e-1],
-            "budget": {"proxy_seconds": None, "proxy_examples": 8000},
-        }
-    )
 
 
 class SyntheticRunnerWithoutPausedRuns(SyntheticRunner):
@@ -229,7 +211,9 @@ def test_a_queued_study_runs_in_a_ray_worker_with_runs_from_both_nodes_stored_in
         try:
             study_id, _ = queue.submit_study(
                 db,
-                spec=tiny_study(tiny_llama, instruction_jsonl, examples=600),
+                # as long as the first test's: a shorter study can end before the second node's Ray worker
+                # has imported torch, every run then on the first node
+                spec=tiny_study(tiny_llama, instruction_jsonl, examples=900),
                 function="study",
                 max_attempts=1,
                 token_id=None,
