@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from advisor.cli.recommend import LogProgress, add_recommend, open_database, render
+from advisor.cli.recommend import LogProgress, TerminalProgress, add_recommend, open_database, render
 from advisor.jobs.functions import study_result_to_job_result
 from advisor.records import CONFIRMATION_ROLE, HALVING_ROLE, RunStatus
 from advisor.science.fits import Observation, SurfaceFit, fit_surface
@@ -295,9 +296,24 @@ def test_progress_in_a_log_is_a_line_per_tenth_of_the_study_not_a_redrawn_bar(
     for done in range(1, 64):
         progress(done, 63, f"run {done}")
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == "[0/63] Study on the target model itself ..."
-    assert len(lines) == 11 and lines[-1] == "[63/63] run 63"  # the plan, then 10 tenths
+    assert re.fullmatch(r"\[0/63, \d+ s\] Study on the target model itself \.\.\.", lines[0])
+    assert (
+        len(lines) == 11
+    )  # the plan, then 10 tenths, each with the time so far and what is left at that pace
+    assert re.fullmatch(r"\[63/63, \d+ s, ~0 s left\] run 63", lines[-1])
     assert not any("\r" in line for line in lines)
+
+
+def test_progress_on_a_terminal_is_a_bar_with_elapsed_time_and_an_eta(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    progress = TerminalProgress()
+    progress(0, 40, "the plan")
+    progress(12, 41, "B=4 LR=0.01 to 24 examples: pruned")  # the study extended its grid by a run
+    progress.close()
+    drawn = capsys.readouterr().err
+    assert "12/41 runs" in drawn and "pruned" in drawn
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d\]", drawn)  # elapsed < remaining
 
 
 def test_the_best_top_rung_configs_are_rerun_with_a_second_seed(study: tuple[StudyResult, list]) -> None:

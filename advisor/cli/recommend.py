@@ -26,9 +26,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tqdm import tqdm
 
 from advisor.training_configs import FORMATS
 
@@ -44,7 +47,6 @@ if TYPE_CHECKING:  # the science imports scipy and the study torch: load them wh
     from advisor.training_configs import MappedConfig
 
 EXIT_OK, EXIT_NO_RECOMMENDATION = 0, 1
-BAR_WIDTH = 30
 DATA_DIR_ENV = "LORA_ADVISOR_DATA_DIR"
 LEASE_SECONDS = 60.0  # renewed every 20 s by a heartbeat; a service worker may reclaim it only once we die
 PROVISIONAL_PREFIX = "provisional:"  # how run_study announces the warm start's answer
@@ -150,25 +152,65 @@ def _seconds(text: str) -> float:
     return value
 
 
-def progress_bar(done: int, total: int, message: str) -> None:
-    """One line on stderr, redrawn in place: [#####.....] 12/40 what just ran."""
-    filled = BAR_WIDTH * min(done, total) // max(total, 1)
-    line = f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} {message[:70]}"
-    print(line.ljust(BAR_WIDTH + 90), end="", file=sys.stderr, flush=True)
+class TerminalProgress:
+    """A tqdm bar on stderr, redrawn in place: runs done of the plan's, elapsed time, and an ETA that tqdm
+    re-estimates from the runs' measured pace (the plan's total grows when the study extends its grid)."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if self.bar is None:
+            columns = stderr_columns()
+            self.bar = tqdm(
+                total=total,
+                file=sys.stderr,
+                unit="run",
+                # A terminal that reports no size (a container's, a bare pty) gets 100 × 24: tqdm draws
+                # nothing on a screen of 0 rows.
+                ncols=columns or 100,
+                nrows=None if columns else 24,
+                dynamic_ncols=bool(columns),
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} runs [{elapsed}<{remaining}]{postfix}",
+            )
+        if total != self.bar.total:
+            self.bar.total = total
+        self.bar.n = min(done, total)
+        self.bar.set_postfix_str(message[:60], refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def stderr_columns() -> int:
+    """The width of the terminal stderr is on; 0 when it reports none."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 0
 
 
 class LogProgress:
     """Progress for a log rather than a terminal: the plan (step 0) and then a line whenever another tenth
-    of the study is done, so a CI log gets about a dozen readable lines instead of one line of redraws."""
+    of the study is done, with the time so far and what is left at the pace so far, so a CI log gets about a
+    dozen readable lines instead of one line of redraws."""
 
     def __init__(self) -> None:
         self.tenths_done = -1
+        self.started = time.monotonic()
 
     def __call__(self, done: int, total: int, message: str) -> None:
         tenths = 10 * min(done, total) // max(total, 1)
         if done == 0 or tenths > self.tenths_done:
             self.tenths_done = tenths
-            print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
+            elapsed = time.monotonic() - self.started
+            left = f", ~{elapsed / done * max(total - done, 0):.0f} s left" if done else ""
+            print(f"[{done}/{total}, {elapsed:.0f} s{left}] {message}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        return None
 
 
 def data_dir() -> Path:
@@ -213,8 +255,6 @@ def run_recommend(args: argparse.Namespace) -> int:
         result = run_leased(db, lease, spec, budget=args.budget, runs_on=runs_on)
     finally:
         db.dispose()
-    if sys.stderr.isatty():
-        print(file=sys.stderr)  # end the bar's line
     print(render(result.recommendation, as_json=args.json, provisional=result.provisional, mapped=mapped))
     return EXIT_NO_RECOMMENDATION if isinstance(result.recommendation, NoRecommendation) else EXIT_OK
 
@@ -298,6 +338,7 @@ def run_leased(
     from advisor.study import run_study
 
     control = JobControl(store=knowledge_store(db))
+    show: TerminalProgress | LogProgress = TerminalProgress() if sys.stderr.isatty() else LogProgress()
     done = threading.Event()
     beat = threading.Thread(target=keep_lease, args=(db, lease, control, done), daemon=True)
     beat.start()
@@ -310,7 +351,7 @@ def run_leased(
                 spec,
                 runner,
                 budget_override=budget,
-                progress=reporter(control),
+                progress=reporter(control, show),
                 store=control.store,
             )
         except JobCanceled:
@@ -329,6 +370,7 @@ def run_leased(
         finally:
             done.set()
             beat.join()
+            show.close()
         queue.complete(db, lease=lease, result=study_result_to_job_result(result))
     return result
 
@@ -367,17 +409,17 @@ def interrupted_once() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def reporter(control: JobControl) -> Callable[[int, int, str], None]:
-    """The study's progress to the terminal (a bar; the warm start's answer on a line of its own) and to the
-    job's control, which raises when the study was canceled."""
-
-    on_terminal = sys.stderr.isatty()
-    show = progress_bar if on_terminal else LogProgress()
-    line_start = "\r" if on_terminal else ""  # a terminal's bar is redrawn in place: start over its line
+def reporter(control: JobControl, show: TerminalProgress | LogProgress) -> Callable[[int, int, str], None]:
+    """The study's progress to the terminal or log (`show`; the warm start's answer on a line of its own) and
+    to the job's control, which raises when the study was canceled."""
 
     def report(done: int, total: int, message: str) -> None:
         if message.startswith(PROVISIONAL_PREFIX):
-            print(f"{line_start}warm start: {message}", file=sys.stderr, flush=True)
+            line = f"warm start: {message}"
+            if isinstance(show, TerminalProgress) and show.bar is not None:
+                show.bar.write(line, file=sys.stderr)  # above the bar, which stays
+            else:
+                print(line, file=sys.stderr, flush=True)
         else:
             show(done, total, message)
         control.study_progress(done, total, message)
