@@ -113,3 +113,16 @@ def own_postgres() -> Iterator[tuple[str, Path]]:
     finally:
         subprocess.run([str(POSTGRES_SCRIPT), "stop", str(folder)], check=False, capture_output=True)
         subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+@pytest.fixture(scope="module")
+def one_intra_op_thread() -> Iterator[None]:
+    """One torch thread for a module's tests (`pytestmark = pytest.mark.usefixtures(...)`): probes of
+    hidden-16 to hidden-64 models gain nothing from intra-op threads, while OpenMP barriers on a busy 2-core
+    machine (other jobs running) made them 15× slower. Probes themselves never change the thread count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -7,7 +7,6 @@ import importlib.util
 import json
 
 import pytest
-import torch
 
 from advisor.specs import parse_spec
 from proxy_runs.probes.cli import add_probe_arguments, run_probe
@@ -15,14 +14,8 @@ from proxy_runs.probes.report import ProbeReport, probe_spec
 from proxy_runs.synthetic import corpus_of, instruction_records, write_jsonl
 from proxy_runs.tiny import save_tiny_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    """Tiny models gain nothing from intra-op threads; OpenMP barriers on a busy 2-core machine cost 15×."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny models gain nothing from intra-op threads (tests/conftest.py: one_intra_op_thread).
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,14 +26,8 @@ from proxy_runs.tiny import build_tiny_model, save_tiny_model, train_tokenizer
 MICRO_BATCH = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    """Hidden-16 models gain nothing from intra-op threads, while OpenMP barriers on a busy 2-core machine
-    (other jobs running) made these tests 15× slower. Probes themselves never change the thread count."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny models gain nothing from intra-op threads (tests/conftest.py: one_intra_op_thread).
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 @pytest.fixture(scope="module")

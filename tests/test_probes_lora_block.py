@@ -28,12 +28,8 @@ MAX_APPLICATIONS = 15  # issue 34's target for λ_max at LoRA's initialisation
 REFERENCE_TOL = 1e-7  # "fully converged": a residual of 1e-7·λ bounds the reference's own error
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny models gain nothing from intra-op threads (tests/conftest.py: one_intra_op_thread).
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def lora_setup(model: Path | str, data: Path, **fields: object) -> ProxySetup:

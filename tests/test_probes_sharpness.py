@@ -21,14 +21,8 @@ from proxy_runs.probes.sharpness import adam_preconditioned_sharpness
 from proxy_runs.synthetic import corpus_of, instruction_records
 from proxy_runs.tiny import build_tiny_model, train_tokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    """Tiny models gain nothing from intra-op threads; OpenMP barriers on a busy 2-core machine cost 15×."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny models gain nothing from intra-op threads (tests/conftest.py: one_intra_op_thread).
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def quadratic_problem(seed: int = 0) -> tuple[HessianOperator, torch.Tensor, torch.Tensor, nn.Parameter]:
