@@ -180,9 +180,9 @@ class ParallelRunner(RunsElsewhere):
         """Every request trained in a worker, up to `workers` at once; records in the requests' order."""
         records: list[RunRecord | None] = [None] * len(requests)
         pending = list(range(len(requests)))
+        shelf = paused if isinstance(paused, FolderShelf) else None
         for attempt in range(RETRIES + 1):
             pool = self._executor()
-            shelf = paused if isinstance(paused, FolderShelf) else None
             futures: dict[int, Future[RunRecord]] = {
                 i: pool.submit(_train, requests[i], shelf) for i in pending
             }

@@ -332,7 +332,7 @@ def run_leased(
 ) -> StudyResult:
     """Run the study under `lease`, then store its runs and recommendation the way a worker does."""
     from advisor.jobs import queue
-    from advisor.jobs.control import JobCanceled, JobControl, LeaseLost, StopsMidRung
+    from advisor.jobs.control import JobCanceled, JobControl, LeaseLost
     from advisor.jobs.functions import study_result_to_job_result
     from advisor.jobs.heartbeat import keep_lease
     from advisor.study import run_study
@@ -344,9 +344,7 @@ def run_leased(
     beat.start()
     with interrupted_once():
         try:
-            runner = _runner(runs_on or RunsOn())
-            if isinstance(runner, StopsMidRung):  # a cancel from the service stops the runs in flight on Ray
-                runner.stop_when(control.check)
+            runner = control.watched(_runner(runs_on or RunsOn()))  # a cancel stops runs in flight on Ray
             result = run_study(
                 spec,
                 runner,

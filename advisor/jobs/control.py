@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from advisor.errors import AdvisorError
-from advisor.study.runner import RunnerFactory
+from advisor.study.runner import ProxyRunner, RunnerFactory
 
 if TYPE_CHECKING:  # the science imports scipy; a job that never warm-starts should not pay for it
     from advisor.science.knowledge import KnowledgeStore
@@ -46,6 +46,13 @@ class JobControl:
         self.message: str | None = None
         self.store = store  # stored studies and outcomes for a study's warm start, when the worker has them
         self.runner = runner  # what trains a study's proxy runs; the worker's entry point chose it
+
+    def watched(self, runner: ProxyRunner) -> ProxyRunner:
+        """`runner`, set to stop its runs in flight when this job is canceled or loses its lease, where it can
+        (`StopsMidRung`); other runners stop between runs, at the study's next progress report."""
+        if isinstance(runner, StopsMidRung):
+            runner.stop_when(self.check)
+        return runner
 
     def check(self) -> None:
         if self.lost.is_set():

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from advisor.errors import SpecError
 from advisor.hub_ids import check_stored_references
-from advisor.jobs.control import JobControl, PermanentJobError, StopsMidRung
+from advisor.jobs.control import JobControl, PermanentJobError
 from advisor.jobs.queue import JobResult
 from advisor.science.recommendation import Recommendation
 from advisor.specs import StudySpec, parse_spec
@@ -86,9 +86,7 @@ def run_study_job(payload: dict[str, Any], control: JobControl) -> JobResult:
         )
     store, opened = knowledge_store(control)
     try:
-        runner = control.runner()
-        if isinstance(runner, StopsMidRung):  # a cancel or a lost lease stops runs in flight, not the next
-            runner.stop_when(control.check)
+        runner = control.watched(control.runner())  # a cancel or a lost lease stops runs in flight
         result = run_study(spec, runner, progress=control.study_progress, store=store)
     except SpecError as exc:  # the model or data the spec names cannot be used: retrying will not help
         if exc.retryable:

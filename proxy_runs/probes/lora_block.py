@@ -165,19 +165,21 @@ class _Schur:
         self.operator = operator
         self.pieces = operator.pieces
         self.gradients = operator.weight_gradients()
-        self.b_dim = sum(p.d_out * p.rank for p in self.pieces)
-        self._singular: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        starts = list(itertools.accumulate((p.d_out * p.rank for p in self.pieces), initial=0))
+        self.b_dim = starts[-1]
+        self.b_parts = [slice(start, end) for start, end in itertools.pairwise(starts)]  # each piece's B in y
+        # (U, σ) of every piece's G: P's eigenvectors are U's columns ⊗ I_r, its eigenvalues s²σ²
+        self.singular_pairs = [self._singular_pair(g) for g in self.gradients]
 
-    def b_slices(self) -> list[slice]:
-        starts = [0]
-        for piece in self.pieces:
-            starts.append(starts[-1] + piece.d_out * piece.rank)
-        return [slice(start, end) for start, end in itertools.pairwise(starts)]
+    @staticmethod
+    def _singular_pair(g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u, sigma, _ = torch.linalg.svd(g.double(), full_matrices=False)
+        return u.to(g.dtype), sigma.to(g.dtype)
 
     def apply_p(self, y: torch.Tensor) -> torch.Tensor:
         """P·y = s²·G·Gᵀ·y per piece, with y's piece viewed as d_out × r."""
         parts = []
-        for piece, g, part in zip(self.pieces, self.gradients, self.b_slices(), strict=True):
+        for piece, g, part in zip(self.pieces, self.gradients, self.b_parts, strict=True):
             block = y[part].view(piece.d_out, piece.rank)
             parts.append((piece.scale**2 * (g @ (g.T @ block))).reshape(-1))
         return torch.cat(parts)
@@ -185,25 +187,16 @@ class _Schur:
     def hvp_of_b(self, y: torch.Tensor) -> tuple[torch.Tensor, float]:
         """(D·y, the relative mismatch of the HVP's A part from C·y = s·yᵀG): one HVP."""
         full = torch.zeros(self.operator.dim, dtype=self.operator.dtype, device=self.operator.device)
-        for piece, part in zip(self.pieces, self.b_slices(), strict=True):
+        for piece, part in zip(self.pieces, self.b_parts, strict=True):
             full[piece.b_slice] = y[part]
         product = self.operator.matvec(full)
         mismatch, scale = 0.0, 0.0
-        for piece, g, part in zip(self.pieces, self.gradients, self.b_slices(), strict=True):
+        for piece, g, part in zip(self.pieces, self.gradients, self.b_parts, strict=True):
             expected = piece.scale * (y[part].view(piece.d_out, piece.rank).T @ g).reshape(-1)
             mismatch += float((product[piece.a_slice] - expected).norm()) ** 2
             scale += float(expected.norm()) ** 2
         d_y = torch.cat([product[piece.b_slice] for piece in self.pieces])
         return d_y, math.sqrt(mismatch / scale) if scale > 0 else math.inf
-
-    def singular_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(U, σ) of every piece's G: P's eigenvectors are U's columns ⊗ I_r, its eigenvalues s²σ²."""
-        if self._singular is None:
-            self._singular = []
-            for g in self.gradients:
-                u, sigma, _ = torch.linalg.svd(g.double(), full_matrices=False)
-                self._singular.append((u.to(g.dtype), sigma.to(g.dtype)))
-        return self._singular
 
     def precondition(self, residual: torch.Tensor, root: float) -> torch.Tensor:
         """(P/λ − λ·I)⁻¹ applied to the residual, exactly (P is known): Davidson's correction.
@@ -213,7 +206,7 @@ class _Schur:
         HVPs on that coupling and can settle on a lower member of the cluster (tiny Llama: 0.2% low, with a
         residual under 1e-3)."""
         parts = []
-        for piece, (u, sigma), part in zip(self.pieces, self.singular_pairs(), self.b_slices(), strict=True):
+        for piece, (u, sigma), part in zip(self.pieces, self.singular_pairs, self.b_parts, strict=True):
             block = residual[part].view(piece.d_out, piece.rank)
             along = u.T @ block
             denominator = piece.scale**2 * sigma**2 / root - root
@@ -230,13 +223,13 @@ class _Schur:
         """(u₁·cᵀ in the piece with the largest s·σ₁, random c; that s·σ₁): in P's top eigenvector cluster."""
         tops = [
             piece.scale * float(sigma[0])
-            for piece, (_, sigma) in zip(self.pieces, self.singular_pairs(), strict=True)
+            for piece, (_, sigma) in zip(self.pieces, self.singular_pairs, strict=True)
         ]
         best = max(range(len(tops)), key=tops.__getitem__)
-        piece, (u, _) = self.pieces[best], self.singular_pairs()[best]
+        piece, (u, _) = self.pieces[best], self.singular_pairs[best]
         c = torch.randn(piece.rank, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         y = torch.zeros(self.b_dim, dtype=torch.float64)
-        y[self.b_slices()[best]] = torch.outer(u[:, 0].double().cpu(), c).reshape(-1)
+        y[self.b_parts[best]] = torch.outer(u[:, 0].double().cpu(), c).reshape(-1)
         return (y / y.norm()).to(self.operator.device, self.operator.dtype), tops[best]
 
 
@@ -286,16 +279,16 @@ def lora_block(
         d_products.append(d_q)
         p_products.append(schur.apply_p(q))
         # 1. the projected problem: λ = μ_max(QᵀPQ/λ + QᵀDQ), exactly, in float64
-        stacked = torch.stack(basis, 1)
-        p_k = (stacked.T @ torch.stack(p_products, 1)).double()
-        d_k = (stacked.T @ torch.stack(d_products, 1)).double()
+        stacked, p_stacked, d_stacked = (torch.stack(v, 1) for v in (basis, p_products, d_products))
+        p_k = (stacked.T @ p_stacked).double()
+        d_k = (stacked.T @ d_stacked).double()
         p_k, d_k = (p_k + p_k.T) / 2, (d_k + d_k.T) / 2
         root, w = projected_root(p_k.cpu(), d_k.cpu(), top_cross**2)
         history.append(root)
         # 2. the full problem's residual at z = [C·y/λ; y]: ‖K(λ)y − λy‖ / ‖z‖, with ‖C·y‖² = wᵀP_k w
         w = w.to(stacked.device, stacked.dtype)
         y = stacked @ w
-        step = torch.stack(p_products, 1) @ w / root + torch.stack(d_products, 1) @ w - root * y
+        step = p_stacked @ w / root + d_stacked @ w - root * y
         residual = float(step.norm()) / math.sqrt(
             1.0 + float(w.double() @ p_k.to(w.device) @ w.double()) / root**2
         )
@@ -329,7 +322,7 @@ def lora_block(
 def _full_vector(schur: _Schur, y: torch.Tensor, root: float) -> torch.Tensor:
     """z = [C·y/λ; y] in the operator's flat layout, unit length."""
     z = torch.zeros(schur.operator.dim, dtype=y.dtype, device=y.device)
-    for piece, g, part in zip(schur.pieces, schur.gradients, schur.b_slices(), strict=True):
+    for piece, g, part in zip(schur.pieces, schur.gradients, schur.b_parts, strict=True):
         block = y[part].view(piece.d_out, piece.rank)
         z[piece.a_slice] = (piece.scale * (block.T @ g)).reshape(-1) / root
         z[piece.b_slice] = y[part]

@@ -182,9 +182,10 @@ def probe_spec(
     # 2. the probe's samples, fixed for every module so that modules are compared on the same loss
     examples = probe_examples(setup.data.train, samples, seed)
     groups = select_modules(setup.model, modules)
-    sizing = None if micro_batch_size is not None else sized_micro_batch(spec, setup, examples, groups[0])
-    micro = sizing.micro_batch_size if sizing is not None else micro_batch_size
-    assert micro is not None
+    sizing, micro = None, micro_batch_size
+    if micro is None:
+        sizing = sized_micro_batch(spec, setup, examples, groups[0])
+        micro = sizing.micro_batch_size
     batches = probe_batches(examples, micro, pad_id=setup.tokenizer.pad_token_id, is_seq2seq=setup.is_seq2seq)
     totals = OperatorStats()
     results = []

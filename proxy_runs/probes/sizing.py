@@ -28,6 +28,7 @@ import torch
 
 from advisor.errors import SpecError
 from proxy_runs.probes.hvp import HessianOperator
+from proxy_runs.resume import available_memory_bytes
 
 PROBE_MEMORY_ENV = "LORA_ADVISOR_PROBE_MEMORY_GB"
 CPU_SHARE = 0.25  # of the memory available, when LORA_ADVISOR_PROBE_MEMORY_GB is not set
@@ -72,18 +73,11 @@ def memory_budget_bytes(device: torch.device) -> float:
         if not gigabytes > 0:
             raise SpecError(PROBE_MEMORY_ENV, "must be a positive number of GB", value=text, fix="e.g. 8")
         return gigabytes * 1e9
-    return CPU_SHARE * available_memory_bytes()
+    available = available_memory_bytes()  # the container's limit too (proxy_runs.resume)
+    return CPU_SHARE * (available if available is not None else _physical_memory_bytes())
 
 
-def available_memory_bytes() -> float:
-    """MemAvailable from /proc/meminfo (Linux); else the machine's physical memory."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
+def _physical_memory_bytes() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
